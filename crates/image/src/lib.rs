@@ -1,0 +1,1 @@
+//! image: OCI content store, layer unpack, OverlayFS snapshots.

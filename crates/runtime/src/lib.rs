@@ -1,0 +1,1 @@
+//! runtime: the OCI runtime — bundle + config.json -> container lifecycle.

@@ -1,0 +1,1 @@
+//! seccomp: compile an OCI seccomp profile into a classic BPF program and install it.

@@ -1,0 +1,1 @@
+//! vmm: a KVM microVM monitor built from rust-vmm crates.
