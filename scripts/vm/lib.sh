@@ -1,0 +1,28 @@
+# Shared helpers for scripts/vm/*.sh (sourced, not executed).
+# shellcheck shell=bash
+
+# The repository root, found from this file's location (scripts/vm/lib.sh).
+VM_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VM_SCRIPTS=$VM_REPO_ROOT/scripts/vm
+VM_BUILD=$VM_REPO_ROOT/build/vm
+
+# die PROGRAM MESSAGE...: one line on stderr, exit 1.
+die() {
+    local prog=$1
+    shift
+    echo "$prog: $*" >&2
+    exit 1
+}
+
+# The kernel release of the newest /boot/vmlinuz-* (e.g. 6.1.0-57-amd64), or empty.
+default_kver() {
+    local newest
+    newest=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
+    echo "${newest#/boot/vmlinuz-}"
+}
+
+# ensure_vmlinux KVER: print the path of the cached ELF vmlinux for KVER, extracting it
+# from /boot/vmlinuz-KVER on first use.
+ensure_vmlinux() {
+    "$VM_SCRIPTS/extract-vmlinux.sh" "/boot/vmlinuz-$1" "$VM_BUILD/vmlinux-$1"
+}
