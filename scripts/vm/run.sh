@@ -44,6 +44,8 @@ done
 [[ $timeout =~ ^[1-9][0-9]*$ ]] || die $prog "--timeout $timeout: expected positive seconds"
 [[ $mem =~ ^[1-9][0-9]*[MG]?$ ]] || die $prog "--mem $mem: expected a size like 512M or 2G"
 command -v qemu-system-x86_64 >/dev/null || die $prog "qemu-system-x86_64 not found; install qemu-system-x86"
+qboot=/usr/share/qemu/qboot.rom
+[[ -r $qboot ]] || die $prog "$qboot not found; install qemu-system-data"
 if [[ -z $kernel ]]; then
     kver=$(default_kver)
     [[ -n $kver ]] || die $prog "no /boot/vmlinuz-* found; install linux-image-amd64 or pass --kernel"
@@ -60,8 +62,11 @@ fi
 # quiet: keep kernel chatter from interleaving with the markers. panic=-1: a panic resets
 # at once, and -no-reboot turns that reset into a qemu exit instead of a hang.
 cmdline="console=ttyS0 quiet panic=-1 ${append}"
+# qboot (from qemu-system-data) instead of SeaBIOS: it prints nothing on the serial port,
+# so the console carries only the guest's lines (SeaBIOS emits escape codes and a banner
+# without a newline), and it loads the PVH kernel just as well.
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot
-    -accel tcg,thread=multi -M q35 -cpu max -m "$mem" -smp "$cpus"
+    -bios "$qboot" -accel tcg,thread=multi -M q35 -cpu max -m "$mem" -smp "$cpus"
     -kernel "$kernel" -initrd "$initramfs" -append "$cmdline"
     -serial stdio -monitor none)
 
