@@ -19,7 +19,7 @@ prog=build-static
 
 mode=build
 if [[ ${1:-} == --tests ]]; then
-    mode=test
+    mode="test"
     shift
 fi
 command -v jq >/dev/null || die $prog "jq not found; install jq"
@@ -30,10 +30,10 @@ target=x86_64-unknown-linux-gnu
 
 cd "$VM_REPO_ROOT"
 if [[ $mode == build ]]; then
-    cmd=(cargo build --release --target $target --message-format=json-render-diagnostics "$@")
+    cmd=(cargo build --release --target "$target" --message-format=json-render-diagnostics "$@")
     filter='select(.reason == "compiler-artifact" and .executable != null) | .executable'
 else
-    cmd=(cargo test --no-run --target $target --message-format=json-render-diagnostics "$@")
+    cmd=(cargo test --no-run --target "$target" --message-format=json-render-diagnostics "$@")
     filter='select(.reason == "compiler-artifact" and .executable != null and .profile.test) | .executable'
 fi
 json=$("${cmd[@]}") || die $prog "${cmd[*]} failed"

@@ -11,16 +11,17 @@
 # VMLINUZ, and written atomically (temp file + rename) so concurrent callers are safe.
 set -euo pipefail
 export LC_ALL=C
-
-die() { echo "extract-vmlinux: $*" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+prog=extract-vmlinux
 
 case $# in
-1) out=$1; vmlinuz=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true) ;;
+1) out=$1; kver=$(default_kver); vmlinuz=${kver:+/boot/vmlinuz-$kver} ;;
 2) vmlinuz=$1; out=$2 ;;
-*) die "usage: extract-vmlinux.sh [VMLINUZ] OUT" ;;
+*) die $prog "usage: extract-vmlinux.sh [VMLINUZ] OUT" ;;
 esac
-[[ -n $vmlinuz ]] || die "no /boot/vmlinuz-* found; install linux-image-amd64 or pass VMLINUZ"
-[[ -r $vmlinuz ]] || die "$vmlinuz: not readable"
+[[ -n $vmlinuz ]] || die $prog "no /boot/vmlinuz-* found; install linux-image-amd64 or pass VMLINUZ"
+[[ -r $vmlinuz ]] || die $prog "$vmlinuz: not readable"
 
 is_elf64() { [[ $(od -An -c -N5 "$1" 2>/dev/null | tr -d ' \n') == '177ELF002' ]]; }
 
@@ -49,7 +50,7 @@ for f in "${formats[@]}"; do
     magic=${f%%|*}
     cmd=${f#*|}
     command -v "${cmd%% *}" >/dev/null 2>&1 || continue
-    for off in $(grep -obUaP "$magic" "$vmlinuz" | cut -d: -f1); do
+    while read -r off; do
         # Trailing data after the stream makes the decompressor exit non-zero although
         # its output is complete, so judge the result by its ELF header instead.
         tail -c +$((off + 1)) "$vmlinuz" | $cmd >"$tmp" 2>/dev/null || true
@@ -58,15 +59,15 @@ for f in "${formats[@]}"; do
             found=1
             break 2
         fi
-    done
+    done < <(grep -obUaP "$magic" "$vmlinuz" | cut -d: -f1)
 done
-[[ -n $found ]] || die "$vmlinuz: no compressed stream decompressed to an ELF64 kernel"
+[[ -n $found ]] || die $prog "$vmlinuz: no compressed stream decompressed to an ELF64 kernel"
 
 if command -v readelf >/dev/null 2>&1; then
-    readelf -h "$tmp" | grep -q 'X86-64' || die "$vmlinuz: extracted ELF is not x86-64"
+    readelf -h "$tmp" | grep -q 'X86-64' || die $prog "$vmlinuz: extracted ELF is not x86-64"
     # qemu -kernel boots an ELF only through the PVH entry advertised in a Xen note.
     readelf -n "$tmp" | grep -q 'Xen' ||
-        die "$vmlinuz: extracted ELF has no PVH (Xen) note; qemu cannot boot it (CONFIG_PVH)"
+        die $prog "$vmlinuz: extracted ELF has no PVH (Xen) note; qemu cannot boot it (CONFIG_PVH)"
 fi
 chmod 0644 "$tmp"
 mv -f "$tmp" "$out"

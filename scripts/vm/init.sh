@@ -36,7 +36,8 @@ ln -sf /proc/self/fd /dev/fd
 
 # cgroup v2 as the only hierarchy: nothing mounts v1, so every controller is free for v2.
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || fail "mount cgroup2 on /sys/fs/cgroup failed"
-for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+read -r controllers </sys/fs/cgroup/cgroup.controllers
+for c in $controllers; do
     echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control ||
         fail "enable controller $c in /sys/fs/cgroup/cgroup.subtree_control failed"
 done

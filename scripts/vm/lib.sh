@@ -16,9 +16,10 @@ die() {
 
 # The kernel release of the newest /boot/vmlinuz-* (e.g. 6.1.0-57-amd64), or empty.
 default_kver() {
-    local newest
-    newest=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
-    echo "${newest#/boot/vmlinuz-}"
+    local k
+    for k in /boot/vmlinuz-*; do
+        [[ -e $k ]] && echo "${k#/boot/vmlinuz-}"
+    done | sort -V | tail -n 1
 }
 
 # ensure_vmlinux KVER: print the path of the cached ELF vmlinux for KVER, extracting it

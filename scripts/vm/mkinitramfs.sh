@@ -78,7 +78,8 @@ if ((${#modules[@]})); then
         local name=${1//-/_} dname i
         [[ -n ${loaded[$name]:-} ]] && return
         [[ -n ${path_of[$name]:-} ]] || die $prog "--modules $1: no such module in $moddir/modules.dep"
-        local deps=(${dep_of[$name]})
+        local deps
+        read -ra deps <<<"${dep_of[$name]}"
         for ((i = ${#deps[@]} - 1; i >= 0; i--)); do
             dname=${deps[i]##*/}
             add_module "${dname%%.ko*}"

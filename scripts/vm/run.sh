@@ -65,6 +65,7 @@ cmdline="console=ttyS0 quiet panic=-1 ${append}"
 # qboot (from qemu-system-data) instead of SeaBIOS: it prints nothing on the serial port,
 # so the console carries only the guest's lines (SeaBIOS emits escape codes and a banner
 # without a newline), and it loads the PVH kernel just as well.
+# shellcheck disable=SC2054 # commas belong to qemu option values
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot
     -bios "$qboot" -accel tcg,thread=multi -M q35 -cpu max -m "$mem" -smp "$cpus"
     -kernel "$kernel" -initrd "$initramfs" -append "$cmdline"

@@ -3,9 +3,11 @@
 #   - cgroup2 is mounted at /sys/fs/cgroup with cpuset, cpu, io, memory and pids available
 #     and enabled for children, and a child cgroup gets memory.max/cpu.max/pids.max files;
 #   - /dev/kvm appears after loading the KVM modules and runs guest code (kvmcheck.c);
-#   - a Rust binary built by build-static.sh runs (no libc in the initramfs);
-# then checks the harness's own failure paths: a guest exit code propagates, a kernel
-# panic yields 125 and an expired timeout yields 124. Prints timings. Exit 0 = all passed.
+#   - a Rust binary and a libtest test binary built by build-static.sh run (the initramfs
+#     has no libc) and the test passes;
+# then that the same checks fail without the KVM modules, and the harness's own failure
+# paths: a guest exit code propagates, a kernel panic yields 125 and an expired timeout
+# yields 124. Prints timings. Exit 0 = all passed.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -36,11 +38,22 @@ fn main() {
     let pid = worker.join().expect("thread");
     println!("hello from a static rust binary, pid {pid}");
 }
+
+#[cfg(test)]
+mod tests {
+    // Meaningful only inside the VM: the host's hybrid hierarchy has no such file.
+    #[test]
+    fn cgroup2_root_offers_memory_controller() {
+        let ctl = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap();
+        assert!(ctl.split_whitespace().any(|c| c == "memory"), "controllers: {ctl}");
+    }
+}
 RS
 cmp -s "$work/main.rs" "$hello_src/src/main.rs" || mv "$work/main.rs" "$hello_src/src/main.rs"
 t0=$(now)
 hello=$("$VM_SCRIPTS/build-static.sh" --manifest-path "$hello_src/Cargo.toml" --quiet)
-echo "$prog: build-static.sh built $hello in $(secs "$t0" "$(now)")s"
+hello_test=$("$VM_SCRIPTS/build-static.sh" --tests --manifest-path "$hello_src/Cargo.toml" --quiet)
+echo "$prog: build-static.sh built $hello and $hello_test in $(secs "$t0" "$(now)")s"
 
 cat >"$work/guest.sh" <<'SH'
 #!/bin/sh
@@ -59,9 +72,10 @@ for f in memory.max cpu.max pids.max io.max cpuset.cpus; do
 done
 echo 4 >/sys/fs/cgroup/selftest/pids.max
 rmdir /sys/fs/cgroup/selftest
-[ -c /dev/kvm ] || { check "FAIL: /dev/kvm missing after insmod"; exit 1; }
+[ -c /dev/kvm ] || { check "FAIL: /dev/kvm missing (KVM modules not loaded?)"; exit 1; }
 /bin/kvmcheck
 /bin/hello
+/bin/hello-test --test-threads=1
 check "uptime $(cut -d' ' -f1 /proc/uptime)s"
 SH
 
@@ -78,7 +92,7 @@ expect() {
     t1=$(now)
     if [[ $got -eq $want ]]; then
         echo "$prog: ok: $what (exit $got, $(secs "$t0" "$t1")s)"
-        grep -E 'selftest-guest|kvmcheck|hello from|guest ready' "$work/out" | sed 's/^/    /' || true
+        grep -E 'FAIL|selftest-guest|kvmcheck|hello from|test result|guest ready' "$work/out" | sed 's/^/    /' || true
     else
         echo "$prog: FAIL: $what: exit $got, want $want; console:"
         sed 's/^/    /' "$work/out"
@@ -88,7 +102,13 @@ expect() {
 
 expect 0 "cgroup2 controllers, nested /dev/kvm, static binaries" \
     "$VM_SCRIPTS/run-in-vm.sh" --script "$work/guest.sh" --modules kvm \
-    --add "$kvmcheck:/bin/kvmcheck" --add "$hello:/bin/hello" --timeout 120
+    --add "$kvmcheck:/bin/kvmcheck" --add "$hello:/bin/hello" \
+    --add "$hello_test:/bin/hello-test" --timeout 120
+# The same checks without the modules must fail (on /dev/kvm): the KVM check can fail.
+expect 1 "without --modules kvm the guest checks fail" \
+    "$VM_SCRIPTS/run-in-vm.sh" --script "$work/guest.sh" \
+    --add "$kvmcheck:/bin/kvmcheck" --add "$hello:/bin/hello" \
+    --add "$hello_test:/bin/hello-test" --timeout 120
 expect 7 "guest exit code propagates" \
     "$VM_SCRIPTS/run-in-vm.sh" --cmd 'exit 7' --mem 256M --cpus 1 --timeout 120
 expect 125 "kernel panic (no init) reported as missing marker" \
