@@ -77,13 +77,17 @@ elapsed() { local now; now=$(date +%s%N); printf '%d.%02d' $(((now - start) / 10
 
 set +e
 # stdin from /dev/null: qemu's stdio backend must not grab the caller's terminal.
+# Lines go to stdout and the log through builtins only: no fork per console line.
+exec 3>>"$log"
 timeout --kill-after=10 "$timeout" "${qemu[@]}" </dev/null 2>&1 |
     while IFS= read -r line || [[ -n $line ]]; do
         line=${line%$'\r'}
-        printf '%s\n' "$line" | tee -a "$log"
+        printf '%s\n' "$line"
+        printf '%s\n' "$line" >&3
         [[ $line == *BERTH-VM-READY* ]] && echo "$prog: guest ready after $(elapsed)s (host clock)" >&2
     done
 qemu_status=${PIPESTATUS[0]}
+exec 3>&-
 set -e
 
 code=$(grep -ao 'BERTH-VM-EXIT=[0-9]*' "$log" | tail -n 1 | cut -d= -f2 || true)
