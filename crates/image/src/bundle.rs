@@ -1,0 +1,300 @@
+//! Container bundles: `config.json` + an OverlayFS rootfs stacked on the image's snapshots,
+//! with this container's own upper/work dirs under `<root>/containers/<id>/`.
+//! When the overlay mount fails (no OverlayFS, too many layers for the option string),
+//! the layers are copied flat into the rootfs instead.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{from_json, Error, IoContext, Result};
+use crate::oci::Compression;
+use crate::snapshot;
+use crate::spec::{build_spec, RunOverrides, VolumeMount};
+use crate::store::{write_atomic, Image, Store};
+use crate::unpack::{unpack_layer, WhiteoutMode};
+
+const RECORD: &str = "container.json";
+
+/// A prepared bundle. Dropping it leaves the container in place; call [`Bundle::remove`]
+/// (or [`Store::remove_bundle`]) when the container is deleted.
+#[derive(Debug)]
+pub struct Bundle {
+    pub id: String,
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub spec: Spec,
+    /// false when the rootfs is a flat copy because OverlayFS was unavailable.
+    pub overlay: bool,
+    store: Store,
+}
+
+impl Bundle {
+    /// Unmount the rootfs and delete the container's upper/work dirs and volumes.
+    pub fn remove(self) -> Result<()> {
+        self.store.remove_bundle(&self.id)
+    }
+}
+
+/// On-disk record of a container, so removal and GC work from any process.
+#[derive(Serialize, Deserialize)]
+struct ContainerRecord {
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    overlay: bool,
+    chain_ids: Vec<Digest>,
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Bundle {
+            id: id.to_string(),
+            reason: "ID must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}".into(),
+        })
+    }
+}
+
+/// Chain IDs used by existing containers (kept by `prune`).
+pub(crate) fn snapshots_in_use(store: &Store) -> Result<Vec<Digest>> {
+    let dir = store.root().join("containers");
+    let mut out = Vec::new();
+    for e in fs::read_dir(&dir).at(&dir)? {
+        let p = e.at(&dir)?.path().join(RECORD);
+        if let Ok(bytes) = fs::read(&p) {
+            out.extend(from_json::<ContainerRecord>(&bytes, &p.display().to_string())?.chain_ids);
+        }
+    }
+    Ok(out)
+}
+
+fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    // OverlayFS: the leftmost lowerdir is the top layer.
+    let mut lower: Vec<String> = Vec::with_capacity(lowers.len());
+    for p in lowers
+        .iter()
+        .rev()
+        .chain([upper.to_path_buf(), work.to_path_buf()].iter())
+    {
+        let s = p
+            .to_str()
+            .filter(|s| !s.contains([',', ':']))
+            .ok_or_else(|| Error::Bundle {
+                id: target.display().to_string(),
+                reason: format!(
+                    "path {} cannot appear in overlay options (',' ':' or non-UTF-8)",
+                    p.display()
+                ),
+            })?;
+        lower.push(s.to_string());
+    }
+    let work_s = lower.pop().expect("pushed above");
+    let upper_s = lower.pop().expect("pushed above");
+    let opts = format!(
+        "lowerdir={},upperdir={upper_s},workdir={work_s}",
+        lower.join(":")
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .at(target)
+}
+
+/// Undo of a half-made container: runs unless disarmed.
+struct Cleanup<'a> {
+    store: &'a Store,
+    id: &'a str,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = self.store.remove_bundle(self.id) {
+                tracing::warn!(id = self.id, error = %e, "cleanup of failed bundle");
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Prepare a bundle for `image` at `bundle_dir`: snapshots (unpacked once, shared),
+    /// an overlay rootfs at `bundle_dir/rootfs`, anonymous volumes, and `config.json`.
+    pub fn create_bundle(
+        &self,
+        image: &str,
+        container_id: &str,
+        overrides: &RunOverrides,
+        bundle_dir: &Path,
+    ) -> Result<Bundle> {
+        validate_id(container_id)?;
+        let _gc = self.gc_lock(false)?;
+        let img = self.find(image)?;
+        let lowers = snapshot::prepare(self, &img)?;
+        let cdir = self.root().join("containers").join(container_id);
+        fs::create_dir(&cdir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::Bundle {
+                id: container_id.into(),
+                reason: "already exists".into(),
+            },
+            _ => Error::Io {
+                path: cdir.clone(),
+                source: e,
+            },
+        })?;
+        let mut cleanup = Cleanup {
+            store: self,
+            id: container_id,
+            armed: true,
+        };
+        let rootfs = bundle_dir.join("rootfs");
+        let mut record = ContainerRecord {
+            bundle: bundle_dir.to_path_buf(),
+            rootfs: rootfs.clone(),
+            overlay: true,
+            chain_ids: snapshot::chain_ids(&img.config.rootfs.diff_ids),
+        };
+        let write_record = |r: &ContainerRecord| {
+            write_atomic(
+                &cdir.join(RECORD),
+                &serde_json::to_vec(r).expect("record serialises"),
+            )
+        };
+        write_record(&record)?;
+        fs::create_dir_all(&rootfs).at(&rootfs)?;
+        let (upper, work) = (cdir.join("upper"), cdir.join("work"));
+        for d in [&upper, &work] {
+            fs::create_dir(d).at(d)?;
+        }
+        let mut lowers = lowers;
+        if lowers.is_empty() {
+            let empty = cdir.join("empty");
+            fs::create_dir(&empty).at(&empty)?;
+            lowers.push(empty);
+        }
+        if let Err(e) = mount_overlay(&lowers, &upper, &work, &rootfs) {
+            tracing::warn!(error = %e, "overlay mount failed; copying layers into the rootfs");
+            record.overlay = false;
+            write_record(&record)?;
+            self.flatten_into(&img, &rootfs)?;
+        }
+        let volumes = self.make_volumes(&img, container_id)?;
+        let spec = build_spec(
+            &img.config.config,
+            overrides,
+            &rootfs,
+            container_id,
+            &volumes,
+        )?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Spec(e.to_string()))?;
+        write_atomic(&bundle_dir.join("config.json"), &json)?;
+        cleanup.armed = false;
+        Ok(Bundle {
+            id: container_id.to_string(),
+            dir: bundle_dir.to_path_buf(),
+            rootfs,
+            spec,
+            overlay: record.overlay,
+            store: self.clone(),
+        })
+    }
+
+    /// Apply every layer of `img` in order into `dir` (the no-overlay fallback).
+    pub(crate) fn flatten_into(&self, img: &Image, dir: &Path) -> Result<()> {
+        for (layer, diff_id) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids) {
+            let stats = unpack_layer(
+                self.open_blob(&layer.digest)?,
+                Compression::from_media_type(&layer.media_type)?,
+                dir,
+                WhiteoutMode::Apply,
+            )?;
+            let actual = stats.diff_id.expect("unpack_layer always sets diff_id");
+            if &actual != diff_id {
+                return Err(Error::DigestMismatch {
+                    expected: diff_id.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn make_volumes(&self, img: &Image, id: &str) -> Result<Vec<VolumeMount>> {
+        let mut paths: Vec<&String> = img
+            .config
+            .config
+            .volumes
+            .iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .collect();
+        paths.sort();
+        let mut out = Vec::new();
+        for dest in paths {
+            if !dest.starts_with('/') {
+                return Err(Error::Spec(format!(
+                    "image volume {dest:?} is not an absolute path"
+                )));
+            }
+            let source = self
+                .root()
+                .join("volumes")
+                .join(id)
+                .join(&Digest::of(dest.as_bytes()).hex()[..16]);
+            fs::create_dir_all(&source).at(&source)?;
+            out.push(VolumeMount {
+                source,
+                destination: dest.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Remove a container's rootfs mount, upper/work dirs, volumes and config.json.
+    /// Idempotent: removing a container that is already gone succeeds.
+    pub fn remove_bundle(&self, container_id: &str) -> Result<()> {
+        validate_id(container_id)?;
+        let cdir = self.root().join("containers").join(container_id);
+        let rec_path = cdir.join(RECORD);
+        if let Ok(bytes) = fs::read(&rec_path) {
+            let rec: ContainerRecord = from_json(&bytes, &rec_path.display().to_string())?;
+            match umount2(&rec.rootfs, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: rec.rootfs.clone(),
+                        source: e.into(),
+                    })
+                }
+            }
+            if rec.rootfs.exists() {
+                fs::remove_dir_all(&rec.rootfs).at(&rec.rootfs)?;
+            }
+            let cfg = rec.bundle.join("config.json");
+            if cfg.exists() {
+                fs::remove_file(&cfg).at(&cfg)?;
+            }
+        }
+        for d in [self.root().join("volumes").join(container_id), cdir] {
+            if d.exists() {
+                fs::remove_dir_all(&d).at(&d)?;
+            }
+        }
+        Ok(())
+    }
+}
