@@ -1,1 +1,37 @@
 //! vmm: a KVM microVM monitor built from rust-vmm crates.
+//!
+//! [`Vm::build`] turns a [`VmConfig`] into a VM whose memory, boot state and devices are
+//! complete; [`Vm::run`] runs every vCPU on its own thread and returns an [`ExitReport`]
+//! with the [`ShutdownReason`] and the VM-exit table ([`ExitStats`]).
+//!
+//! Invariants:
+//! - Guest memory is checked when built ([`memory`]): regions disjoint, the
+//!   guest-physical -> host-virtual map injective and inside its own mappings, and
+//!   disjoint from every other live VM's memory in this process.
+//! - KVM memory slots are registered only from a [`memory::GuestRam`], which outlives the
+//!   VM and vCPU fds (drop order in [`Vm`]).
+//! - Devices are reached only through the buses; device ranges never overlap.
+//! - The first recorded [`ShutdownReason`] wins; once set, every vCPU thread leaves
+//!   KVM_RUN (kicked by a signal) and `run` joins them all before returning.
+//! - Bad input (config, kernel, initrd, disk) yields one [`Error`] naming the field or
+//!   path; nothing is left behind since every resource is owned and dropped.
+
+pub mod acpi;
+pub mod boot;
+pub mod bus;
+pub mod config;
+pub mod control;
+pub mod cpu;
+pub mod devices;
+pub mod error;
+pub mod layout;
+pub mod memory;
+pub mod stats;
+mod vcpu;
+pub mod vm;
+
+pub use config::{ConsoleConfig, DiskConfig, NetConfig, VmConfig, VsockConfig};
+pub use control::ShutdownReason;
+pub use error::{Error, Result};
+pub use stats::{ExitCounter, ExitKind, ExitStats};
+pub use vm::{ExitReport, Vm};

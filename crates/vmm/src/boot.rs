@@ -1,0 +1,327 @@
+//! Linux x86 boot: load the kernel (bzImage or ELF), initrd, command line, zero page
+//! with the e820 map, identity page tables and GDT for a 64-bit entry.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use linux_loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::bzimage::BzImage;
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use linux_loader::loader::KernelLoader;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::memory::Region;
+
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
+const KERNEL_HDR_MAGIC: u32 = 0x5372_6448; // "HdrS"
+const KERNEL_LOADER_OTHER: u8 = 0xff;
+const KERNEL_MIN_ALIGNMENT: u32 = 0x0100_0000;
+/// xloadflags bit: the kernel has a 64-bit entry point at load address + 0x200.
+const XLF_KERNEL_64: u16 = 1;
+const LOADFLAG_CAN_USE_HEAP: u8 = 0x80;
+
+/// Kernel image formats the loader understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    BzImage,
+    Elf,
+}
+
+/// Where the kernel ended up and where to enter it (64-bit, `rsi` = zero page).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadedKernel {
+    pub format: KernelFormat,
+    pub entry: u64,
+    pub end: u64,
+    /// Whether an ELF kernel carries a PVH entry note (recorded; we use the 64-bit entry).
+    pub pvh_entry: Option<u64>,
+    setup_header: Option<linux_loader::bootparam::setup_header>,
+}
+
+fn kernel_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Kernel {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Detects the format from the magic numbers and loads the kernel into `mem`.
+pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
+    let mut f = File::open(path).map_err(|e| kernel_err(path, format!("open: {e}")))?;
+    let mut head = [0u8; 0x206];
+    let n = read_up_to(&mut f, &mut head).map_err(|e| kernel_err(path, format!("read: {e}")))?;
+    let format = if n >= 4 && head[..4] == *b"\x7fELF" {
+        KernelFormat::Elf
+    } else if n >= 0x206
+        && u32::from_le_bytes([head[0x202], head[0x203], head[0x204], head[0x205]])
+            == KERNEL_HDR_MAGIC
+    {
+        KernelFormat::BzImage
+    } else {
+        return Err(kernel_err(
+            path,
+            "neither an ELF file nor a bzImage (no HdrS magic at 0x202)",
+        ));
+    };
+    let himem = Some(GuestAddress(HIMEM_START));
+    match format {
+        KernelFormat::Elf => {
+            let r = Elf::load(mem, None, &mut f, himem)
+                .map_err(|e| kernel_err(path, format!("ELF load: {e}")))?;
+            let pvh_entry = match r.pvh_boot_cap {
+                PvhBootCapability::PvhEntryPresent(a) => Some(a.raw_value()),
+                _ => None,
+            };
+            Ok(LoadedKernel {
+                format,
+                entry: r.kernel_load.raw_value(),
+                end: r.kernel_end,
+                pvh_entry,
+                setup_header: None,
+            })
+        }
+        KernelFormat::BzImage => {
+            let r = BzImage::load(mem, None, &mut f, himem)
+                .map_err(|e| kernel_err(path, format!("bzImage load: {e}")))?;
+            let hdr = r
+                .setup_header
+                .ok_or_else(|| kernel_err(path, "bzImage without setup header"))?;
+            if hdr.version < 0x020c || hdr.xloadflags & XLF_KERNEL_64 == 0 {
+                return Err(kernel_err(path, "bzImage has no 64-bit entry point (boot protocol >= 2.12 with XLF_KERNEL_64 needed)"));
+            }
+            Ok(LoadedKernel {
+                format,
+                entry: r.kernel_load.raw_value() + 0x200,
+                end: r.kernel_end,
+                pvh_entry: None,
+                setup_header: Some(hdr),
+            })
+        }
+    }
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Loads the initrd page-aligned at the top of low RAM, above the kernel; returns (addr, size).
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    kernel: &LoadedKernel,
+    low_ram_end: u64,
+) -> Result<(u64, u64)> {
+    let err = |reason: String| Error::Initrd {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut f = File::open(path).map_err(|e| err(format!("open: {e}")))?;
+    let size = f.metadata().map_err(|e| err(format!("stat: {e}")))?.len();
+    let max = kernel
+        .setup_header
+        .map_or(u64::from(u32::MAX), |h| u64::from(h.initrd_addr_max))
+        .min(low_ram_end.saturating_sub(1));
+    let addr = (max + 1)
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|&a| a >= kernel.end.next_multiple_of(0x1000));
+    let Some(addr) = addr else {
+        return Err(err(format!(
+            "{size} bytes do not fit between the kernel end {:#x} and {max:#x}",
+            kernel.end
+        )));
+    };
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut f, size as usize)
+        .map_err(|e| err(format!("copy into guest memory at {addr:#x}: {e}")))?;
+    Ok((addr, size))
+}
+
+/// Writes the command line and the zero page (boot_params) with the e820 map.
+pub fn write_boot_params(
+    mem: &GuestMemoryMmap,
+    kernel: &LoadedKernel,
+    cmdline: &str,
+    initrd: Option<(u64, u64)>,
+    ram: &[Region],
+) -> Result<()> {
+    if cmdline.len() >= CMDLINE_MAX || cmdline.as_bytes().contains(&0) {
+        return Err(Error::Config {
+            field: "cmdline",
+            reason: format!("must be under {CMDLINE_MAX} bytes without NUL"),
+        });
+    }
+    let mut bytes = cmdline.as_bytes().to_vec();
+    bytes.push(0);
+    mem.write_slice(&bytes, GuestAddress(CMDLINE_ADDR))
+        .map_err(|e| Error::GuestMemory(format!("writing cmdline at {CMDLINE_ADDR:#x}: {e}")))?;
+
+    let mut params = boot_params::default();
+    if let Some(h) = kernel.setup_header {
+        params.hdr = h;
+    }
+    params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
+    params.hdr.header = KERNEL_HDR_MAGIC;
+    params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
+    params.hdr.cmdline_size = bytes.len() as u32;
+    params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT;
+    params.hdr.loadflags |= LOADFLAG_CAN_USE_HEAP;
+    params.hdr.heap_end_ptr = 0xfe00;
+    if let Some((addr, size)) = initrd {
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+    }
+    let map = e820_map(ram);
+    if map.len() > params.e820_table.len() {
+        return Err(Error::Layout(format!(
+            "{} e820 entries exceed the zero page's table",
+            map.len()
+        )));
+    }
+    for (slot, &(addr, size, type_)) in params.e820_table.iter_mut().zip(&map) {
+        *slot = boot_e820_entry {
+            addr,
+            size,
+            r#type: type_,
+        };
+    }
+    params.e820_entries = map.len() as u8;
+    mem.write_obj(params, GuestAddress(ZERO_PAGE))
+        .map_err(|e| Error::GuestMemory(format!("writing zero page at {ZERO_PAGE:#x}: {e}")))
+}
+
+/// e820 entries (addr, size, type): low RAM up to the EBDA, the BIOS area reserved
+/// (ACPI tables live there), and the rest of each region as RAM.
+pub fn e820_map(ram: &[Region]) -> Vec<(u64, u64, u32)> {
+    let mut map = Vec::new();
+    for r in ram {
+        let end = r.start + r.size;
+        if r.start < HIMEM_START {
+            let low_end = end.min(EBDA_START);
+            if low_end > r.start {
+                map.push((r.start, low_end - r.start, E820_RAM));
+            }
+            if end > HIMEM_START {
+                map.push((HIMEM_START, end - HIMEM_START, E820_RAM));
+            }
+        } else {
+            map.push((r.start, r.size, E820_RAM));
+        }
+    }
+    map.push((EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED));
+    map.sort_unstable();
+    map
+}
+
+/// Identity page tables for the first 4 GiB (2 MiB pages) and the boot GDT.
+pub fn write_page_tables_and_gdt(mem: &GuestMemoryMmap) -> Result<()> {
+    let w = |v: u64, a: u64| {
+        mem.write_obj(v, GuestAddress(a))
+            .map_err(|e| Error::GuestMemory(format!("boot tables at {a:#x}: {e}")))
+    };
+    w(PDPT_ADDR | 0x3, PML4_ADDR)?;
+    for i in 0..4u64 {
+        w((PD_ADDR + i * 0x1000) | 0x3, PDPT_ADDR + i * 8)?;
+    }
+    for i in 0..2048u64 {
+        // Present, writable, 2 MiB page.
+        w((i << 21) | 0x83, PD_ADDR + i * 8)?;
+    }
+    for (i, d) in gdt().iter().enumerate() {
+        w(*d, GDT_ADDR + i as u64 * 8)?;
+    }
+    w(0, IDT_ADDR)
+}
+
+/// GDT entries: null, 64-bit code (0x08), data (0x10), TSS (0x18).
+pub fn gdt() -> [u64; 4] {
+    [
+        0,
+        gdt_entry(0xa09b, 0, 0xfffff),
+        gdt_entry(0xc093, 0, 0xfffff),
+        gdt_entry(0x808b, 0, 0xfffff),
+    ]
+}
+
+fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
+    let (flags, base, limit) = (u64::from(flags), u64::from(base), u64::from(limit));
+    ((base & 0xff00_0000) << 32)
+        | ((flags & 0xf0ff) << 40)
+        | ((limit & 0x000f_0000) << 32)
+        | ((base & 0x00ff_ffff) << 16)
+        | (limit & 0xffff)
+}
+
+/// The kvm_segment a GDT entry describes, for loading into sregs.
+pub fn segment(entry: u64, index: u16) -> kvm_bindings::kvm_segment {
+    let bits = |shift: u32, width: u32| ((entry >> shift) & ((1 << width) - 1)) as u8;
+    let base = ((entry >> 16) & 0xff_ffff) | (((entry >> 56) & 0xff) << 24);
+    let limit = (entry & 0xffff) | (((entry >> 48) & 0xf) << 16);
+    let g = bits(55, 1);
+    kvm_bindings::kvm_segment {
+        base,
+        limit: if g == 1 {
+            ((limit as u32) << 12) | 0xfff
+        } else {
+            limit as u32
+        },
+        selector: index * 8,
+        type_: bits(40, 4),
+        present: bits(47, 1),
+        dpl: bits(45, 2),
+        db: bits(54, 1),
+        s: bits(44, 1),
+        l: bits(53, 1),
+        g,
+        avl: bits(52, 1),
+        unusable: u8::from(bits(47, 1) == 0),
+        padding: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e820_splits_low_memory_around_the_bios_area() {
+        let m = e820_map(&[Region {
+            start: 0,
+            size: 64 << 20,
+        }]);
+        assert_eq!(
+            m,
+            vec![
+                (0, EBDA_START, 1),
+                (EBDA_START, HIMEM_START - EBDA_START, 2),
+                (HIMEM_START, (64 << 20) - HIMEM_START, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn gdt_segments_decode_to_long_mode_code_and_flat_data() {
+        let g = gdt();
+        let cs = segment(g[1], 1);
+        assert_eq!(
+            (cs.l, cs.db, cs.type_, cs.s, cs.present, cs.selector),
+            (1, 0, 0xb, 1, 1, 8)
+        );
+        let ds = segment(g[2], 2);
+        assert_eq!((ds.limit, ds.db, ds.type_, ds.g), (0xffff_ffff, 1, 3, 1));
+        let tss = segment(g[3], 3);
+        assert_eq!((tss.s, tss.type_), (0, 0xb));
+    }
+}

@@ -1,0 +1,207 @@
+//! virtio-mmio transport, register layout of the virtio 1.x spec section 4.2.2.
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::VirtioDevice;
+use crate::bus::BusDevice;
+use crate::devices::IrqLine;
+
+const MAGIC: u32 = 0x7472_6976; // "virt"
+const VERSION: u32 = 2;
+const VENDOR: u32 = 0x4854_5245; // "ERTH"
+
+const STATUS_DRIVER_OK: u32 = 4;
+const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_FAILED: u32 = 0x80;
+const INT_USED_RING: u32 = 1;
+
+pub struct MmioTransport {
+    device: Box<dyn VirtioDevice>,
+    queues: Vec<Queue>,
+    mem: GuestMemoryMmap,
+    irq: IrqLine,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    status: u32,
+    interrupt_status: u32,
+}
+
+impl MmioTransport {
+    pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMemoryMmap, irq: IrqLine) -> Self {
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            // Sizes are compile-time powers of two, which is all Queue::new checks.
+            .filter_map(|&s| Queue::new(s).ok())
+            .collect();
+        MmioTransport {
+            device,
+            queues,
+            mem,
+            irq,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            queue_sel: 0,
+            status: 0,
+            interrupt_status: 0,
+        }
+    }
+
+    fn queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    fn reset(&mut self) {
+        for q in &mut self.queues {
+            q.reset();
+        }
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
+        self.driver_features = 0;
+        self.queue_sel = 0;
+        self.status = 0;
+        self.interrupt_status = 0;
+    }
+
+    fn notify(&mut self, index: u32) {
+        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_FAILED != 0 {
+            return;
+        }
+        let Some(q) = self.queues.get_mut(index as usize) else {
+            return;
+        };
+        if !q.ready() || !q.is_valid(&self.mem) {
+            return;
+        }
+        let mut used = false;
+        while let Some(chain) = q.pop_descriptor_chain(&self.mem) {
+            let head = chain.head_index();
+            let len = self.device.process(index as u16, chain, &self.mem);
+            if q.add_used(&self.mem, head, len).is_err() {
+                self.status |= STATUS_FAILED;
+                break;
+            }
+            used = true;
+        }
+        if used {
+            self.interrupt_status |= INT_USED_RING;
+            // A lost interrupt only delays a polling guest; nothing to recover here.
+            let _ = self.irq.trigger();
+        }
+    }
+
+    fn read_reg(&mut self, offset: u64) -> u32 {
+        let features = self.device.features();
+        match offset {
+            0x000 => MAGIC,
+            0x004 => VERSION,
+            0x008 => self.device.device_type(),
+            0x00c => VENDOR,
+            0x010 => match self.device_features_sel {
+                0 => features as u32,
+                1 => (features >> 32) as u32,
+                _ => 0,
+            },
+            0x034 => self.queue().map_or(0, |q| u32::from(q.max_size())),
+            0x044 => self.queue().map_or(0, |q| u32::from(q.ready())),
+            0x060 => self.interrupt_status,
+            0x070 => self.status,
+            0x0fc => 0,
+            _ => 0,
+        }
+    }
+
+    fn write_reg(&mut self, offset: u64, v: u32) {
+        let ready = self.queue().is_some_and(|q| q.ready());
+        match offset {
+            0x014 => self.device_features_sel = v,
+            0x020 => {
+                let shift = match self.driver_features_sel {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                self.driver_features &= !(0xffff_ffffu64 << shift);
+                self.driver_features |= u64::from(v) << shift;
+            }
+            0x024 => self.driver_features_sel = v,
+            0x030 => self.queue_sel = v,
+            0x038 if !ready => {
+                if let Some(q) = self.queue() {
+                    q.set_size(v as u16);
+                }
+            }
+            0x044 => {
+                if let Some(q) = self.queue() {
+                    q.set_ready(v == 1);
+                }
+            }
+            0x050 => self.notify(v),
+            0x064 => self.interrupt_status &= !v,
+            0x070 => self.write_status(v),
+            0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 if !ready => {
+                let Some(q) = self.queue() else { return };
+                let (lo, hi) = if offset & 4 == 0 {
+                    (Some(v), None)
+                } else {
+                    (None, Some(v))
+                };
+                match offset & !4 {
+                    0x080 => q.set_desc_table_address(lo, hi),
+                    0x090 => q.set_avail_ring_address(lo, hi),
+                    _ => q.set_used_ring_address(lo, hi),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn write_status(&mut self, v: u32) {
+        if v == 0 {
+            self.reset();
+            return;
+        }
+        // FEATURES_OK is only accepted for a subset of what the device offers, and
+        // the driver must accept the modern interface.
+        if v & STATUS_FEATURES_OK != 0 && self.status & STATUS_FEATURES_OK == 0 {
+            let offered = self.device.features();
+            if self.driver_features & !offered != 0
+                || self.driver_features & super::VIRTIO_F_VERSION_1 == 0
+            {
+                self.status = v & !STATUS_FEATURES_OK;
+                return;
+            }
+        }
+        self.status = v;
+    }
+}
+
+impl BusDevice for MmioTransport {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= 0x100 {
+            self.device.read_config(offset - 0x100, data);
+            return;
+        }
+        let v = if data.len() == 4 {
+            self.read_reg(offset)
+        } else {
+            0
+        };
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = v.to_le_bytes().get(i).copied().unwrap_or(0);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        // Registers are 32-bit only; config space is read-only for blk and rng.
+        if offset < 0x100 {
+            if let Ok(bytes) = <[u8; 4]>::try_from(data) {
+                self.write_reg(offset, u32::from_le_bytes(bytes));
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! virtio devices over the virtio-mmio transport (virtio 1.x, "version 2" registers).
+//!
+//! Queues are processed synchronously on the vCPU thread that writes QueueNotify: the
+//! request is complete, and the used ring updated, before that vCPU re-enters the guest.
+
+pub mod block;
+pub mod mmio;
+pub mod rng;
+
+use virtio_queue::DescriptorChain;
+use vm_memory::GuestMemoryMmap;
+
+/// Feature bit every device offers: the modern (non-legacy) interface.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_RNG: u32 = 4;
+
+/// A chain as handed to a device: borrowed guest memory.
+pub type Chain<'a> = DescriptorChain<&'a GuestMemoryMmap>;
+
+/// Device-specific half of a virtio device; the transport owns queues and registers.
+pub trait VirtioDevice: Send {
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the number of entries is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Offered features, including [`VIRTIO_F_VERSION_1`].
+    fn features(&self) -> u64;
+    /// Reads device config space at `offset` (bytes beyond it read as zero).
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Handles one available descriptor chain from queue `queue`; returns the number of
+    /// bytes written into the chain's device-writable buffers.
+    fn process(&mut self, queue: u16, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32;
+}
+
+/// Copies `src` at `offset` into `data`, zero-filling what lies outside.
+pub(crate) fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| src.get(o).copied())
+            .unwrap_or(0);
+    }
+}
