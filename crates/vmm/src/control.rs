@@ -17,6 +17,8 @@ pub enum ShutdownReason {
     PowerOff,
     /// Guest wrote `code` to the debug-exit port.
     DebugExit(u8),
+    /// The host asked the VM to stop ([`crate::vm::StopHandle::stop`]).
+    Stopped,
     /// The VMM hit an error it cannot continue from (message names the vCPU/device).
     Error(String),
 }
@@ -29,7 +31,8 @@ impl ShutdownReason {
             ShutdownReason::Halted
             | ShutdownReason::TripleFault
             | ShutdownReason::Reset
-            | ShutdownReason::PowerOff => 0,
+            | ShutdownReason::PowerOff
+            | ShutdownReason::Stopped => 0,
             ShutdownReason::DebugExit(c) => i32::from(*c),
             ShutdownReason::Error(_) => 1,
         }

@@ -34,4 +34,4 @@ pub use config::{ConsoleConfig, DiskConfig, NetConfig, VmConfig, VsockConfig};
 pub use control::ShutdownReason;
 pub use error::{Error, Result};
 pub use stats::{ExitCounter, ExitKind, ExitStats};
-pub use vm::{ExitReport, Vm};
+pub use vm::{ExitReport, StopHandle, Vm};

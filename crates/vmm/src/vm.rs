@@ -245,6 +245,12 @@ impl Vm {
         &self.kernel
     }
 
+    /// A handle that stops the running VM from another thread (reason
+    /// [`ShutdownReason::Stopped`]).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.control.clone())
+    }
+
     /// Runs every vCPU on its own thread until the VM stops; returns why and the exit table.
     pub fn run(self) -> Result<ExitReport> {
         install_kick_handler()?;
@@ -298,6 +304,16 @@ impl Vm {
         }
         let reason = self.control.reason().unwrap_or(ShutdownReason::Halted);
         Ok(ExitReport { reason, stats })
+    }
+}
+
+/// Stops a VM from outside; cheap to clone and send to another thread.
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<Control>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.stop(ShutdownReason::Stopped);
     }
 }
 

@@ -171,3 +171,24 @@ fn virtio_rng_fills_guest_buffers_with_fresh_bytes() {
     );
     assert_ne!(rounds[0], rounds[1]);
 }
+
+#[test]
+fn memory_above_the_mmio_hole_is_a_second_region_in_e820() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = guest_config("bootparams", &dir.path().join("console"));
+    cfg.memory_mib = 4096;
+    let (report, out) = run(&cfg);
+    assert_eq!(report.reason, ShutdownReason::DebugExit(40));
+    let ram = 0x9fc00 + (0xd000_0000 - 0x10_0000) + ((4096u64 << 20) - 0xd000_0000);
+    assert!(out.contains(&format!("ram_kib={} ", ram / 1024)), "{out}");
+}
+
+#[test]
+fn in_kernel_irqchip_and_pit_run_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = guest_config("hello", &dir.path().join("console"));
+    cfg.irqchip = true;
+    let (report, out) = run(&cfg);
+    assert_eq!(out, "hello from the guest\n");
+    assert_eq!(report.reason, ShutdownReason::DebugExit(0));
+}

@@ -1,0 +1,105 @@
+//! Property tests for the guest memory map (the EPT properties of the theory):
+//! regions disjoint, gpa -> hva injective and inside each region's mapping, and
+//! disjoint between two live VMs of one process.
+
+use berth_vmm::memory::{check_layout, GuestRam, Region};
+use proptest::prelude::*;
+
+const PAGE: u64 = 4096;
+
+/// 1..5 regions of 1..64 pages separated by 0..64-page gaps, starting anywhere below 4 GiB.
+fn layouts() -> impl Strategy<Value = Vec<Region>> {
+    (
+        0u64..(1 << 20),
+        prop::collection::vec((1u64..64, 0u64..64), 1..5),
+    )
+        .prop_map(|(start, parts)| {
+            let mut at = start * PAGE;
+            parts
+                .into_iter()
+                .map(|(pages, gap)| {
+                    let r = Region {
+                        start: at,
+                        size: pages * PAGE,
+                    };
+                    at += (pages + gap) * PAGE;
+                    r
+                })
+                .collect()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn built_maps_translate_injectively_inside_their_regions(layout in layouts(), probes in prop::collection::vec(any::<u64>(), 16)) {
+        let ram = GuestRam::new(&layout).unwrap();
+        let host = ram.host_ranges();
+        prop_assert_eq!(host.len(), layout.len());
+        for (r, &(hs, he)) in layout.iter().zip(&host) {
+            prop_assert_eq!((he - hs) as u64, r.size);
+            for p in &probes {
+                let off = p % r.size;
+                // Offsets are preserved: the map is a translation per region.
+                prop_assert_eq!(ram.translate(r.start + off), Some(hs + off as usize));
+            }
+        }
+        let mut sorted = host.clone();
+        sorted.sort();
+        for w in sorted.windows(2) {
+            prop_assert!(w[0].1 <= w[1].0, "host ranges overlap: {:?}", w);
+        }
+        // Addresses in the gaps are not RAM.
+        for w in layout.windows(2) {
+            let end = w[0].start + w[0].size;
+            if end < w[1].start {
+                prop_assert_eq!(ram.translate(end), None);
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_layouts_are_rejected(layout in layouts(), which in any::<prop::sample::Index>(), shift in 1u64..64) {
+        // Move a copy of one region so it starts inside that region.
+        let r = layout[which.index(layout.len())];
+        let clash = Region { start: r.start + (shift % (r.size / PAGE)) * PAGE, size: r.size };
+        let mut bad = layout.clone();
+        bad.push(clash);
+        let err = GuestRam::new(&bad).unwrap_err().to_string();
+        prop_assert!(err.contains("overlap"), "{}", err);
+    }
+
+    #[test]
+    fn two_live_vms_never_share_host_memory(a in layouts(), b in layouts()) {
+        let ra = GuestRam::new(&a).unwrap();
+        let rb = GuestRam::new(&b).unwrap();
+        for &(s1, e1) in &ra.host_ranges() {
+            for &(s2, e2) in &rb.host_ranges() {
+                prop_assert!(e1 <= s2 || e2 <= s1);
+            }
+        }
+    }
+}
+
+#[test]
+fn misaligned_empty_and_wrapping_regions_are_rejected() {
+    for bad in [
+        vec![Region { start: 0, size: 0 }],
+        vec![Region {
+            start: 100,
+            size: PAGE,
+        }],
+        vec![Region {
+            start: 0,
+            size: PAGE + 1,
+        }],
+        vec![Region {
+            start: u64::MAX - PAGE + 1,
+            size: 2 * PAGE,
+        }],
+        vec![],
+    ] {
+        assert!(check_layout(&bad).is_err(), "{bad:?}");
+    }
+}
