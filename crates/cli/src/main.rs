@@ -1,1 +1,94 @@
-fn main() {}
+//! The `berth` binary: argument parsing and output only; the work happens in the crates.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Containers and microVMs from one runtime (runc-compatible CLI)"
+)]
+pub struct Cli {
+    /// Directory for container state (runc's --root).
+    #[arg(long, global = true, default_value = "/run/berth", env = "BERTH_ROOT")]
+    pub root: PathBuf,
+    /// Write log messages to this file instead of stderr.
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Format of log messages.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log debug messages.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd to manage cgroups (not supported: berth drives cgroupfs directly).
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// Accepted for runc compatibility (rootless mode is detected from the caller's uid).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub rootless: Option<String>,
+    /// Accepted for runc compatibility; checkpointing is not supported.
+    #[arg(long, hide = true)]
+    pub criu: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container from a bundle; it waits for `start`.
+    Create(commands::create::Args),
+    /// Start a created container.
+    Start(commands::start::Args),
+    /// Create and start a container, wait for it and delete it (unless --detach).
+    Run(commands::run::Args),
+    /// Print a container's state as JSON.
+    State(commands::state::Args),
+    /// Send a signal to a container's init (or all its processes).
+    Kill(commands::kill::Args),
+    /// Delete a container and everything it holds.
+    Delete(commands::delete::Args),
+    /// List containers.
+    List(commands::list::Args),
+    /// Write a default config.json.
+    Spec(commands::spec::Args),
+    /// Print the OCI features JSON: what this build of berth supports.
+    Features,
+}
+
+fn main() -> ExitCode {
+    // A re-executed berth inside a new container: no argument parsing, no logging setup.
+    if std::env::args().nth(1).as_deref() == Some("init") {
+        if let Some(fd) = std::env::var(berth_runtime::spawn::INIT_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            berth_runtime::init::main(fd);
+        }
+    }
+    let cli = Cli::parse();
+    let _log = logging::setup(&cli);
+    match commands::dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let msg = e.to_string();
+            if cli.log.is_some() {
+                tracing::error!("{msg}");
+            }
+            eprintln!("berth: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

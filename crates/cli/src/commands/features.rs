@@ -1,0 +1,7 @@
+pub fn run() -> anyhow::Result<u8> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&berth_runtime::features::features())?
+    );
+    Ok(0)
+}

@@ -1,0 +1,115 @@
+//! The container's cgroup, through the cgroups crate. Its state is stored in the
+//! container record so later commands (kill --all, pause, delete) reopen the same cgroup.
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Spec};
+
+use berth_cgroups::{CgroupConfig, CgroupState, Manager};
+
+use crate::error::Result;
+use crate::state::Record;
+
+/// Rootless callers only get a cgroup if they were delegated one they can write.
+fn skip_cgroups(spec: &Spec) -> bool {
+    nix::unistd::geteuid().as_raw() != 0
+        && spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .is_none()
+}
+
+/// Create the cgroup, apply the resources, and move `pid` in. On failure nothing is left.
+pub fn setup(spec: &Spec, id: &str, pid: Pid) -> Result<Option<CgroupState>> {
+    if skip_cgroups(spec) {
+        return Ok(None);
+    }
+    let linux = spec.linux().as_ref().expect("validated");
+    let path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path))?;
+    mgr.create()?;
+    let resources = with_default_devices(linux);
+    let applied = mgr.apply(&resources);
+    if let Err(e) = applied.and_then(|_| mgr.add_process(pid.as_raw())) {
+        let _ = mgr.destroy();
+        return Err(e.into());
+    }
+    Ok(Some(mgr.state()))
+}
+
+/// The devices every container may use whatever its rules say (as runc allows them): the
+/// standard nodes, ptys, mknod of any node, and the nodes listed in `linux.devices`.
+fn with_default_devices(linux: &oci_spec::runtime::Linux) -> LinuxResources {
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let rule = |typ: &str,
+                major: Option<i64>,
+                minor: Option<i64>,
+                access: &str|
+     -> LinuxDeviceCgroup {
+        serde_json::from_value(serde_json::json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": access}))
+            .expect("static device rule")
+    };
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    rules.extend([
+        rule("c", None, None, "m"),
+        rule("b", None, None, "m"),
+        rule("c", Some(1), Some(3), "rwm"),
+        rule("c", Some(1), Some(8), "rwm"),
+        rule("c", Some(1), Some(7), "rwm"),
+        rule("c", Some(5), Some(0), "rwm"),
+        rule("c", Some(1), Some(5), "rwm"),
+        rule("c", Some(1), Some(9), "rwm"),
+        rule("c", Some(5), Some(1), "rwm"),
+        rule("c", Some(136), None, "rwm"),
+        rule("c", Some(5), Some(2), "rwm"),
+    ]);
+    for d in linux.devices().iter().flatten() {
+        let typ = match d.typ() {
+            LinuxDeviceType::B => "b",
+            LinuxDeviceType::P => continue,
+            _ => "c",
+        };
+        rules.push(rule(typ, Some(d.major()), Some(d.minor()), "rwm"));
+    }
+    resources.set_devices(Some(rules));
+    resources
+}
+
+pub fn manager_of(rec: &Record) -> Option<Box<dyn Manager>> {
+    let state: CgroupState = serde_json::from_value(rec.cgroup.clone()?).ok()?;
+    Some(berth_cgroups::manager_from_state(state))
+}
+
+pub fn is_frozen(rec: &Record) -> bool {
+    manager_of(rec).is_some_and(|m| m.is_frozen().unwrap_or(false))
+}
+
+pub fn thaw(rec: &Record) {
+    if let Some(m) = manager_of(rec) {
+        let _ = m.thaw();
+    }
+}
+
+/// Signal every process of the container (`kill --all`); without a cgroup, only init.
+pub fn signal_all(rec: &Record, sig: Signal) -> Result<()> {
+    match manager_of(rec) {
+        Some(m) => Ok(m.kill_all(sig as i32)?),
+        None => nix::sys::signal::kill(Pid::from_raw(rec.pid), sig).map_err(|e| {
+            crate::error::Error::Sys {
+                op: format!("kill {}", rec.pid),
+                source: e,
+            }
+        }),
+    }
+}
+
+pub fn destroy(rec: &Record) -> Result<()> {
+    match manager_of(rec) {
+        Some(m) => Ok(m.destroy()?),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,356 @@
+//! Container lifecycle: create, start, state, kill, delete, list — the operations behind
+//! runc's command line. Each takes the container's lock for its whole duration.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::config;
+use crate::error::{Error, IoContext, Result};
+use crate::init::InitConfig;
+use crate::namespaces::Plan;
+use crate::state::{self, ContainerDir, OciState, Record, RuntimeRoot, Status};
+use crate::sync::{ChildMsg, ParentMsg};
+
+/// Options of `create` (and `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// A created container's init process.
+#[derive(Debug, Clone, Copy)]
+pub struct Created {
+    pub pid: Pid,
+    /// Whether the caller can waitpid() it (it is our child, or we are its subreaper).
+    pub is_child: bool,
+}
+
+pub struct Runtime {
+    root: RuntimeRoot,
+}
+
+fn state_json(rec: &Record, status: Status) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.2.0",
+        "id": rec.id,
+        "status": status,
+        "pid": rec.pid,
+        "bundle": rec.bundle,
+        "annotations": rec.annotations,
+    })
+}
+
+fn load_spec_copy(dir: &Path) -> Result<Spec> {
+    let p = dir.join(state::CONFIG_FILE);
+    config::parse_spec(&std::fs::read(&p).at(&p)?)
+}
+
+/// Undo a half-made container: kill its init, remove its state directory.
+struct CreateGuard<'a> {
+    dir: Option<ContainerDir>,
+    init: Option<(Pid, bool)>,
+    cgroup: Option<berth_cgroups::CgroupState>,
+    _root: &'a RuntimeRoot,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((pid, is_child)) = self.init.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            if is_child {
+                let _ = waitpid(pid, None);
+            }
+        }
+        if let Some(state) = self.cgroup.take() {
+            let _ = berth_cgroups::manager_from_state(state).destroy();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.remove();
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime {
+            root: RuntimeRoot::new(root),
+        }
+    }
+
+    pub fn root(&self) -> &RuntimeRoot {
+        &self.root
+    }
+
+    /// Create a container from a bundle; init waits for `start`.
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Created> {
+        config::validate_id(id)?;
+        let bundle = std::path::absolute(&opts.bundle).at(&opts.bundle)?;
+        let spec = config::load_bundle_spec(&bundle)?;
+        config::validate(&spec, &bundle)?;
+        let rootfs = config::rootfs_path(&bundle, &spec)?;
+        if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            crate::seccomp::compile(&serde_json::to_value(s).expect("serializes"))?;
+        }
+        let console = match &opts.console_socket {
+            Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
+            None => None,
+        };
+        let dir = self.root.create_container_dir(id)?;
+        let mut guard = CreateGuard {
+            dir: None,
+            init: None,
+            cgroup: None,
+            _root: &self.root,
+        };
+        let dir_path = dir.path.clone();
+        guard.dir = Some(dir);
+        std::fs::write(
+            dir_path.join(state::CONFIG_FILE),
+            serde_json::to_vec(&spec).expect("spec serializes"),
+        )
+        .at(dir_path.join(state::CONFIG_FILE))?;
+
+        let plan = Plan::from_spec(&spec);
+        let memfd = crate::memfd::sealed_self_copy()?;
+        if let Some(c) = &console {
+            // The console socket must survive the exec into init.
+            // SAFETY: fcntl on an fd we own.
+            unsafe { libc::fcntl(c.as_raw_fd(), libc::F_SETFD, 0) };
+        }
+        let spawned = crate::spawn::spawn_init(&spec, &plan, &memfd)?;
+        drop(memfd);
+        guard.init = Some((spawned.pid, spawned.is_child));
+        let cgroup = crate::cgroup::setup(&spec, id, spawned.pid)?;
+        guard.cgroup = cgroup.clone();
+        let pid_start_time = state::proc_stat(spawned.pid.as_raw())
+            .map(|s| s.0)
+            .unwrap_or(0);
+        let mut rec = Record {
+            id: id.to_string(),
+            pid: spawned.pid.as_raw(),
+            pid_start_time,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            owner: nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            started: false,
+            cgroup: cgroup.map(|c| serde_json::to_value(c).expect("serializes")),
+            exit_status: None,
+        };
+        guard.dir.as_ref().expect("set").save(&rec)?;
+        let ch = &spawned.channel;
+        ch.send(&ParentMsg::Config(Box::new(InitConfig {
+            id: id.to_string(),
+            spec: spec.clone(),
+            bundle: bundle.clone(),
+            rootfs,
+            state_dir: dir_path.clone(),
+            plan,
+            no_pivot: opts.no_pivot,
+            preserve_fds: opts.preserve_fds,
+            console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+        })))?;
+        drop(console);
+        loop {
+            match ch.recv::<ChildMsg>()? {
+                Some(ChildMsg::NamespacesReady) => {
+                    let state = state_json(&rec, Status::Creating);
+                    if let Some(h) = spec.hooks() {
+                        for (kind, hooks) in [
+                            ("prestart", h.prestart()),
+                            ("createRuntime", h.create_runtime()),
+                        ] {
+                            if let Some(hooks) = hooks {
+                                crate::hooks::run(kind, hooks, &state)?;
+                            }
+                        }
+                    }
+                    ch.send(&ParentMsg::Continue { state })?;
+                }
+                Some(ChildMsg::Created) => break,
+                Some(ChildMsg::Failed(msg)) => return Err(Error::Init(msg)),
+                Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
+                None => return Err(Error::Init("the container init exited during setup".into())),
+            }
+        }
+        rec.pid_start_time = state::proc_stat(spawned.pid.as_raw())
+            .map(|s| s.0)
+            .unwrap_or(pid_start_time);
+        let dir = guard.dir.take().expect("set");
+        dir.save(&rec)?;
+        if let Some(pid_file) = &opts.pid_file {
+            write_pid_file(pid_file, spawned.pid.as_raw())?;
+        }
+        guard.init = None;
+        guard.cgroup = None;
+        Ok(Created {
+            pid: spawned.pid,
+            is_child: spawned.is_child,
+        })
+    }
+
+    /// Read a record without taking the lock (state.json is replaced atomically).
+    fn peek(&self, id: &str) -> Result<Record> {
+        config::validate_id(id)?;
+        let p = self.root.container_dir(id).join(state::STATE_FILE);
+        let text = match std::fs::read(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(id.into()))
+            }
+            Err(e) => return Err(e).at(&p),
+        };
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::Init(format!("{}: corrupt state: {e}", p.display())))
+    }
+
+    fn open(&self, id: &str) -> Result<(ContainerDir, Record)> {
+        config::validate_id(id)?;
+        let dir = self.root.open_container_dir(id)?;
+        let rec = dir.load()?;
+        Ok((dir, rec))
+    }
+
+    pub fn status_of(&self, rec: &Record) -> Status {
+        if !state::init_alive(rec) {
+            Status::Stopped
+        } else if !rec.started {
+            Status::Created
+        } else if crate::cgroup::is_frozen(rec) {
+            Status::Paused
+        } else {
+            Status::Running
+        }
+    }
+
+    pub fn state(&self, id: &str) -> Result<OciState> {
+        let rec = self.peek(id)?;
+        let status = self.status_of(&rec);
+        Ok(OciState {
+            oci_version: "1.2.0".into(),
+            id: rec.id.clone(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                rec.pid
+            },
+            status,
+            bundle: rec.bundle.clone(),
+            rootfs: rec.rootfs.clone(),
+            created: rec.created.clone(),
+            owner: rec.owner.clone(),
+            annotations: rec.annotations.clone(),
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<OciState>> {
+        Ok(self
+            .root
+            .list()?
+            .iter()
+            .filter_map(|id| self.state(id).ok())
+            .collect())
+    }
+
+    /// Let a created container's init exec the user process.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let (dir, mut rec) = self.open(id)?;
+        let status = self.status_of(&rec);
+        if status != Status::Created {
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                why: "only a created container can be started".into(),
+            });
+        }
+        let spec = load_spec_copy(&dir.path)?;
+        crate::init::request_start(&dir.path, state_json(&rec, Status::Created))?;
+        rec.started = true;
+        dir.save(&rec)?;
+        let _ = std::fs::remove_file(dir.path.join(state::START_SOCKET));
+        if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+            crate::hooks::run_logged("poststart", &hooks, &state_json(&rec, Status::Running));
+        }
+        Ok(())
+    }
+
+    /// Send a signal to the container's init, or with `all` to every process in it.
+    pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
+        let (_dir, rec) = self.open(id)?;
+        let status = self.status_of(&rec);
+        if status == Status::Stopped {
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                why: "container not running".into(),
+            });
+        }
+        if all {
+            crate::cgroup::signal_all(&rec, sig)?;
+            return Ok(());
+        }
+        kill(Pid::from_raw(rec.pid), sig).map_err(|e| Error::Sys {
+            op: format!("kill {} {sig}", rec.pid),
+            source: e,
+        })
+    }
+
+    /// Delete a stopped (or, with `force`, any) container and everything it holds.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let (dir, rec) = self.open(id)?;
+        let status = self.status_of(&rec);
+        match status {
+            Status::Stopped | Status::Created => {}
+            Status::Running | Status::Paused | Status::Creating if !force => {
+                return Err(Error::BadState {
+                    id: id.into(),
+                    status: status.to_string(),
+                    why: "stop it first or use delete --force".into(),
+                });
+            }
+            _ => {}
+        }
+        if status != Status::Stopped {
+            crate::cgroup::thaw(&rec);
+            let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
+            wait_gone(&rec, Duration::from_secs(10));
+        }
+        crate::cgroup::destroy(&rec)?;
+        if let Ok(spec) = load_spec_copy(&dir.path) {
+            if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+                crate::hooks::run_logged("poststop", &hooks, &state_json(&rec, Status::Stopped));
+            }
+        }
+        dir.remove()
+    }
+}
+
+/// Poll until a process that is not our child is gone (or a zombie nobody reaps yet).
+fn wait_gone(rec: &Record, limit: Duration) {
+    let until = Instant::now() + limit;
+    while state::init_alive(rec) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("berth-tmp");
+    std::fs::write(&tmp, pid.to_string()).at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
+}

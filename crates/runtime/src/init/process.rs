@@ -1,0 +1,505 @@
+//! The last steps of init: process attributes (rlimits, oom score, personality, I/O
+//! priority, scheduler), waiting for `start`, and becoming the user process (user and
+//! groups, capabilities, no_new_privs, seccomp, closing fds, execve).
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability};
+use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
+use serde::{Deserialize, Serialize};
+
+use super::InitConfig;
+use crate::error::{Error, Result};
+use crate::fs::ProcFs;
+use crate::state::START_SOCKET;
+
+/// What `start` sends to the waiting init.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub state: serde_json::Value,
+}
+
+/// Bind the socket `start` connects to, in the container's state directory (before
+/// pivot_root, while that directory is visible; the listening fd survives the pivot).
+pub fn listen_for_start(state_dir: &Path) -> Result<UnixListener> {
+    // A state path can be longer than sun_path allows; bind relative to it instead.
+    nix::unistd::chdir(state_dir).map_err(|e| crate::fs::io_err(state_dir, e))?;
+    UnixListener::bind(START_SOCKET).map_err(|e| Error::Io {
+        path: state_dir.join(START_SOCKET),
+        source: e,
+    })
+}
+
+/// Everything needed to turn this process into the user process.
+pub struct ExecProcess {
+    pub process: Process,
+    pub program: PathBuf,
+    pub console: Option<OwnedFd>,
+    pub preserve_fds: u32,
+    pub seccomp: Option<serde_json::Value>,
+}
+
+/// Steps that do not depend on `start`: applied now so their errors surface at create.
+pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>, proc: &ProcFs) -> Result<ExecProcess> {
+    let process = cfg.spec.process().clone().expect("validated");
+    apply_attributes(&process, proc)?;
+    let program = find_program(&process)?;
+    let seccomp = cfg
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(|s| serde_json::to_value(s).expect("serializes"));
+    Ok(ExecProcess {
+        process,
+        program,
+        console,
+        preserve_fds: cfg.preserve_fds,
+        seccomp,
+    })
+}
+
+/// rlimits, oom_score_adj, personality, I/O priority and scheduler.
+pub fn apply_attributes(process: &Process, proc: &ProcFs) -> Result<()> {
+    if let Some(adj) = process.oom_score_adj() {
+        proc.write("self/oom_score_adj", &adj.to_string())?;
+    }
+    for rl in process.rlimits().iter().flatten() {
+        set_rlimit(rl)?;
+    }
+    if let Some(sched) = process.scheduler() {
+        set_scheduler(sched)?;
+    }
+    if let Some(prio) = process.io_priority() {
+        use oci_spec::runtime::IOPriorityClass::*;
+        let class = match prio.class() {
+            IoprioClassRt => 1,
+            IoprioClassBe => 2,
+            IoprioClassIdle => 3,
+        };
+        let value = (class << 13) | (prio.priority() as i64 & 0x1fff);
+        // SAFETY: plain syscall with integer arguments (IOPRIO_WHO_PROCESS, self).
+        let r = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, value) };
+        nix::errno::Errno::result(r).map_err(|e| Error::Sys {
+            op: "field process.ioPriority: ioprio_set".into(),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
+fn set_rlimit(rl: &PosixRlimit) -> Result<()> {
+    let resource = rlimit_resource(&rl.typ().to_string()).ok_or_else(|| {
+        Error::Config(format!("field process.rlimits: unknown type {}", rl.typ()))
+    })?;
+    let lim = libc::rlimit {
+        rlim_cur: rl.soft(),
+        rlim_max: rl.hard(),
+    };
+    // SAFETY: setrlimit with a valid rlimit struct.
+    let r = unsafe { libc::setrlimit(resource, &lim) };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::Sys {
+            op: format!(
+                "field process.rlimits: set {} to {}/{}",
+                rl.typ(),
+                rl.soft(),
+                rl.hard()
+            ),
+            source: e,
+        })
+}
+
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    })
+}
+
+fn set_scheduler(s: &oci_spec::runtime::Scheduler) -> Result<()> {
+    use oci_spec::runtime::LinuxSchedulerPolicy::*;
+    let policy = match s.policy() {
+        SchedOther => 0,
+        SchedFifo => 1,
+        SchedRr => 2,
+        SchedBatch => 3,
+        SchedIso => 4,
+        SchedIdle => 5,
+        SchedDeadline => 6,
+    };
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy,
+        flags: 0,
+        nice: s.nice().unwrap_or(0),
+        priority: s.priority().unwrap_or(0) as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+    };
+    // SAFETY: sched_setattr(2) on ourselves with a correctly sized struct.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::Sys {
+            op: "field process.scheduler: sched_setattr".into(),
+            source: e,
+        })
+}
+
+fn env_path(process: &Process) -> String {
+    process
+        .env()
+        .iter()
+        .flatten()
+        .find_map(|e| e.strip_prefix("PATH=").map(str::to_string))
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Find args[0] the way execvp would, inside the container, so a missing program is
+/// reported at create time.
+pub fn find_program(process: &Process) -> Result<PathBuf> {
+    let arg0 = &process.args().as_ref().expect("validated")[0];
+    if arg0.contains('/') {
+        let p = if Path::new(arg0).is_absolute() {
+            PathBuf::from(arg0)
+        } else {
+            process.cwd().join(arg0)
+        };
+        if !is_executable(&p) {
+            return Err(Error::Init(format!(
+                "exec {arg0}: no such executable file in the container"
+            )));
+        }
+        return Ok(p);
+    }
+    env_path(process)
+        .split(':')
+        .map(|dir| Path::new(dir).join(arg0))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| Error::Init(format!("exec {arg0:?}: executable file not found in $PATH")))
+}
+
+/// Block until `start` connects, then become the user process. Failures after this point
+/// are reported on the start connection, so `berth start` prints them.
+pub fn wait_for_start_and_exec(
+    listener: UnixListener,
+    exec: ExecProcess,
+    cfg: &InitConfig,
+    proc: &ProcFs,
+) -> Result<std::convert::Infallible> {
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Io {
+                    path: START_SOCKET.into(),
+                    source: e,
+                })
+            }
+        }
+    };
+    drop(listener);
+    let result = (|| {
+        let req: StartRequest = read_request(&mut conn)?;
+        if let Some(hooks) = cfg
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().clone())
+        {
+            crate::hooks::run("startContainer", &hooks, &req.state)?;
+        }
+        become_process(&exec, proc)
+    })();
+    let e = match result {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = conn.write_all(e.to_string().as_bytes());
+    std::process::exit(127)
+}
+
+fn read_request(conn: &mut UnixStream) -> Result<StartRequest> {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).map_err(|e| Error::Io {
+        path: START_SOCKET.into(),
+        source: e,
+    })?;
+    let mut buf = vec![0u8; u32::from_le_bytes(len).min(16 << 20) as usize];
+    conn.read_exact(&mut buf).map_err(|e| Error::Io {
+        path: START_SOCKET.into(),
+        source: e,
+    })?;
+    serde_json::from_slice(&buf).map_err(|e| Error::Init(format!("bad start request: {e}")))
+}
+
+/// Connect to a waiting init and ask it to start; returns once the user process runs
+/// (the connection closes on exec) or with init's error.
+pub fn request_start(state_dir: &Path, state: serde_json::Value) -> Result<()> {
+    let dir = std::fs::File::open(state_dir).map_err(|e| Error::Io {
+        path: state_dir.into(),
+        source: e,
+    })?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/{START_SOCKET}", dir.as_raw_fd()));
+    let mut conn = UnixStream::connect(&path).map_err(|e| Error::Io {
+        path: state_dir.join(START_SOCKET),
+        source: e,
+    })?;
+    let body = serde_json::to_vec(&StartRequest { state }).expect("serializes");
+    conn.write_all(&(body.len() as u32).to_le_bytes())
+        .and_then(|_| conn.write_all(&body))
+        .map_err(|e| Error::Io {
+            path: state_dir.join(START_SOCKET),
+            source: e,
+        })?;
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    if reply.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Reported(reply))
+    }
+}
+
+fn to_caps(set: &Option<oci_spec::runtime::Capabilities>) -> HashSet<Capability> {
+    set.iter()
+        .flatten()
+        .filter_map(|c| format!("CAP_{c}").parse::<Capability>().ok())
+        .collect()
+}
+
+fn capset_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> Error + '_ {
+    move |e| Error::Init(format!("field process.capabilities.{what}: {e}"))
+}
+
+/// Turn this (root, fully privileged) process into the configured user process and exec.
+pub fn become_process(exec: &ExecProcess, proc: &ProcFs) -> Result<std::convert::Infallible> {
+    let p = &exec.process;
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    if let Some(console) = &exec.console {
+        nix::unistd::setsid().map_err(|e| Error::Sys {
+            op: "setsid".into(),
+            source: e,
+        })?;
+        // SAFETY: TIOCSCTTY on our pty slave.
+        unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSCTTY, 0) };
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds, which this process owns.
+            let r = unsafe { libc::dup2(console.as_raw_fd(), fd) };
+            nix::errno::Errno::result(r).map_err(|e| Error::Sys {
+                op: "dup2 console".into(),
+                source: e,
+            })?;
+        }
+    }
+    let filter = match &exec.seccomp {
+        Some(profile) => Some(crate::seccomp::compile(profile)?),
+        None => None,
+    };
+    if !nnp {
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
+        if let Some(f) = &filter {
+            crate::seccomp::install(f)?;
+        }
+    }
+    let caps = p.capabilities().clone().unwrap_or_else(empty_caps);
+    let bounding = to_caps(caps.bounding());
+    for cap in caps::runtime::thread_all_supported() {
+        if !bounding.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(capset_err("bounding"))?;
+        }
+    }
+    set_user(p, proc)?;
+    caps::set(None, CapSet::Inheritable, &to_caps(caps.inheritable()))
+        .map_err(capset_err("inheritable"))?;
+    // Effective first: every capset call needs effective to stay within permitted.
+    caps::set(None, CapSet::Effective, &to_caps(caps.effective()))
+        .map_err(capset_err("effective"))?;
+    caps::set(None, CapSet::Permitted, &to_caps(caps.permitted()))
+        .map_err(capset_err("permitted"))?;
+    for cap in to_caps(caps.ambient()) {
+        caps::raise(None, CapSet::Ambient, cap).map_err(capset_err("ambient"))?;
+    }
+    change_dir(p.cwd())?;
+    if nnp {
+        // SAFETY: prctl with integer arguments.
+        let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        nix::errno::Errno::result(r).map_err(|e| Error::Sys {
+            op: "set no_new_privs".into(),
+            source: e,
+        })?;
+        if let Some(f) = &filter {
+            crate::seccomp::install(f)?;
+        }
+    }
+    close_inherited_fds(exec.preserve_fds)?;
+    reset_signals();
+    exec_program(&exec.program, p)
+}
+
+fn empty_caps() -> LinuxCapabilities {
+    serde_json::from_str("{}").expect("empty capabilities parse")
+}
+
+/// Groups, gid and uid, keeping capabilities across the uid change so the configured sets
+/// can then be applied.
+fn set_user(p: &Process, proc: &ProcFs) -> Result<()> {
+    let user = p.user();
+    let uid = user.uid();
+    let gid = user.gid();
+    let groups: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| (*g).into())
+        .collect();
+    // In a user namespace whose setgroups is "deny", setgroups is refused; skip it when no
+    // additional groups are asked for (as runc does).
+    let setgroups_denied = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() == "deny")
+        .unwrap_or(false);
+    if !(setgroups_denied && groups.is_empty()) {
+        nix::unistd::setgroups(&groups).map_err(|e| Error::Sys {
+            op: "field process.user.additionalGids: setgroups".into(),
+            source: e,
+        })?;
+    }
+    let _ = proc;
+    caps::securebits::set_keepcaps(true).map_err(|e| Error::Init(format!("keepcaps: {e}")))?;
+    nix::unistd::setresgid(gid.into(), gid.into(), gid.into()).map_err(|e| Error::Sys {
+        op: format!("field process.user.gid: setresgid {gid}"),
+        source: e,
+    })?;
+    nix::unistd::setresuid(uid.into(), uid.into(), uid.into()).map_err(|e| Error::Sys {
+        op: format!("field process.user.uid: setresuid {uid}"),
+        source: e,
+    })?;
+    caps::securebits::set_keepcaps(false).map_err(|e| Error::Init(format!("keepcaps: {e}")))?;
+    if let Some(mask) = user.umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+            mask as libc::mode_t,
+        ));
+    }
+    Ok(())
+}
+
+/// chdir to the configured cwd and make sure we really are inside the container: a cwd
+/// reached through a leaked host fd (e.g. /proc/self/fd/N, CVE-2024-21626) shows as
+/// "(unreachable)" from getcwd.
+fn change_dir(cwd: &Path) -> Result<()> {
+    nix::unistd::chdir(cwd).map_err(|e| Error::Sys {
+        op: format!("field process.cwd: chdir {}", cwd.display()),
+        source: e,
+    })?;
+    let now = nix::unistd::getcwd().map_err(|e| Error::Sys {
+        op: "getcwd".into(),
+        source: e,
+    })?;
+    if !now.is_absolute() || now.as_os_str().as_bytes().starts_with(b"(unreachable)") {
+        return Err(Error::Init(format!(
+            "field process.cwd: {} is outside the container",
+            cwd.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Mark every fd from 3 + preserve_fds upward close-on-exec, so nothing of berth's (or
+/// the host's) reaches the container (CVE-2024-21626).
+fn close_inherited_fds(preserve: u32) -> Result<()> {
+    let first = 3 + preserve;
+    // SAFETY: close_range only changes fd flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::Sys {
+            op: "close_range".into(),
+            source: e,
+        })
+}
+
+/// Signal dispositions and mask are inherited across execve; Rust ignores SIGPIPE.
+fn reset_signals() {
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: setting the default disposition installs no Rust handler.
+            let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+fn exec_program(program: &Path, p: &Process) -> Result<std::convert::Infallible> {
+    let cstr = |s: &[u8]| {
+        CString::new(s).map_err(|_| Error::Config("NUL byte in process args or env".into()))
+    };
+    let path = cstr(program.as_os_str().as_bytes())?;
+    let args: Vec<CString> = p
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<_>>()?;
+    let env: Vec<CString> = p
+        .env()
+        .iter()
+        .flatten()
+        .map(|e| cstr(e.as_bytes()))
+        .collect::<Result<_>>()?;
+    let e = nix::unistd::execve(&path, &args, &env).unwrap_err();
+    Err(Error::Sys {
+        op: format!("exec {}", program.display()),
+        source: e,
+    })
+}

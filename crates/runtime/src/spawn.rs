@@ -1,0 +1,234 @@
+//! Parent side of container creation: fork the process that becomes the container's init
+//! into its namespaces and re-execute the sealed berth copy there.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxIdMapping, Spec};
+
+use crate::error::{Error, Result};
+use crate::fs::ProcFs;
+use crate::namespaces::{self, Plan};
+use crate::sync::{self, Channel, ChildMsg, ParentMsg};
+
+/// Environment variable that tells a re-executed berth it is a container init, and on
+/// which fd its channel to the parent is.
+pub const INIT_FD_ENV: &str = "_BERTH_INIT_FD";
+
+/// fork(2) through clone(2), creating namespaces in the same step.
+fn clone_fork(flags: libc::c_int) -> nix::Result<libc::pid_t> {
+    // SAFETY: with a null stack pointer clone behaves like fork: the child continues on a
+    // copy of this stack. The caller is single-threaded, and the child only makes
+    // syscalls and exec()s or _exit()s.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    Errno::result(r).map(|p| p as libc::pid_t)
+}
+
+/// In a freshly forked child: run `f`, report failure over `ch`, never return.
+fn child_main(ch: &Channel, f: impl FnOnce() -> Result<std::convert::Infallible>) -> ! {
+    let e = match f() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = ch.send(&ChildMsg::Failed(e.to_string()));
+    // SAFETY: _exit is always safe; skip atexit handlers of the parent's image.
+    unsafe { libc::_exit(1) }
+}
+
+/// Replace this process with the sealed berth copy running `berth init`.
+fn exec_init(memfd: &OwnedFd, ch: &Channel) -> Result<std::convert::Infallible> {
+    let fd = ch.fd().as_raw_fd();
+    // The channel must survive exec; everything else of ours is close-on-exec.
+    // SAFETY: fcntl on an fd we own.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map_err(|e| Error::Sys {
+        op: "fcntl".into(),
+        source: e,
+    })?;
+    let argv = [
+        CString::new("berth").unwrap(),
+        CString::new("init").unwrap(),
+    ];
+    let mut env = vec![CString::new(format!("{INIT_FD_ENV}={fd}")).unwrap()];
+    if let Ok(level) = std::env::var("_BERTH_LOG_LEVEL") {
+        env.push(CString::new(format!("_BERTH_LOG_LEVEL={level}")).unwrap_or_default());
+    }
+    let argv_p: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let env_p: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    // SAFETY: argv/envp are NULL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::fexecve(memfd.as_raw_fd(), argv_p.as_ptr(), env_p.as_ptr()) };
+    Err(Error::Sys {
+        op: "execute the sealed berth copy".into(),
+        source: Errno::last(),
+    })
+}
+
+/// The running init process and the parent's end of its channel.
+pub struct Spawned {
+    pub pid: Pid,
+    pub channel: Channel,
+    /// Whether `pid` is our own child (so we can waitpid it).
+    pub is_child: bool,
+}
+
+/// Start the container's init process in the namespaces of `plan`.
+pub fn spawn_init(spec: &Spec, plan: &Plan, memfd: &OwnedFd) -> Result<Spawned> {
+    let (parent, child) = sync::pair()?;
+    if let Some(path) = &plan.join_pid {
+        // Changes the pid namespace of our future children only.
+        namespaces::join("pid", path)?;
+    }
+    if !plan.uses_user_ns() {
+        let pid = clone_fork(plan.create).map_err(|e| Error::Sys {
+            op: "clone the container init".into(),
+            source: e,
+        })?;
+        if pid == 0 {
+            drop(parent);
+            child_main(&child, || exec_init(memfd, &child));
+        }
+        return Ok(Spawned {
+            pid: Pid::from_raw(pid),
+            channel: parent,
+            is_child: true,
+        });
+    }
+
+    // With a user namespace: the first child joins existing namespaces, creates the user
+    // namespace and waits for its id maps, creates the rest, then forks the init (so that
+    // init is PID 1 of a pid namespace owned by the new user namespace) and exits.
+    let first = clone_fork(0).map_err(|e| Error::Sys {
+        op: "fork".into(),
+        source: e,
+    })?;
+    if first == 0 {
+        drop(parent);
+        child_main(&child, || {
+            for (kind, path) in &plan.join {
+                namespaces::join(kind, path)?;
+            }
+            if let Some(path) = &plan.join_user {
+                namespaces::join("user", path)?;
+            }
+            if plan.new_user {
+                namespaces::unshare(nix::sched::CloneFlags::CLONE_NEWUSER, "user")?;
+                child.send(&ChildMsg::MapIds {
+                    pid: nix::unistd::getpid().as_raw(),
+                })?;
+                match child.recv::<ParentMsg>()? {
+                    Some(ParentMsg::IdsMapped) => {}
+                    _ => return Err(Error::Init("parent went away while mapping ids".into())),
+                }
+            }
+            // Become root of the user namespace if root is mapped (runc does the same).
+            let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
+            let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+            if plan.create != 0 {
+                namespaces::unshare(plan.create_flags(), "container")?;
+            }
+            let init = clone_fork(0).map_err(|e| Error::Sys {
+                op: "fork the container init".into(),
+                source: e,
+            })?;
+            if init == 0 {
+                child_main(&child, || exec_init(memfd, &child));
+            }
+            child.send(&ChildMsg::InitPid { pid: init })?;
+            // SAFETY: _exit skips the parent's atexit handlers in this forked copy.
+            unsafe { libc::_exit(0) }
+        });
+    }
+    drop(child);
+    let first = Pid::from_raw(first);
+    let result = (|| loop {
+        match parent.recv::<ChildMsg>()? {
+            Some(ChildMsg::MapIds { pid }) => {
+                write_id_maps(spec, pid)?;
+                parent.send(&ParentMsg::IdsMapped)?;
+            }
+            Some(ChildMsg::InitPid { pid }) => return Ok(Pid::from_raw(pid)),
+            Some(ChildMsg::Failed(msg)) => return Err(Error::Init(msg)),
+            _ => {
+                return Err(Error::Init(
+                    "the namespace setup process exited unexpectedly".into(),
+                ))
+            }
+        }
+    })();
+    let _ = waitpid(first, None);
+    Ok(Spawned {
+        pid: result?,
+        channel: parent,
+        is_child: false,
+    })
+}
+
+fn map_text(map: &[LinuxIdMapping]) -> String {
+    map.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+/// Write uid_map and gid_map of `pid`'s new user namespace: directly when we are root (or
+/// map only ourselves), through newuidmap/newgidmap otherwise.
+fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
+    let linux = spec.linux().as_ref().expect("validated");
+    let uids = linux.uid_mappings().clone().unwrap_or_default();
+    let gids = linux.gid_mappings().clone().unwrap_or_default();
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    let only_self =
+        |m: &[LinuxIdMapping], id: u32| m.len() == 1 && m[0].size() == 1 && m[0].host_id() == id;
+    let proc = ProcFs::open(std::path::Path::new("/proc"))?;
+    if euid == 0 || (only_self(&uids, euid) && only_self(&gids, egid)) {
+        if euid != 0 {
+            // Unprivileged writers must give up setgroups before writing gid_map.
+            proc.write(&format!("{pid}/setgroups"), "deny")?;
+        }
+        proc.write(&format!("{pid}/uid_map"), &map_text(&uids))?;
+        proc.write(&format!("{pid}/gid_map"), &map_text(&gids))?;
+        return Ok(());
+    }
+    for (helper, map) in [("newuidmap", &uids), ("newgidmap", &gids)] {
+        let mut cmd = std::process::Command::new(helper);
+        cmd.arg(pid.to_string());
+        for m in map.iter() {
+            cmd.args([
+                m.container_id().to_string(),
+                m.host_id().to_string(),
+                m.size().to_string(),
+            ]);
+        }
+        let out = cmd.output().map_err(|e| {
+            Error::Unsupported(format!(
+                "{helper}: {e} (install the uidmap package to map more than your own id)"
+            ))
+        })?;
+        if !out.status.success() {
+            return Err(Error::Init(format!(
+                "{helper}: {} (check /etc/subuid and /etc/subgid)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(())
+}

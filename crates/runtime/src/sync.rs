@@ -1,0 +1,109 @@
+//! Messages between the parent (`berth create`) and the container's init process, over a
+//! SOCK_SEQPACKET socketpair: one JSON message per packet, so message boundaries survive.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const MAX_MESSAGE: usize = 4 << 20;
+
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+/// A connected pair; the second end is inherited by the child.
+pub fn pair() -> Result<(Channel, Channel)> {
+    let (a, b) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::Sys {
+        op: "socketpair".into(),
+        source: e,
+    })?;
+    Ok((Channel { fd: a }, Channel { fd: b }))
+}
+
+impl Channel {
+    pub fn from_fd(fd: OwnedFd) -> Channel {
+        Channel { fd }
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    pub fn send<T: Serialize>(&self, msg: &T) -> Result<()> {
+        let data = serde_json::to_vec(msg).expect("messages serialize");
+        loop {
+            match socket::send(self.fd.as_raw_fd(), &data, socket::MsgFlags::MSG_NOSIGNAL) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::Sys {
+                        op: "send to container init".into(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Receive one message; `Ok(None)` when the other side closed the channel.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let n = loop {
+            match socket::recv(self.fd.as_raw_fd(), &mut buf, socket::MsgFlags::empty()) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::Sys {
+                        op: "receive from container init".into(),
+                        source: e,
+                    })
+                }
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&buf[..n])
+            .map(Some)
+            .map_err(|e| Error::Init(format!("malformed message from the other side: {e}")))
+    }
+}
+
+/// What the child side reports to the parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ChildMsg {
+    /// (user-namespace path) the first child unshared a user namespace: write its maps.
+    MapIds { pid: i32 },
+    /// The pid (host view) of the process that becomes the container's init.
+    InitPid { pid: i32 },
+    /// Namespaces are set up; run the createRuntime/prestart hooks now.
+    NamespacesReady,
+    /// The container is created and waits for `start`.
+    Created,
+    /// Setup failed; the message is the one line to show the user.
+    Failed(String),
+}
+
+/// What the parent sends to the child side.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ParentMsg {
+    IdsMapped,
+    Config(Box<crate::init::InitConfig>),
+    /// Hooks done; the state JSON is for createContainer hooks.
+    Continue {
+        state: serde_json::Value,
+    },
+}
