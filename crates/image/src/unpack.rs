@@ -443,8 +443,10 @@ impl<'a> Unpacker<'a> {
         let host = self.host_path(dir_comps);
         match self.mode {
             WhiteoutMode::Overlay => {
-                let proc = format!("/proc/self/fd/{}", dir.as_raw_fd());
-                set_xattr_path(&proc, OVERLAY_OPAQUE_XATTR, b"y", &host)?;
+                // "/." so the magic link is an intermediate component (followed) and
+                // the xattr lands on the directory, not on the link.
+                let proc = format!("/proc/self/fd/{}/.", dir.as_raw_fd());
+                set_xattr_path(&proc, OVERLAY_OPAQUE_XATTR, b"y", &host, true)?;
             }
             WhiteoutMode::Apply => {
                 let prefix = dir_comps.join(&b'/');
@@ -535,13 +537,13 @@ fn set_xattr(dir: BorrowedFd, name: &[u8], key: &str, value: &[u8], host: &Path)
             reason: "xattr on non-UTF-8 name".into(),
         });
     }
-    set_xattr_path(&path, key, value, host)
+    set_xattr_path(&path, key, value, host, false)
 }
 
 /// lsetxattr on a path relative to an already-resolved directory fd (via /proc/self/fd),
-/// so the final component is not followed. ENOTSUP (filesystem without that namespace)
-/// is logged and skipped, as Docker does.
-fn set_xattr_path(path: &str, key: &str, value: &[u8], host: &Path) -> Result<()> {
+/// so the final component is not followed. Unless `required`, ENOTSUP (filesystem
+/// without that namespace) is logged and skipped, as Docker does.
+fn set_xattr_path(path: &str, key: &str, value: &[u8], host: &Path, required: bool) -> Result<()> {
     let p = CString::new(path).map_err(|_| Error::UnsafeEntry {
         entry: host.display().to_string(),
         reason: "NUL in name".into(),
@@ -562,7 +564,7 @@ fn set_xattr_path(path: &str, key: &str, value: &[u8], host: &Path) -> Result<()
     };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENOTSUP) {
+        if !required && err.raw_os_error() == Some(libc::ENOTSUP) {
             tracing::warn!(path = %host.display(), xattr = key, "filesystem does not support xattr; skipped");
             return Ok(());
         }

@@ -1,0 +1,375 @@
+//! Layer unpack against the real filesystem: metadata fidelity, whiteout semantics in both
+//! modes, and a corpus of hostile layers that must be rejected without writing outside.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use berth_image::oci::Compression;
+use berth_image::{unpack_layer, Error, WhiteoutMode};
+use common::{tar, Entry};
+
+fn unpack(
+    entries: &[Entry],
+    target: &Path,
+    mode: WhiteoutMode,
+) -> berth_image::Result<berth_image::UnpackStats> {
+    unpack_layer(&tar(entries)[..], Compression::None, target, mode)
+}
+
+fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = [0u8; 256];
+    // SAFETY: valid C strings and a buffer of the stated length.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+#[test]
+fn preserves_types_owners_modes_times_and_xattrs() {
+    let t = tempfile::tempdir().unwrap();
+    let stats = unpack(
+        &[
+            Entry::dir("etc/").mode(0o750).owner(10, 20),
+            Entry::file("etc/conf", b"hello")
+                .mode(0o4755)
+                .owner(1234, 5678)
+                .xattr("user.berth", b"v1"),
+            Entry::symlink("etc/link", "/etc/conf"),
+            Entry::hardlink("etc/hard", "etc/conf"),
+            Entry::fifo("run/fifo"),
+            Entry::chardev("dev/null", 1, 3),
+        ],
+        t.path(),
+        WhiteoutMode::Apply,
+    )
+    .unwrap();
+    assert_eq!((stats.entries, stats.bytes), (6, 5));
+    let root = t.path();
+    let m = fs::symlink_metadata(root.join("etc/conf")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.permissions().mode() & 0o7777, m.mtime()),
+        (1234, 5678, 0o4755, 1_600_000_000)
+    );
+    assert_eq!(fs::read(root.join("etc/conf")).unwrap(), b"hello");
+    assert_eq!(
+        getxattr(&root.join("etc/conf"), "user.berth").as_deref(),
+        Some(&b"v1"[..])
+    );
+    let d = fs::symlink_metadata(root.join("etc")).unwrap();
+    assert_eq!(
+        (d.uid(), d.gid(), d.permissions().mode() & 0o7777, d.mtime()),
+        (10, 20, 0o750, 1_600_000_000)
+    );
+    assert_eq!(
+        fs::read_link(root.join("etc/link")).unwrap(),
+        Path::new("/etc/conf")
+    );
+    assert_eq!(
+        fs::symlink_metadata(root.join("etc/hard")).unwrap().ino(),
+        m.ino()
+    );
+    assert!(fs::symlink_metadata(root.join("run/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let c = fs::symlink_metadata(root.join("dev/null")).unwrap();
+    assert!(c.file_type().is_char_device());
+    assert_eq!(c.rdev(), nix::sys::stat::makedev(1, 3));
+    // Parents missing from the tar were created.
+    assert!(root.join("run").is_dir());
+}
+
+#[test]
+fn compressed_layers_give_the_same_diff_id() {
+    let raw = tar(&[Entry::file("a", &vec![7u8; 100_000]), Entry::dir("d/")]);
+    let mut ids = Vec::new();
+    for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let t = tempfile::tempdir().unwrap();
+        let s = unpack_layer(
+            &common::compress(&raw, c)[..],
+            c,
+            t.path(),
+            WhiteoutMode::Apply,
+        )
+        .unwrap();
+        assert_eq!(fs::read(t.path().join("a")).unwrap().len(), 100_000);
+        ids.push(s.diff_id.unwrap());
+    }
+    assert!(ids.iter().all(|d| *d == berth_image::Digest::of(&raw)));
+}
+
+#[test]
+fn apply_mode_whiteouts_and_opaque_dirs() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    unpack(
+        &[
+            Entry::file("a/old1", b"1"),
+            Entry::file("a/old2", b"2"),
+            Entry::file("b/keep", b"k"),
+            Entry::file("b/gone", b"g"),
+            Entry::dir("c/"),
+            Entry::file("c/deep", b"d"),
+        ],
+        root,
+        WhiteoutMode::Apply,
+    )
+    .unwrap();
+    // The opaque marker comes after a new entry of the same directory: that entry must
+    // survive (the marker applies to lower layers only).
+    unpack(
+        &[
+            Entry::file("a/new", b"n"),
+            Entry::file("a/.wh..wh..opq", b""),
+            Entry::file("b/.wh.gone", b""),
+            Entry::file(".wh.c", b""),
+        ],
+        root,
+        WhiteoutMode::Apply,
+    )
+    .unwrap();
+    let names = |d: &str| {
+        let mut v: Vec<String> = fs::read_dir(root.join(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("a"), ["new"]);
+    assert_eq!(names("b"), ["keep"]);
+    assert!(!root.join("c").exists());
+}
+
+#[test]
+fn overlay_mode_stores_whiteouts_for_the_kernel() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    unpack(
+        &[
+            Entry::file("a/.wh..wh..opq", b""),
+            Entry::file("a/x", b"x"),
+            Entry::file("b/.wh.gone", b""),
+        ],
+        root,
+        WhiteoutMode::Overlay,
+    )
+    .unwrap();
+    let wh = fs::symlink_metadata(root.join("b/gone")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout is a 0/0 char device"
+    );
+    assert_eq!(
+        getxattr(&root.join("a"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(root.join("a/x").exists());
+}
+
+#[test]
+fn later_entry_replaces_a_symlink_instead_of_writing_through_it() {
+    let base = tempfile::tempdir().unwrap();
+    let (target, outside) = (base.path().join("target"), base.path().join("outside"));
+    fs::create_dir_all(&target).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("victim"), b"original").unwrap();
+    let victim = outside.join("victim");
+    unpack(
+        &[
+            Entry::symlink("f", victim.to_str().unwrap()),
+            Entry::file("f", b"replaced"),
+        ],
+        &target,
+        WhiteoutMode::Apply,
+    )
+    .unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"original");
+    assert_eq!(fs::read(target.join("f")).unwrap(), b"replaced");
+    assert!(fs::symlink_metadata(target.join("f")).unwrap().is_file());
+}
+
+/// Each case: a name, the layers (applied in order), and the entry the error must name.
+fn hostile_corpus(outside: &Path) -> Vec<(&'static str, Vec<Vec<Entry>>, &'static str)> {
+    let out = outside.to_str().unwrap().to_string();
+    let esc = "../../../../../../../../..".to_string() + &out;
+    vec![
+        (
+            "absolute path",
+            vec![vec![Entry::file(&format!("{out}/evil"), b"x")]],
+            "/evil",
+        ),
+        (
+            "dot-dot",
+            vec![vec![Entry::file("../outside/evil", b"x")]],
+            "../outside/evil",
+        ),
+        (
+            "inner dot-dot",
+            vec![vec![Entry::file("a/../../outside/evil", b"x")]],
+            "a/../../outside/evil",
+        ),
+        (
+            "write through absolute symlink",
+            vec![vec![
+                Entry::symlink("lnk", &out),
+                Entry::file("lnk/evil", b"x"),
+            ]],
+            "lnk/evil",
+        ),
+        (
+            "write through relative symlink",
+            vec![vec![
+                Entry::symlink("lnk", &esc),
+                Entry::file("lnk/evil", b"x"),
+            ]],
+            "lnk/evil",
+        ),
+        (
+            "symlink to dot-dot chain",
+            vec![vec![
+                Entry::symlink("up", ".."),
+                Entry::file("up/outside/evil", b"x"),
+            ]],
+            "up/outside/evil",
+        ),
+        (
+            "symlink planted by an earlier layer",
+            vec![
+                vec![Entry::symlink("lnk", &out)],
+                vec![Entry::file("lnk/evil", b"x")],
+            ],
+            "lnk/evil",
+        ),
+        (
+            "dir entry through symlink",
+            vec![vec![Entry::symlink("lnk", &out), Entry::dir("lnk/evil/")]],
+            "lnk/evil/",
+        ),
+        (
+            "hardlink to absolute host path",
+            vec![vec![Entry::hardlink("h", "/etc/passwd")]],
+            "h",
+        ),
+        (
+            "hardlink with dot-dot",
+            vec![vec![Entry::hardlink("h", "../outside/victim")]],
+            "h",
+        ),
+        (
+            "hardlink through symlink",
+            vec![vec![
+                Entry::symlink("lnk", &out),
+                Entry::hardlink("h", "lnk/victim"),
+            ]],
+            "h",
+        ),
+        (
+            "whiteout of the parent",
+            vec![vec![Entry::file("a/.wh..", b"")]],
+            "a/.wh..",
+        ),
+        (
+            "whiteout of nothing",
+            vec![vec![Entry::file(".wh.", b"")]],
+            ".wh.",
+        ),
+        (
+            "whiteout with dot-dot",
+            vec![vec![Entry::file("../outside/.wh.victim", b"")]],
+            "../outside/.wh.victim",
+        ),
+        (
+            "whiteout through symlink",
+            vec![vec![
+                Entry::symlink("lnk", &out),
+                Entry::file("lnk/.wh.victim", b""),
+            ]],
+            "lnk/.wh.victim",
+        ),
+        (
+            "opaque through symlink",
+            vec![vec![
+                Entry::symlink("lnk", &out),
+                Entry::file("lnk/.wh..wh..opq", b""),
+            ]],
+            "lnk/.wh..wh..opq",
+        ),
+        (
+            "overlay xattr injection",
+            vec![vec![
+                Entry::dir("d/").xattr("trusted.overlay.redirect", b"/etc")
+            ]],
+            "d/",
+        ),
+    ]
+}
+
+#[test]
+fn hostile_layers_are_rejected_and_write_nothing_outside() {
+    for mode in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
+        let base = tempfile::tempdir().unwrap();
+        let outside = base.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("victim"), b"original").unwrap();
+        for (i, (name, layers, entry)) in hostile_corpus(&outside).into_iter().enumerate() {
+            let target = base.path().join(format!("t{i}"));
+            fs::create_dir(&target).unwrap();
+            let mut result = Ok(Default::default());
+            for layer in &layers {
+                result = unpack(layer, &target, mode);
+                if result.is_err() {
+                    break;
+                }
+            }
+            match result {
+                Err(Error::UnsafeEntry { entry: e, reason }) => {
+                    assert!(
+                        e.contains(entry),
+                        "{name} ({mode:?}): error names {e:?} ({reason}), expected {entry:?}"
+                    )
+                }
+                other => panic!("{name} ({mode:?}): expected UnsafeEntry, got {other:?}"),
+            }
+            let mut left: Vec<_> = fs::read_dir(&outside)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            left.sort();
+            assert_eq!(
+                left,
+                ["victim"],
+                "{name} ({mode:?}) wrote outside the target"
+            );
+            assert_eq!(
+                fs::read(outside.join("victim")).unwrap(),
+                b"original",
+                "{name} ({mode:?})"
+            );
+            assert_eq!(
+                fs::metadata(outside.join("victim")).unwrap().nlink(),
+                1,
+                "{name} ({mode:?}) linked the victim"
+            );
+        }
+    }
+}
+
+#[test]
+fn corrupt_tar_is_an_error_not_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let mut bytes = tar(&[Entry::file("a", b"hello")]);
+    bytes[148] = b'9'; // break the header checksum
+    assert!(unpack_layer(&bytes[..], Compression::None, t.path(), WhiteoutMode::Apply).is_err());
+    assert!(unpack_layer(
+        &b"\x1f\x8bnot gzip"[..],
+        Compression::Gzip,
+        t.path(),
+        WhiteoutMode::Apply
+    )
+    .is_err());
+}
