@@ -100,7 +100,7 @@ impl Runtime {
         config::validate(&spec, &bundle)?;
         let rootfs = config::rootfs_path(&bundle, &spec)?;
         if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            crate::seccomp::compile(&serde_json::to_value(s).expect("serializes"))?;
+            crate::seccomp::compile(s)?;
         }
         let console = match &opts.console_socket {
             Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),

@@ -41,6 +41,8 @@ pub enum Error {
         path: String,
         why: String,
     },
+    #[error("{0}")]
+    Seccomp(#[from] berth_seccomp::Error),
     #[error("cgroups: {0}")]
     Cgroups(#[from] berth_cgroups::Error),
     #[error("{0}")]

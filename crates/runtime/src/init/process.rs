@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
-use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
+use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, PosixRlimit, Process};
 use serde::{Deserialize, Serialize};
 
 use super::InitConfig;
@@ -43,7 +43,7 @@ pub struct ExecProcess {
     pub program: PathBuf,
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
-    pub seccomp: Option<serde_json::Value>,
+    pub seccomp: Option<LinuxSeccomp>,
 }
 
 /// Steps that do not depend on `start`: applied now so their errors surface at create.
@@ -51,12 +51,7 @@ pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>, proc: &ProcFs) -> Res
     let process = cfg.spec.process().clone().expect("validated");
     apply_attributes(&process, proc)?;
     let program = find_program(&process)?;
-    let seccomp = cfg
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(|s| serde_json::to_value(s).expect("serializes"));
+    let seccomp = cfg.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     Ok(ExecProcess {
         process,
         program,
@@ -252,7 +247,7 @@ pub fn wait_for_start_and_exec(
         {
             crate::hooks::run("startContainer", &hooks, &req.state)?;
         }
-        become_process(&exec, proc)
+        become_process(&exec, proc, &req.state)
     })();
     let e = match result {
         Ok(never) => match never {},
@@ -316,7 +311,7 @@ fn capset_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> Error + '_ 
 }
 
 /// Turn this (root, fully privileged) process into the configured user process and exec.
-pub fn become_process(exec: &ExecProcess, proc: &ProcFs) -> Result<std::convert::Infallible> {
+pub fn become_process(exec: &ExecProcess, proc: &ProcFs, state: &serde_json::Value) -> Result<std::convert::Infallible> {
     let p = &exec.process;
     let nnp = p.no_new_privileges().unwrap_or(false);
     if let Some(console) = &exec.console {
@@ -341,8 +336,8 @@ pub fn become_process(exec: &ExecProcess, proc: &ProcFs) -> Result<std::convert:
     };
     if !nnp {
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
-        if let Some(f) = &filter {
-            crate::seccomp::install(f)?;
+        if let (Some(f), Some(profile)) = (&filter, &exec.seccomp) {
+            crate::seccomp::install(f, profile, state)?;
         }
     }
     let caps = p.capabilities().clone().unwrap_or_else(empty_caps);
@@ -371,8 +366,8 @@ pub fn become_process(exec: &ExecProcess, proc: &ProcFs) -> Result<std::convert:
             op: "set no_new_privs".into(),
             source: e,
         })?;
-        if let Some(f) = &filter {
-            crate::seccomp::install(f)?;
+        if let (Some(f), Some(profile)) = (&filter, &exec.seccomp) {
+            crate::seccomp::install(f, profile, state)?;
         }
     }
     close_inherited_fds(exec.preserve_fds)?;
