@@ -366,6 +366,8 @@ impl Store {
             let mut h = tar::Header::new_ustar();
             h.set_size(size);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
             h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
             b.append_data(&mut h, path, r).at(tmp.path())

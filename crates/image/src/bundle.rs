@@ -214,8 +214,15 @@ impl Store {
         })
     }
 
+    /// Unpack `image` flattened (whiteouts applied) into the existing directory `dir`,
+    /// as `umoci unpack` does: the no-overlay fallback, also handy for inspection.
+    pub fn unpack_flat(&self, image: &str, dir: &Path) -> Result<()> {
+        let _gc = self.gc_lock(false)?;
+        self.flatten_into(&self.find(image)?, dir)
+    }
+
     /// Apply every layer of `img` in order into `dir` (the no-overlay fallback).
-    pub(crate) fn flatten_into(&self, img: &Image, dir: &Path) -> Result<()> {
+    fn flatten_into(&self, img: &Image, dir: &Path) -> Result<()> {
         for (layer, diff_id) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids) {
             let stats = unpack_layer(
                 self.open_blob(&layer.digest)?,

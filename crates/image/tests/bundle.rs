@@ -1,0 +1,228 @@
+//! Bundles on real OverlayFS mounts: snapshots shared between containers, whiteouts and
+//! opaque directories applied by the kernel, config.json from the image config, cleanup.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use berth_image::oci::{Compression, RunConfig};
+use berth_image::{Reference, RunOverrides, Store};
+use common::{tar, BundleGuard, Entry};
+
+fn snapshot_count(store: &Store) -> usize {
+    fs::read_dir(store.root().join("snapshots"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn busybox_bundle_on_overlay_runs_and_is_removed() {
+    let t = tempfile::tempdir().unwrap();
+    common::busybox_layout(&t.path().join("layout"), true);
+    let store = Store::open(&t.path().join("store")).unwrap();
+    let name: Reference = "busybox:bundle".parse().unwrap();
+    store.import(&t.path().join("layout"), Some(&name)).unwrap();
+
+    let id = common::cid("bb-a");
+    let guard = BundleGuard {
+        store: &store,
+        id: id.clone(),
+    };
+    let bdir = t.path().join("bundle-a");
+    let o = RunOverrides {
+        cmd: vec!["cat".into(), "/opt/c".into()],
+        env: vec!["X=1".into()],
+        ..Default::default()
+    };
+    let bundle = store
+        .create_bundle("busybox:bundle", &id, &o, &bdir)
+        .unwrap();
+    assert!(bundle.overlay, "OverlayFS is available on this machine");
+    assert!(common::is_mounted(&bundle.rootfs));
+    let rootfs = &bundle.rootfs;
+    // Layer 2's whiteouts hide layer 1's files in the merged view.
+    assert!(!rootfs.join("etc/motd").exists());
+    let mut opt: Vec<_> = fs::read_dir(rootfs.join("opt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    opt.sort();
+    assert_eq!(opt, ["c"]);
+    // The busybox in the image really runs from this rootfs.
+    let out = Command::new("chroot")
+        .arg(rootfs)
+        .args(["/bin/sh", "-c", "cat /opt/c /data/file2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "c\n2\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(bdir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        spec["process"]["args"],
+        serde_json::json!(["cat", "/opt/c"])
+    );
+    assert_eq!(spec["root"]["path"], "rootfs");
+    assert!(spec["process"]["env"]
+        .as_array()
+        .unwrap()
+        .contains(&"X=1".into()));
+    assert_eq!(spec["annotations"]["org.berth.test"], "busybox");
+
+    // A write in the container goes to its upper dir, not to the shared snapshot.
+    fs::write(rootfs.join("etc/passwd"), b"changed").unwrap();
+    let snaps = snapshot_count(&store);
+    assert_eq!(snaps, 2);
+
+    // A second container shares the snapshots and sees the pristine file.
+    let id_b = common::cid("bb-b");
+    let _guard_b = BundleGuard {
+        store: &store,
+        id: id_b.clone(),
+    };
+    let b = store
+        .create_bundle(
+            "busybox:bundle",
+            &id_b,
+            &RunOverrides::default(),
+            &t.path().join("bundle-b"),
+        )
+        .unwrap();
+    assert_eq!(snapshot_count(&store), snaps, "no second unpack");
+    assert!(fs::read_to_string(b.rootfs.join("etc/passwd"))
+        .unwrap()
+        .starts_with("root:"));
+
+    // prune keeps snapshots of live containers even once the image is untagged.
+    store.remove("busybox:bundle").unwrap();
+    store.prune().unwrap();
+    assert_eq!(snapshot_count(&store), snaps);
+
+    // Creating the same container twice is refused without disturbing the first.
+    assert!(store
+        .create_bundle("busybox:bundle", &id, &RunOverrides::default(), &bdir)
+        .is_err());
+
+    let rootfs_path = bundle.rootfs.clone();
+    bundle.remove().unwrap();
+    std::mem::forget(guard);
+    assert!(!common::is_mounted(&rootfs_path));
+    assert!(!rootfs_path.exists());
+    assert!(!store.root().join("containers").join(&id).exists());
+    b.remove().unwrap();
+    assert_eq!(store.prune().unwrap().snapshots_removed, 2);
+}
+
+#[test]
+fn opaque_directory_hides_lower_entries_through_overlay() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let l1 = tar(&[
+        Entry::file("d/lower1", b"1"),
+        Entry::file("d/lower2", b"2"),
+        Entry::file("keep", b"k"),
+    ]);
+    let l2 = tar(&[
+        Entry::dir("d/"),
+        Entry::file("d/.wh..wh..opq", b""),
+        Entry::file("d/upper", b"u"),
+    ]);
+    let cfg = RunConfig {
+        cmd: Some(vec!["/x".into()]),
+        volumes: Some([("/data".to_string(), serde_json::json!({}))].into()),
+        ..Default::default()
+    };
+    common::build_layout(
+        &layout,
+        &[(l1, Compression::Zstd), (l2, Compression::Gzip)],
+        cfg,
+        "latest",
+    );
+    let store = Store::open(&t.path().join("store")).unwrap();
+    store
+        .import(&layout, Some(&"opaque".parse().unwrap()))
+        .unwrap();
+    let id = common::cid("opq");
+    let _g = BundleGuard {
+        store: &store,
+        id: id.clone(),
+    };
+    let b = store
+        .create_bundle(
+            "opaque",
+            &id,
+            &RunOverrides::default(),
+            &t.path().join("bundle"),
+        )
+        .unwrap();
+    let mut d: Vec<_> = fs::read_dir(b.rootfs.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    d.sort();
+    assert_eq!(d, ["upper"]);
+    assert!(b.rootfs.join("keep").exists());
+    // The anonymous volume is a bind source under the data root.
+    let vol = b
+        .spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == std::path::Path::new("/data"))
+        .unwrap();
+    let src = vol.source().clone().unwrap();
+    assert!(src.starts_with(store.root().join("volumes")) && src.is_dir());
+
+    // The flattened fallback produces the same tree.
+    let flat = t.path().join("flat");
+    fs::create_dir(&flat).unwrap();
+    store.unpack_flat("opaque", &flat).unwrap();
+    let mut f: Vec<_> = fs::read_dir(flat.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    f.sort();
+    assert_eq!(f, d);
+    b.remove().unwrap();
+    assert!(!src.exists(), "anonymous volume removed with the container");
+}
+
+#[test]
+fn failed_bundle_leaves_nothing_behind() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    // No Entrypoint/Cmd: building the spec fails after the rootfs was mounted.
+    common::build_layout(
+        &layout,
+        &[(tar(&[Entry::file("f", b"x")]), Compression::None)],
+        RunConfig::default(),
+        "latest",
+    );
+    let store = Store::open(&t.path().join("store")).unwrap();
+    store
+        .import(&layout, Some(&"nocmd".parse().unwrap()))
+        .unwrap();
+    let id = common::cid("fail");
+    let _g = BundleGuard {
+        store: &store,
+        id: id.clone(),
+    };
+    let bdir = t.path().join("bundle");
+    assert!(matches!(
+        store.create_bundle("nocmd", &id, &RunOverrides::default(), &bdir),
+        Err(berth_image::Error::Spec(_))
+    ));
+    assert!(!common::is_mounted(&bdir.join("rootfs")));
+    assert!(!bdir.join("rootfs").exists());
+    assert!(!store.root().join("containers").join(&id).exists());
+    assert!(store
+        .create_bundle("nocmd", "../evil", &RunOverrides::default(), &bdir)
+        .is_err());
+}
