@@ -102,7 +102,14 @@ pub(crate) fn load_device_prog(prog: &[Insn]) -> Result<OwnedFd> {
             let _ = bpf(BPF_PROG_LOAD, &mut attr).map(owned);
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
-            let last = text.lines().last().unwrap_or("").trim().to_string();
+            // The last line is a summary ("processed N insns"); the reason comes before it.
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty() && !l.starts_with("processed "))
+                .unwrap_or("")
+                .trim()
+                .to_string();
             Err(Error::Bpf {
                 op: "BPF_PROG_LOAD",
                 source,

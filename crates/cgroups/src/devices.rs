@@ -237,6 +237,7 @@ pub(crate) fn compile(rules: &[Rule]) -> Vec<Insn> {
         if let Some(m) = r.minor {
             checks.push(jne32_k(R_MINOR, m, 0));
         }
+        let unconditional = checks.is_empty();
         checks.push(mov64_k(0, i32::from(r.allow)));
         checks.push(exit());
         let len = checks.len();
@@ -247,6 +248,11 @@ pub(crate) fn compile(rules: &[Rule]) -> Vec<Insn> {
             }
         }
         p.extend(checks);
+        if unconditional {
+            // Matches everything: earlier rules and the default are unreachable, and the
+            // verifier rejects unreachable instructions.
+            return p;
+        }
     }
     p.push(mov64_k(0, 0));
     p.push(exit());
@@ -361,6 +367,11 @@ mod tests {
         assert_eq!(interpret(&p, c, r, 4, 1), 0, "default deny");
         let allow_all = parse_rules(&[dev(true, LinuxDeviceType::A, None, None, "rwm")]).unwrap();
         assert_eq!(interpret(&compile(&allow_all), b, r | w | m, 8, 0), 1);
+        assert_eq!(
+            compile(&allow_all).len(),
+            8,
+            "no unreachable default after a catch-all"
+        );
         assert_eq!(interpret(&compile(&[]), c, r, 1, 3), 0, "no rules: deny");
         // Large device numbers compare as unsigned 32-bit values.
         let big = parse_rules(&[dev(

@@ -46,6 +46,7 @@ pub fn write_file(dir: &Path, file: &str, value: &str, field: &str) -> Result<()
     // (on a fake root that would silently "succeed").
     let res = fs::OpenOptions::new()
         .write(true)
+        .truncate(true)
         .open(&path)
         .and_then(|mut f| f.write_all(value.as_bytes()));
     match res {

@@ -291,6 +291,9 @@ pub(crate) fn stats(dirs: &BTreeMap<String, PathBuf>) -> Result<Stats> {
     if let Some(d) = dirs.get("hugetlb") {
         for size in stats::hugepage_sizes() {
             let f = |n: &str| d.join(format!("hugetlb.{size}.{n}"));
+            if !f("usage_in_bytes").exists() {
+                continue;
+            }
             s.hugetlb.insert(
                 size.clone(),
                 stats::Hugetlb {
