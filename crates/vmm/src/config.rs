@@ -22,6 +22,9 @@ pub struct VmConfig {
     /// processors wait for INIT/SIPI. `false` (freestanding guests): no irqchip, HLT exits
     /// to the VMM and stops that vCPU, every vCPU starts at the entry point.
     pub irqchip: bool,
+    /// Confine each vCPU thread (no_new_privs, no capabilities, seccomp allow-list)
+    /// before it runs guest code. See [`crate::confine`].
+    pub confine: bool,
 }
 
 /// Upper bound on vCPUs (IOAPIC/MADT sizing).
@@ -42,6 +45,7 @@ impl VmConfig {
             net: None,
             console: ConsoleConfig::Stdout,
             irqchip: true,
+            confine: true,
         }
     }
 }

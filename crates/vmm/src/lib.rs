@@ -13,6 +13,9 @@
 //! - Devices are reached only through the buses; device ranges never overlap.
 //! - The first recorded [`ShutdownReason`] wins; once set, every vCPU thread leaves
 //!   KVM_RUN (kicked by a signal) and `run` joins them all before returning.
+//! - With `VmConfig::confine` (the default) every vCPU thread sets no_new_privs, drops
+//!   all capabilities and installs a seccomp allow-list ([`confine`]) before its first
+//!   KVM_RUN; a thread that cannot be confined stops the VM instead of running unconfined.
 //! - Bad input (config, kernel, initrd, disk) yields one [`Error`] naming the field or
 //!   path; nothing is left behind since every resource is owned and dropped.
 
@@ -20,6 +23,7 @@ pub mod acpi;
 pub mod boot;
 pub mod bus;
 pub mod config;
+pub mod confine;
 pub mod control;
 pub mod cpu;
 pub mod devices;

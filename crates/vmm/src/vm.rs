@@ -41,6 +41,7 @@ pub struct Vm {
     vcpus: Vec<VcpuFd>,
     buses: Arc<Buses>,
     control: Arc<Control>,
+    confine: bool,
     _vm: VmFd,
     ram: GuestRam,
     kernel: LoadedKernel,
@@ -229,6 +230,7 @@ impl Vm {
                 mmio: mmio_bus,
             }),
             control,
+            confine: cfg.confine,
             _vm: vm,
             ram,
             kernel,
@@ -254,15 +256,29 @@ impl Vm {
     /// Runs every vCPU on its own thread until the VM stops; returns why and the exit table.
     pub fn run(self) -> Result<ExitReport> {
         install_kick_handler()?;
+        let filter = if self.confine {
+            Some(Arc::new(crate::confine::vcpu_filter()?))
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel();
         let mut threads = Vec::new();
         for (id, vcpu) in self.vcpus.into_iter().enumerate() {
             let (buses, control, tx) = (self.buses.clone(), self.control.clone(), tx.clone());
+            let filter = filter.clone();
             let id = id as u8;
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
-                    let rec = vcpu::run(id, vcpu, buses, control);
+                    let confined =
+                        filter.map_or(Ok(()), |f| crate::confine::confine_current_thread(&f));
+                    let rec = match confined {
+                        Ok(()) => vcpu::run(id, vcpu, buses, control),
+                        Err(e) => {
+                            control.stop(ShutdownReason::Error(format!("vcpu {id}: {e}")));
+                            Default::default()
+                        }
+                    };
                     // The receiver outlives every sender; a send error cannot happen.
                     let _ = tx.send(id);
                     rec
