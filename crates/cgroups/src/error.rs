@@ -12,7 +12,9 @@ pub enum Error {
     InvalidId(String),
     #[error("{field}: {reason}")]
     InvalidValue { field: String, reason: String },
-    #[error("{field}: controller {controller} is not available on this host (no {file})")]
+    #[error(
+        "{field}: no {file} (controller {controller} absent on this host or not enabled here)"
+    )]
     MissingController {
         field: String,
         controller: String,

@@ -445,6 +445,92 @@ fn checked_update_refuses_limit_below_usage() {
     );
 }
 
+/// major:minor of a whole block device of this machine, if it has one.
+fn some_block_device() -> Option<(i64, i64)> {
+    let mut names: Vec<_> = std::fs::read_dir("/sys/block").ok()?.flatten().collect();
+    names.sort_by_key(|e| e.file_name());
+    names.iter().find_map(|e| {
+        let dev = std::fs::read_to_string(e.path().join("dev")).ok()?;
+        let (ma, mi) = dev.trim().split_once(':')?;
+        Some((ma.parse().ok()?, mi.parse().ok()?))
+    })
+}
+
+#[test]
+fn io_weight_and_throttle() {
+    if !is_root() {
+        return;
+    }
+    let cg = host_cgroup("io");
+    let weight = LinuxResourcesBuilder::default()
+        .block_io(
+            LinuxBlockIoBuilder::default()
+                .weight(500u16)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    match (
+        v2(&cg),
+        has(&cg, "io.bfq.weight"),
+        has(&cg, "io.weight"),
+        has(&cg, "blkio.weight"),
+    ) {
+        (true, true, _, _) => {
+            cg.update(&weight).unwrap();
+            assert_eq!(read(&cg, "io.bfq.weight"), "default 500");
+        }
+        (true, false, true, _) => {
+            cg.update(&weight).unwrap();
+            assert_eq!(
+                read(&cg, "io.weight"),
+                format!("default {}", crate::blkio_weight_to_io_weight(500))
+            );
+        }
+        (false, _, _, true) => {
+            cg.update(&weight).unwrap();
+            assert_eq!(read(&cg, "blkio.weight"), "500");
+        }
+        (false, _, _, false) if has(&cg, "blkio.bfq.weight") => {
+            // BFQ shows its v1 weight file only below the root.
+            cg.update(&weight).unwrap();
+            assert_eq!(read(&cg, "blkio.bfq.weight"), "500");
+        }
+        _ => {
+            // No proportional-weight scheduler here: the error names the field and file.
+            let e = cg.update(&weight).unwrap_err().to_string();
+            assert!(e.starts_with("blockIO.weight: no /sys/fs/cgroup/"), "{e}");
+        }
+    }
+    let Some((major, minor)) = some_block_device() else {
+        eprintln!("skipping throttle: no block device");
+        return;
+    };
+    let throttle = LinuxResourcesBuilder::default()
+        .block_io(
+            LinuxBlockIoBuilder::default()
+                .throttle_read_bps_device(vec![LinuxThrottleDeviceBuilder::default()
+                    .major(major)
+                    .minor(minor)
+                    .rate(1_048_576u64)
+                    .build()
+                    .unwrap()])
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    cg.update(&throttle).unwrap();
+    if v2(&cg) {
+        let v = read(&cg, "io.max");
+        assert!(v.contains(&format!("{major}:{minor} rbps=1048576 ")), "{v}");
+    } else {
+        let v = read(&cg, "blkio.throttle.read_bps_device");
+        assert!(v.contains(&format!("{major}:{minor} 1048576")), "{v}");
+    }
+}
+
 #[test]
 fn failed_apply_removes_created_dirs() {
     if !is_root() {
