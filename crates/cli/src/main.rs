@@ -66,6 +66,8 @@ pub enum Command {
     Spec(commands::spec::Args),
     /// Print the OCI features JSON: what this build of berth supports.
     Features,
+    /// Run a kernel in a KVM microVM.
+    Vm(commands::vm::Args),
 }
 
 fn main() -> ExitCode {

@@ -9,6 +9,7 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod vm;
 
 use berth_runtime::Runtime;
 
@@ -30,5 +31,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::List(a) => list::run(&rt, a),
         Command::Spec(a) => spec::run(a),
         Command::Features => features::run(),
+        Command::Vm(a) => vm::run(a),
     }
 }
