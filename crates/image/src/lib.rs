@@ -23,7 +23,7 @@ pub mod digest;
 pub mod error;
 pub mod oci;
 pub mod reference;
-
+pub mod registry;
 pub mod snapshot;
 pub mod spec;
 pub mod store;
@@ -34,7 +34,7 @@ pub use bundle::Bundle;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use reference::Reference;
-
+pub use registry::{Credentials, PullOptions};
 pub use spec::RunOverrides;
 pub use store::{Image, ImageId, ImageInfo, ImageSummary, PruneReport, Store};
 pub use unpack::{unpack_layer, UnpackStats, WhiteoutMode};
