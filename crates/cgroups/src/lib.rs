@@ -8,7 +8,7 @@
 //!   this process's own cgroup (its parent on v2), exactly as runc's cgroupfs driver does.
 //!   Without a path the cgroup is `/berth/<id>`.
 //! - Every resource field becomes an ordered list of (file, value) writes built before any
-//!   write happens ([`v1`]/[`v2`] plans), so validation errors never leave half-applied
+//!   write happens (the v1/v2 plans), so validation errors never leave half-applied
 //!   limits. A failed write names the OCI field and the file.
 //! - A failed `create` removes what it made; a failed `apply` does too while the cgroup is
 //!   still empty; `destroy` is idempotent and removes nested cgroups and the ancestors

@@ -532,6 +532,47 @@ fn io_weight_and_throttle() {
 }
 
 #[test]
+fn hugetlb_and_unified_when_available() {
+    if !is_root() {
+        return;
+    }
+    let cg = host_cgroup("hugetlb");
+    let file = if v2(&cg) {
+        "hugetlb.2MB.max"
+    } else {
+        "hugetlb.2MB.limit_in_bytes"
+    };
+    if !has(&cg, file) {
+        eprintln!("skipping: no hugetlb controller");
+        return;
+    }
+    let r = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
+            .page_size("2MB")
+            .limit(4 << 20)
+            .build()
+            .unwrap()])
+        .build()
+        .unwrap();
+    cg.apply(&r).unwrap();
+    assert_eq!(read(&cg, file), (4u64 << 20).to_string());
+    let unified = LinuxResourcesBuilder::default()
+        .unified(std::collections::HashMap::from([(
+            "memory.high".to_string(),
+            "52428800".to_string(),
+        )]))
+        .build()
+        .unwrap();
+    if v2(&cg) {
+        cg.update(&unified).unwrap();
+        assert_eq!(read(&cg, "memory.high"), "52428800");
+    } else {
+        let e = cg.update(&unified).unwrap_err().to_string();
+        assert_eq!(e, "unified: not supported on cgroup v1");
+    }
+}
+
+#[test]
 fn failed_apply_removes_created_dirs() {
     if !is_root() {
         return;
