@@ -48,6 +48,8 @@ pub enum Error {
         field: String,
         hierarchy: &'static str,
     },
+    #[error("this cgroup has no cgroup2 directory (paths: {0})")]
+    NoUnified(String),
     #[error("cgroup root {0} is not a cgroup v1 or v2 hierarchy")]
     UnknownHierarchy(PathBuf),
     #[error("{what} in {path} did not finish: {reason}")]

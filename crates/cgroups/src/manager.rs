@@ -168,10 +168,8 @@ impl FsManager {
     }
 
     fn v2_dir(&self) -> Result<&Path> {
-        self.unified().ok_or_else(|| Error::InvalidPath {
-            path: String::new(),
-            reason: "no cgroup2 directory in this cgroup state",
-        })
+        self.unified()
+            .ok_or_else(|| Error::NoUnified(format!("{:?}", self.paths.dirs())))
     }
 
     /// Removes the directories this manager created, deepest first, if nothing joined.
