@@ -157,15 +157,36 @@ struct ScmpArgCmp {
     datum_b: u64,
 }
 
+type InitFn = unsafe extern "C" fn(u32) -> *mut c_void;
+type ArchAddFn = unsafe extern "C" fn(*mut c_void, u32) -> c_int;
+type AttrSetFn = unsafe extern "C" fn(*mut c_void, c_int, u32) -> c_int;
+type ResolveFn = unsafe extern "C" fn(*const c_char) -> c_int;
+type RuleAddArrayFn =
+    unsafe extern "C" fn(*mut c_void, u32, c_int, u32, *const ScmpArgCmp) -> c_int;
+type ExportFn = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+type LoadFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+
 /// The few libseccomp entry points we need, resolved with dlopen (no link-time dependency).
 struct Libseccomp {
-    init: unsafe extern "C" fn(u32) -> *mut c_void,
-    arch_add: unsafe extern "C" fn(*mut c_void, u32) -> c_int,
-    attr_set: unsafe extern "C" fn(*mut c_void, c_int, u32) -> c_int,
-    resolve: unsafe extern "C" fn(*const c_char) -> c_int,
-    rule_add_array: unsafe extern "C" fn(*mut c_void, u32, c_int, u32, *const ScmpArgCmp) -> c_int,
-    export_bpf: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
-    load: unsafe extern "C" fn(*mut c_void) -> c_int,
+    init: InitFn,
+    arch_add: ArchAddFn,
+    attr_set: AttrSetFn,
+    resolve: ResolveFn,
+    rule_add_array: RuleAddArrayFn,
+    export_bpf: ExportFn,
+    load: LoadFn,
+}
+
+/// Looks up `name` in `lib` as a function of type `F`.
+///
+/// # Safety
+/// `F` must be the function pointer type matching the symbol's C signature.
+unsafe fn sym<F: Copy>(lib: *mut c_void, name: &std::ffi::CStr) -> Option<F> {
+    // SAFETY: dlsym with a valid handle and NUL-terminated name; the caller vouches for F.
+    unsafe {
+        let p = libc::dlsym(lib, name.as_ptr());
+        (!p.is_null()).then(|| std::mem::transmute_copy::<*mut c_void, F>(&p))
+    }
 }
 
 /// SCMP_FLTATR_CTL_OPTIMIZE (libseccomp >= 2.5): 2 selects the binary tree layout.
@@ -180,22 +201,14 @@ impl Libseccomp {
             if lib.is_null() {
                 return None;
             }
-            let sym = |name: &std::ffi::CStr| {
-                let p = libc::dlsym(lib, name.as_ptr());
-                (!p.is_null()).then_some(p)
-            };
             Some(Libseccomp {
-                init: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_init")?),
-                arch_add: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_arch_add")?),
-                attr_set: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_attr_set")?),
-                resolve: std::mem::transmute::<*mut c_void, _>(sym(
-                    c"seccomp_syscall_resolve_name",
-                )?),
-                rule_add_array: std::mem::transmute::<*mut c_void, _>(sym(
-                    c"seccomp_rule_add_array",
-                )?),
-                export_bpf: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_export_bpf")?),
-                load: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_load")?),
+                init: sym(lib, c"seccomp_init")?,
+                arch_add: sym(lib, c"seccomp_arch_add")?,
+                attr_set: sym(lib, c"seccomp_attr_set")?,
+                resolve: sym(lib, c"seccomp_syscall_resolve_name")?,
+                rule_add_array: sym(lib, c"seccomp_rule_add_array")?,
+                export_bpf: sym(lib, c"seccomp_export_bpf")?,
+                load: sym(lib, c"seccomp_load")?,
             })
         }
     }
