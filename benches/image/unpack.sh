@@ -1,0 +1,40 @@
+#!/bin/sh
+# Unpack throughput: berth-image vs `umoci unpack`, same OCI image, same disk.
+#
+#   benches/image/unpack.sh [SRC_DIR]     (default SRC_DIR=/usr/include)
+#
+# Builds a one-layer gzip OCI image from SRC_DIR with umoci, imports it into a scratch
+# berth store (untimed), then times a flattened unpack of that image with both tools
+# (hyperfine, fresh output dir per run) and prints both means and the ratio.
+# Note: `umoci unpack` also writes config.json and an mtree manifest of the rootfs (it
+# hashes every file), so it does somewhat more work than berth's unpack.
+set -eu
+
+src=${1:-/usr/include}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+for tool in umoci hyperfine jq; do
+    command -v "$tool" >/dev/null || { echo "unpack.sh: $tool missing (apt-get install $tool)" >&2; exit 1; }
+done
+
+work=$(mktemp -d /var/tmp/berth-unpack-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+echo "building image from $src ($(du -sh "$src" | cut -f1), $(find "$src" | wc -l) entries)..."
+umoci init --layout "$work/layout"
+umoci new --image "$work/layout:bench"
+umoci unpack --image "$work/layout:bench" "$work/seed" >/dev/null
+cp -a "$src/." "$work/seed/rootfs/"
+umoci repack --image "$work/layout:bench" "$work/seed" 2>/dev/null
+rm -rf "$work/seed"
+
+(cd "$here" && cargo build --release -q -p berth-image --example unpack)
+bin="$here/target/release/examples/unpack"
+"$bin" import "$work/store" "$work/layout" localhost/bench:1 >/dev/null
+
+hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$work/result.json" \
+    --prepare "rm -rf $work/out-berth" -n berth "$bin flat $work/store localhost/bench:1 $work/out-berth" \
+    --prepare "rm -rf $work/out-umoci" -n umoci "umoci unpack --image $work/layout:bench $work/out-umoci"
+
+berth=$(jq '.results[] | select(.command == "berth") | .mean' "$work/result.json")
+umoci=$(jq '.results[] | select(.command == "umoci") | .mean' "$work/result.json")
+echo "berth unpack: ${berth}s  umoci unpack: ${umoci}s  ratio umoci/berth: $(echo "$umoci $berth" | awk '{printf "%.2f", $1 / $2}')x"
