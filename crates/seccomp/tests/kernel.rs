@@ -76,7 +76,9 @@ fn spawn(nnp: bool, body: impl FnOnce() -> i32) -> Child {
         };
         // SAFETY: plain syscalls in the child; _exit never returns.
         unsafe {
+            // No core files from the SIGSYS deaths, whatever core_pattern says.
             libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
             if nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 libc::_exit(120);
             }
