@@ -146,6 +146,134 @@ pub(crate) fn v1_writes(rules: &[Rule]) -> Vec<Write> {
     out
 }
 
+/// The v1 kernel's view of a cgroup's device list: a default plus exceptions keyed by
+/// (type char, major, minor) with access bits. Emulated to compute minimal updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct V1State {
+    default_allow: bool,
+    exceptions: std::collections::BTreeMap<(char, Option<u32>, Option<u32>), u8>,
+}
+
+/// Parses "c 1:3 rwm" (a devices.list line or a devices.allow/deny value).
+fn parse_line(line: &str) -> Option<(char, Option<u32>, Option<u32>, u8)> {
+    let mut f = line.split_whitespace();
+    let t = f.next()?.chars().next()?;
+    let (ma, mi) = f.next()?.split_once(':')?;
+    let num = |s: &str| {
+        if s == "*" {
+            Some(None)
+        } else {
+            s.parse().ok().map(Some)
+        }
+    };
+    let mut acc = 0;
+    for ch in f.next()?.chars() {
+        acc |= match ch {
+            'r' => ACC_READ,
+            'w' => ACC_WRITE,
+            'm' => ACC_MKNOD,
+            _ => return None,
+        };
+    }
+    Some((t, num(ma)?, num(mi)?, acc))
+}
+
+impl V1State {
+    /// From devices.list: "a *:* rwm" alone means allow-all, anything else is default deny
+    /// with the listed exceptions.
+    fn from_list(list: &str) -> Option<V1State> {
+        let mut st = V1State {
+            default_allow: false,
+            exceptions: Default::default(),
+        };
+        for line in list.lines().filter(|l| !l.trim().is_empty()) {
+            let (t, ma, mi, acc) = parse_line(line)?;
+            if t == 'a' {
+                st.default_allow = true;
+                st.exceptions.clear();
+            } else {
+                *st.exceptions.entry((t, ma, mi)).or_default() |= acc;
+            }
+        }
+        Some(st)
+    }
+
+    /// Applies one devices.allow/deny write as the kernel does: "a" resets; a rule of the
+    /// default's kind removes access from the exact exception; the other kind adds it.
+    fn apply(&mut self, w: &Write) {
+        let allow = w.file == "devices.allow";
+        if w.value == "a" {
+            self.default_allow = allow;
+            self.exceptions.clear();
+            return;
+        }
+        let Some((t, ma, mi, acc)) = parse_line(&w.value) else {
+            return;
+        };
+        if allow == self.default_allow {
+            if let Some(e) = self.exceptions.get_mut(&(t, ma, mi)) {
+                *e &= !acc;
+                if *e == 0 {
+                    self.exceptions.remove(&(t, ma, mi));
+                }
+            }
+        } else {
+            *self.exceptions.entry((t, ma, mi)).or_default() |= acc;
+        }
+    }
+}
+
+fn line((t, ma, mi): (char, Option<u32>, Option<u32>), acc: u8) -> String {
+    let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
+    format!("{t} {}:{} {}", num(ma), num(mi), access_str(acc))
+}
+
+/// The writes that take a cgroup from `current` (its devices.list) to the state `lines`
+/// produce on a fresh cgroup, without a reset unless the default itself changes.
+/// Unparseable current lists fall back to writing `lines` as they are.
+pub(crate) fn v1_transition(current: &str, lines: &[Write]) -> Vec<Write> {
+    let Some(cur) = V1State::from_list(current) else {
+        return lines.to_vec();
+    };
+    // A new v1 cgroup inherits its parent's list; OCI lists are meant from "allow all".
+    let mut target = V1State {
+        default_allow: true,
+        exceptions: Default::default(),
+    };
+    for w in lines {
+        target.apply(w);
+    }
+    let (grant, revoke) = if target.default_allow {
+        ("devices.deny", "devices.allow")
+    } else {
+        ("devices.allow", "devices.deny")
+    };
+    let mut out = Vec::new();
+    let base = if cur.default_allow != target.default_allow {
+        out.push(Write::new("devices", revoke, "a"));
+        V1State {
+            default_allow: target.default_allow,
+            exceptions: Default::default(),
+        }
+    } else {
+        cur
+    };
+    // Exceptions to shrink or drop first, then the ones to add or widen.
+    for (k, &have) in &base.exceptions {
+        let want = target.exceptions.get(k).copied().unwrap_or(0);
+        if have & !want != 0 {
+            out.push(Write::new("devices", revoke, line(*k, have & !want)));
+        }
+    }
+    for (k, &want) in &target.exceptions {
+        let have = base.exceptions.get(k).copied().unwrap_or(0);
+        if want & !have != 0 {
+            out.push(Write::new("devices", grant, line(*k, want & !have)));
+        }
+    }
+    out
+}
+
 /// A raw eBPF instruction (struct bpf_insn).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +473,54 @@ mod tests {
         let partial = parse_rules(&[dev(true, LinuxDeviceType::A, Some(8), None, "rm")]).unwrap();
         let w: Vec<String> = v1_writes(&partial).into_iter().map(|w| w.value).collect();
         assert_eq!(w, vec!["b 8:* rm", "c 8:* rm"]);
+    }
+
+    fn pairs(w: &[Write]) -> Vec<(String, String)> {
+        w.iter()
+            .map(|w| (w.file.clone(), w.value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn v1_transition_writes_only_the_difference() {
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let lines = v1_writes(&typical());
+        // From the inherited allow-all: the default changes, so one reset then exceptions.
+        assert_eq!(
+            pairs(&v1_transition("a *:* rwm\n", &lines)),
+            vec![
+                s("devices.deny", "a"),
+                s("devices.allow", "c 1:3 rwm"),
+                s("devices.allow", "c 1:5 r"),
+                s("devices.allow", "c 136:* rw"),
+            ]
+        );
+        // Already in that state: nothing to write, in particular no deny-all.
+        let now = "c 1:3 rwm\nc 1:5 r\nc 136:* rw\n";
+        assert!(v1_transition(now, &lines).is_empty());
+        // /dev/zero gains w, 136:* goes away, 1:3 loses m: no reset either.
+        let next = parse_rules(&[
+            dev(false, LinuxDeviceType::A, None, None, "rwm"),
+            dev(true, LinuxDeviceType::C, Some(1), Some(3), "rw"),
+            dev(true, LinuxDeviceType::C, Some(1), Some(5), "rw"),
+        ])
+        .unwrap();
+        assert_eq!(
+            pairs(&v1_transition(now, &v1_writes(&next))),
+            vec![
+                s("devices.deny", "c 1:3 m"),
+                s("devices.deny", "c 136:* rw"),
+                s("devices.allow", "c 1:5 w"),
+            ]
+        );
+        // Back to allow-all.
+        let all = parse_rules(&[dev(true, LinuxDeviceType::A, None, None, "rwm")]).unwrap();
+        assert_eq!(
+            pairs(&v1_transition(now, &v1_writes(&all))),
+            vec![s("devices.allow", "a")]
+        );
+        // Garbage in devices.list: fall back to the plain list.
+        assert_eq!(v1_transition("x y z\n", &lines), lines);
     }
 
     #[test]

@@ -91,15 +91,19 @@ impl FsManager {
     }
 
     fn v1_dir(&self, w: &Write) -> Result<PathBuf> {
-        let ctrl = fsutil::controller_of(&w.file);
+        self.v1_dir_of(w.field, &w.file)
+    }
+
+    fn v1_dir_of(&self, field: &str, file: &str) -> Result<PathBuf> {
+        let ctrl = fsutil::controller_of(file);
         self.paths
             .v1
             .get(ctrl)
             .cloned()
             .ok_or_else(|| Error::MissingController {
-                field: w.field.to_string(),
+                field: field.to_string(),
                 controller: ctrl.to_string(),
-                file: PathBuf::from(&w.file),
+                file: PathBuf::from(file),
             })
     }
 
@@ -132,15 +136,21 @@ impl FsManager {
                     .get("memory")
                     .and_then(|d| fsutil::read_u64(&d.join("memory.limit_in_bytes")).ok());
                 let has = |file: &str| {
-                    self.v1_dir(&Write::new("", file, ""))
+                    self.v1_dir_of("", file)
                         .map(|d| d.join(file).exists())
                         .unwrap_or(false)
                 };
+                let devices_list = self
+                    .paths
+                    .v1
+                    .get("devices")
+                    .and_then(|d| std::fs::read_to_string(d.join("devices.list")).ok());
                 let plan = v1::plan(
                     r,
                     &Probe {
                         has: &has,
                         mem_limit,
+                        devices_list,
                     },
                 )?;
                 fsutil::run_plan(&plan, &|w| self.v1_dir(w))
@@ -153,6 +163,7 @@ impl FsManager {
                     &Probe {
                         has: &has,
                         mem_limit: None,
+                        devices_list: None,
                     },
                 )?;
                 fsutil::run_plan(&plan, &|_| Ok(dir.to_path_buf()))?;

@@ -11,6 +11,8 @@ pub(crate) struct Probe<'a> {
     pub has: &'a dyn Fn(&str) -> bool,
     /// Current memory limit in bytes (v1 `memory.limit_in_bytes`), if readable.
     pub mem_limit: Option<u64>,
+    /// Current v1 `devices.list`, to write only the difference to the new rules.
+    pub devices_list: Option<String>,
 }
 
 pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Error {

@@ -61,7 +61,13 @@ pub(crate) fn plan(r: &LinuxResources, probe: &Probe) -> Result<Vec<Write>> {
     }
     p.extend(res::rdma_writes(r));
     if let Some(d) = r.devices() {
-        p.extend(devices::v1_writes(&devices::parse_rules(d)?));
+        let lines = devices::v1_writes(&devices::parse_rules(d)?);
+        // Knowing the current list, write only the difference: re-applying a list that
+        // starts with "deny all" would briefly deny everything to running processes.
+        match &probe.devices_list {
+            Some(cur) => p.extend(devices::v1_transition(cur, &lines)),
+            None => p.extend(lines),
+        }
     }
     Ok(p)
 }

@@ -704,8 +704,9 @@ fn device_rules_deny_dev_null() {
         return;
     }
     let cg = host_cgroup("devices");
-    // Everything allowed except /dev/null (1:3); /dev/zero (1:5) stays usable.
-    cg.apply(&devices(&[(true, None, None), (false, Some(1), Some(3))]))
+    // The usual OCI shape: deny everything, then allow a list; /dev/null (1:3) is not on it,
+    // /dev/zero (1:5) is.
+    cg.apply(&devices(&[(false, None, None), (true, Some(1), Some(5))]))
         .unwrap();
     let out = open_in(&cg, "/dev/null,/dev/zero");
     assert_eq!(
@@ -715,6 +716,23 @@ fn device_rules_deny_dev_null() {
             "/dev/zero ok".to_string()
         ]
     );
+    // Updates: add /dev/null to the list, then allow everything.
+    cg.update(&devices(&[
+        (false, None, None),
+        (true, Some(1), Some(5)),
+        (true, Some(1), Some(3)),
+    ]))
+    .unwrap();
+    assert_eq!(open_in(&cg, "/dev/null"), vec!["/dev/null ok".to_string()]);
+    if has(&cg, "devices.list") {
+        // The kernel lists in insertion order: 1:3 was added, the list was not reset.
+        assert_eq!(read(&cg, "devices.list"), "c 1:5 rwm\nc 1:3 rwm");
+    }
+    cg.update(&devices(&[(true, None, None)])).unwrap();
+    assert_eq!(open_in(&cg, "/dev/null"), vec!["/dev/null ok".to_string()]);
+    if has(&cg, "devices.list") {
+        assert_eq!(read(&cg, "devices.list"), "a *:* rwm");
+    }
 }
 
 #[test]

@@ -35,6 +35,7 @@ fn v1_memsw_written_first_when_raising() {
         &Probe {
             has: &has,
             mem_limit: Some(100 << 20),
+            devices_list: None,
         },
     )
     .unwrap();
@@ -51,6 +52,7 @@ fn v1_memsw_written_first_when_raising() {
         &Probe {
             has: &has,
             mem_limit: Some(100 << 20),
+            devices_list: None,
         },
     )
     .unwrap();
@@ -61,6 +63,7 @@ fn v1_memsw_written_first_when_raising() {
         &Probe {
             has: &has,
             mem_limit: Some(100 << 20),
+            devices_list: None,
         },
     )
     .unwrap();
@@ -76,6 +79,7 @@ fn v1_memsw_written_first_when_raising() {
         &Probe {
             has: &has,
             mem_limit: None,
+            devices_list: None,
         },
     )
     .unwrap_err();
@@ -107,6 +111,7 @@ fn v1_cpu_order_and_retry_marks() {
         &Probe {
             has: &has,
             mem_limit: None,
+            devices_list: None,
         },
     )
     .unwrap();
@@ -152,6 +157,7 @@ fn v1_blkio_falls_back_to_bfq_and_devices_come_last() {
         &Probe {
             has: &has,
             mem_limit: None,
+            devices_list: None,
         },
     )
     .unwrap();
@@ -171,6 +177,7 @@ fn v2_refuses_what_it_cannot_express() {
     let pr = Probe {
         has: &has,
         mem_limit: None,
+        devices_list: None,
     };
     let cases: Vec<(LinuxResources, &str)> = vec![
         (
@@ -242,6 +249,7 @@ fn v2_swap_then_limit_and_cpu_max_forms() {
     let pr = Probe {
         has: &has,
         mem_limit: None,
+        devices_list: None,
     };
     assert_eq!(
         files(&v2::plan(&mem(-1, None), &pr).unwrap()),
