@@ -40,15 +40,20 @@ static const char *test_name(const u8 *bp, char *buf) {
 	return "";
 }
 
-/* ---- virtio-mmio, modern interface, one queue, polled ---- */
+/* ---- virtio-mmio, modern interface, polled (no interrupts) ---- */
 #define QSZ 8
 struct desc { u64 addr; u32 len; u16 flags; u16 next; };
 struct avail { u16 flags; u16 idx; u16 ring[QSZ]; u16 event; };
 struct used_elem { u32 id; u32 len; };
 struct used { u16 flags; u16 idx; struct used_elem ring[QSZ]; u16 event; };
-static struct desc descs[QSZ] __attribute__((aligned(16)));
-static struct avail avail __attribute__((aligned(2)));
-static struct used used __attribute__((aligned(4)));
+struct vq {
+	struct desc d[QSZ] __attribute__((aligned(16)));
+	struct avail a __attribute__((aligned(2)));
+	struct used u __attribute__((aligned(4)));
+	u16 last_used;
+};
+static struct vq vqs[3];
+static struct desc *descs = vqs[0].d;
 static volatile u32 *vdev;
 
 #define R(off) vdev[(off) / 4]
@@ -61,8 +66,8 @@ static volatile u32 *find_device(u32 type) {
 	return 0;
 }
 
-/* Negotiates VERSION_1 (+ extra features in the low word) and sets up queue 0. */
-static int virtio_init(u32 type, u32 want_lo) {
+/* Negotiates VERSION_1 (+ extra features in the low word) and sets up queues 0..n-1. */
+static int virtio_init(u32 type, u32 want_lo, int nqueues) {
 	vdev = find_device(type);
 	if (!vdev || R(0x004) != 2) return -1;
 	R(0x070) = 0;
@@ -73,29 +78,44 @@ static int virtio_init(u32 type, u32 want_lo) {
 	R(0x024) = 1; R(0x020) = 1; /* VIRTIO_F_VERSION_1 */
 	R(0x070) = 1 | 2 | 8;
 	if (!(R(0x070) & 8)) return -2;
-	R(0x030) = 0;
-	if (R(0x034) < QSZ) return -3;
-	R(0x038) = QSZ;
-	R(0x080) = (u32)(u64)descs; R(0x084) = 0;
-	R(0x090) = (u32)(u64)&avail; R(0x094) = 0;
-	R(0x0a0) = (u32)(u64)&used; R(0x0a4) = 0;
-	R(0x044) = 1;
+	for (int i = 0; i < nqueues; i++) {
+		R(0x030) = (u32)i;
+		if (R(0x034) < QSZ) return -3;
+		R(0x038) = QSZ;
+		R(0x080) = (u32)(u64)vqs[i].d; R(0x084) = 0;
+		R(0x090) = (u32)(u64)&vqs[i].a; R(0x094) = 0;
+		R(0x0a0) = (u32)(u64)&vqs[i].u; R(0x0a4) = 0;
+		R(0x044) = 1;
+	}
 	R(0x070) = 1 | 2 | 4 | 8;
 	return 0;
 }
 
-/* Publishes the chain starting at descriptor 0, notifies, waits; returns used length. */
-static int virtio_submit(void) {
-	u16 before = used.idx;
-	avail.ring[avail.idx % QSZ] = 0;
+/* Makes descriptor `head` of queue `q` available and notifies. */
+static void vq_publish(int q, u16 head) {
+	struct vq *v = &vqs[q];
+	v->a.ring[v->a.idx % QSZ] = head;
 	barrier();
-	avail.idx++;
+	v->a.idx++;
 	barrier();
-	R(0x050) = 0;
-	while (*(volatile u16 *)&used.idx == before) {}
+	R(0x050) = (u32)q;
+}
+
+/* Waits for the next used element of queue `q`. */
+static struct used_elem vq_next_used(int q) {
+	struct vq *v = &vqs[q];
+	while (*(volatile u16 *)&v->u.idx == v->last_used) {}
 	barrier();
+	struct used_elem e = v->u.ring[v->last_used % QSZ];
+	v->last_used++;
 	R(0x064) = R(0x060);
-	return (int)used.ring[before % QSZ].len;
+	return e;
+}
+
+/* Publishes the chain starting at descriptor 0 of queue 0, waits; returns used length. */
+static int virtio_submit(void) {
+	vq_publish(0, 0);
+	return (int)vq_next_used(0).len;
 }
 
 static void set_desc(int i, void *addr, u32 len, u16 flags) {
@@ -126,7 +146,7 @@ static int blk_rw(u32 type, u64 sector, u32 len) {
 }
 
 static void test_blk(int read_only) {
-	int r = virtio_init(2, (1 << 5) | (1 << 9));
+	int r = virtio_init(2, (1 << 5) | (1 << 9), 1);
 	if (r) { puts("blk init failed "); putdec((u64)-r); debug_exit(2); }
 	volatile u32 *cfg = vdev + 0x100 / 4;
 	puts("capacity="); putdec(cfg[0] | ((u64)cfg[1] << 32));
@@ -144,7 +164,7 @@ static void test_blk(int read_only) {
 }
 
 static void test_rng(void) {
-	if (virtio_init(4, 0)) { puts("rng init failed\n"); debug_exit(2); }
+	if (virtio_init(4, 0, 1)) { puts("rng init failed\n"); debug_exit(2); }
 	for (int round = 0; round < 2; round++) {
 		memset(data, 0, 32);
 		set_desc(0, data, 32, F_WRITE);
@@ -155,6 +175,78 @@ static void test_rng(void) {
 		puts("\n");
 	}
 	debug_exit(20);
+}
+
+/* ---- virtio-vsock: one guest-initiated and one host-initiated stream ---- */
+struct vhdr { u64 src_cid, dst_cid; u32 src_port, dst_port, len; u16 type, op; u32 flags, buf_alloc, fwd_cnt; } __attribute__((packed));
+#define VS_BUF 512
+static u8 rxbufs[QSZ][sizeof(struct vhdr) + VS_BUF];
+static u8 txbuf[sizeof(struct vhdr) + VS_BUF];
+static u8 pkt[sizeof(struct vhdr) + VS_BUF + 1];
+static u64 my_cid;
+static u32 fwd_cnt;
+
+static void vs_send(u16 op, u32 src_port, u32 dst_port, u32 flags, const char *data) {
+	struct vhdr *h = (struct vhdr *)txbuf;
+	u32 len = 0;
+	while (data && data[len]) { txbuf[sizeof *h + len] = (u8)data[len]; len++; }
+	h->src_cid = my_cid; h->dst_cid = 2; h->src_port = src_port; h->dst_port = dst_port;
+	h->len = len; h->type = 1; h->op = op; h->flags = flags; h->buf_alloc = 4096; h->fwd_cnt = fwd_cnt;
+	vqs[1].d[0].addr = (u64)txbuf; vqs[1].d[0].len = (u32)sizeof *h + len; vqs[1].d[0].flags = 0;
+	vq_publish(1, 0);
+	vq_next_used(1);
+}
+
+/* Next packet from the host (payload NUL-terminated); the buffer is re-posted. */
+static struct vhdr *vs_recv(void) {
+	struct used_elem e = vq_next_used(0);
+	memcpy(pkt, rxbufs[e.id], e.len);
+	pkt[e.len] = 0;
+	vq_publish(0, (u16)e.id);
+	struct vhdr *h = (struct vhdr *)pkt;
+	fwd_cnt += h->len;
+	return h;
+}
+
+static struct vhdr *vs_expect(u16 op) {
+	struct vhdr *h = vs_recv();
+	while (h->op == 6) h = vs_recv(); /* credit updates carry nothing we need */
+	if (h->op != op) { puts("unexpected op "); putdec(h->op); puts("\n"); debug_exit(3); }
+	return h;
+}
+
+static void test_vsock(void) {
+	if (virtio_init(19, 0, 3)) { puts("vsock init failed\n"); debug_exit(2); }
+	my_cid = *(volatile u64 *)(vdev + 0x100 / 4);
+	puts("cid="); putdec(my_cid); puts("\n");
+	for (int i = 0; i < QSZ; i++) {
+		vqs[0].d[i].addr = (u64)rxbufs[i]; vqs[0].d[i].len = sizeof rxbufs[i]; vqs[0].d[i].flags = F_WRITE;
+		vq_publish(0, (u16)i);
+	}
+	/* Guest -> host port 5000. */
+	vs_send(1, 1234, 5000, 0, 0);
+	vs_expect(2);
+	puts("connected\n");
+	vs_send(5, 1234, 5000, 0, "ping from guest");
+	struct vhdr *h = vs_expect(5);
+	puts("got: "); puts((const char *)(h + 1)); puts("\n");
+	vs_send(4, 1234, 5000, 3, 0);
+	vs_expect(3);
+	puts("closed\n");
+	/* Host -> guest port 6000. */
+	fwd_cnt = 0;
+	h = vs_expect(1);
+	u32 host_port = h->src_port, port = h->dst_port;
+	vs_send(2, port, host_port, 0, 0);
+	puts("accepted on "); putdec(port); puts("\n");
+	h = vs_expect(5);
+	char reply[64] = "echo: ";
+	memcpy(reply + 6, (const char *)(h + 1), h->len < 50 ? h->len + 1 : 51);
+	vs_send(5, port, host_port, 0, reply);
+	vs_expect(4);
+	vs_send(3, port, host_port, 0, 0);
+	puts("done\n");
+	debug_exit(50);
 }
 
 static void test_cpuid(u32 id) {
@@ -212,6 +304,7 @@ void guest_main(const u8 *bp, u32 id) {
 	if (streq(t, "blk")) test_blk(0);
 	if (streq(t, "blk-ro")) test_blk(1);
 	if (streq(t, "rng")) test_rng();
+	if (streq(t, "vsock")) test_vsock();
 	if (streq(t, "reset")) { outb(0x64, 0xfe); }
 	if (streq(t, "poweroff")) { outw(0x604, (5 << 10) | (1 << 13)); }
 	if (streq(t, "triple")) { __asm__ volatile("ud2"); }

@@ -6,14 +6,20 @@ use berth_seccomp::Filter;
 
 use crate::error::{Error, Result};
 
-/// KVM_RUN = _IO(KVMIO=0xae, 0x80): the only ioctl a vCPU thread issues.
+/// KVM_RUN = _IO(KVMIO=0xae, 0x80): the one KVM ioctl a vCPU thread issues.
 const KVM_RUN: u64 = 0xae80;
 
 /// fcntl(F_GETFD): Rust's std checks a descriptor is open before closing it (debug builds).
 const F_GETFD: i32 = libc::F_GETFD;
 
+/// FIONBIO: `set_nonblocking` on a vsock connection's socket.
+const FIONBIO: u64 = libc::FIONBIO;
+/// virtio-vsock dials `<uds>_<port>` for guest-initiated streams: unix sockets only.
+const AF_UNIX: i32 = libc::AF_UNIX;
+
 /// What a vCPU thread does after confinement: KVM_RUN, device I/O on already open files
-/// (console, disk images, eventfds), getrandom for virtio-rng, locks, the kick signal's
+/// (console, disk images, eventfds), unix-socket accept/connect/send/recv for vsock,
+/// getrandom for virtio-rng, locks, the kick signal's
 /// return, and thread exit (closing the vCPU fd, unmapping its kvm_run page and stacks).
 /// Anything else kills the process (SIGSYS), as Firecracker does.
 fn vcpu_profile() -> String {
@@ -28,6 +34,11 @@ fn vcpu_profile() -> String {
         "fdatasync",
         "getrandom",
         "futex",
+        "accept4",
+        "connect",
+        "epoll_ctl",
+        "recvfrom",
+        "sendto",
         "sched_yield",
         "clock_gettime",
         "rt_sigreturn",
@@ -53,6 +64,8 @@ fn vcpu_profile() -> String {
         r#"{{"defaultAction":"SCMP_ACT_KILL_PROCESS","syscalls":[
             {{"names":[{names}],"action":"SCMP_ACT_ALLOW"}},
             {{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{KVM_RUN},"op":"SCMP_CMP_EQ"}}]}},
+            {{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{FIONBIO},"op":"SCMP_CMP_EQ"}}]}},
+            {{"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{{"index":0,"value":{AF_UNIX},"op":"SCMP_CMP_EQ"}}]}},
             {{"names":["fcntl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{F_GETFD},"op":"SCMP_CMP_EQ"}}]}}]}}"#
     )
 }

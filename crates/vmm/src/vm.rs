@@ -8,6 +8,7 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::boot::{self, LoadedKernel};
@@ -17,6 +18,7 @@ use crate::control::{Control, ShutdownReason};
 use crate::cpu;
 use crate::devices::legacy::{DebugExit, Pm, Rtc, I8042, PM_LEN};
 use crate::devices::serial::SerialDevice;
+use crate::devices::virtio::vsock::{Backend, Vsock};
 use crate::devices::virtio::{block::Block, mmio::MmioTransport, rng::Rng, VirtioDevice};
 use crate::devices::IrqLine;
 use crate::error::{io, kvm, Error, Result};
@@ -37,7 +39,9 @@ pub struct ExitReport {
 
 /// A built VM: memory loaded, devices attached, vCPUs configured, not yet running.
 pub struct Vm {
-    // Field order is drop order: vCPUs and the VM fd go before guest memory is unmapped.
+    // Field order is drop order: device threads stop first; vCPUs and the VM fd go
+    // before guest memory is unmapped.
+    _backends: Vec<Backend>,
     vcpus: Vec<VcpuFd>,
     buses: Arc<Buses>,
     control: Arc<Control>,
@@ -82,7 +86,7 @@ fn validate(cfg: &VmConfig) -> Result<()> {
     if u64::from(cfg.memory_mib) << 20 > 1 << 40 {
         return bad("memory_mib", "more than 1 TiB");
     }
-    let virtio = cfg.disks.len() + usize::from(cfg.rng);
+    let virtio = cfg.disks.len() + usize::from(cfg.rng) + usize::from(cfg.vsock.is_some());
     if VIRTIO_IRQ_BASE as usize + virtio > IOAPIC_PINS as usize {
         return bad(
             "disks",
@@ -91,9 +95,6 @@ fn validate(cfg: &VmConfig) -> Result<()> {
     }
     if cfg.net.is_some() {
         return bad("net", "virtio-net is not implemented yet");
-    }
-    if cfg.vsock.is_some() {
-        return bad("vsock", "virtio-vsock is not implemented yet");
     }
     Ok(())
 }
@@ -173,28 +174,39 @@ impl Vm {
             shared(DebugExit::new(control.clone())),
         )?;
 
-        let mut virtio: Vec<(&str, Box<dyn VirtioDevice>)> = Vec::new();
+        // (name, device, epoll set of a device with host-side sockets)
+        type Entry = (&'static str, Box<dyn VirtioDevice>, Option<Arc<Epoll>>);
+        let mut virtio: Vec<Entry> = Vec::new();
         for (i, d) in cfg.disks.iter().enumerate() {
             virtio.push((
                 "virtio-blk",
                 Box::new(Block::open(&d.path, d.read_only, i)?),
+                None,
             ));
         }
         if cfg.rng {
-            virtio.push(("virtio-rng", Box::new(Rng)));
+            virtio.push(("virtio-rng", Box::new(Rng), None));
         }
+        if let Some(v) = &cfg.vsock {
+            let dev = Vsock::new(v.guest_cid, &v.uds)?;
+            let epoll = dev.epoll();
+            virtio.push(("virtio-vsock", Box::new(dev), Some(epoll)));
+        }
+        let mut backends = Vec::new();
         let mut mmio_bus = Bus::default();
         let mut mmio_devices = Vec::new();
-        for (i, (kind, dev)) in virtio.into_iter().enumerate() {
+        for (i, (kind, dev, epoll)) in virtio.into_iter().enumerate() {
             let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
             let gsi = VIRTIO_IRQ_BASE + i as u32;
-            let t = MmioTransport::new(dev, mem.clone(), irq_line(&vm, cfg.irqchip, gsi)?);
-            mmio_bus.insert(
-                &format!("{kind}@{base:#x}"),
-                base,
-                VIRTIO_MMIO_SIZE,
-                shared(t),
-            )?;
+            let t = Arc::new(Mutex::new(MmioTransport::new(
+                dev,
+                mem.clone(),
+                irq_line(&vm, cfg.irqchip, gsi)?,
+            )));
+            if let Some(epoll) = epoll {
+                backends.push(Backend::spawn(epoll, t.clone())?);
+            }
+            mmio_bus.insert(&format!("{kind}@{base:#x}"), base, VIRTIO_MMIO_SIZE, t)?;
             mmio_devices.push(crate::acpi::MmioDevice {
                 base,
                 len: VIRTIO_MMIO_SIZE,
@@ -224,6 +236,7 @@ impl Vm {
         }
 
         Ok(Vm {
+            _backends: backends,
             vcpus,
             buses: Arc::new(Buses {
                 io: io_bus,

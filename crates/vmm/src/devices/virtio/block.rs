@@ -7,7 +7,9 @@ use std::path::Path;
 
 use vm_memory::GuestMemoryMmap;
 
-use super::{read_config_bytes, Chain, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
+use virtio_queue::Queue;
+
+use super::{drain_queue, read_config_bytes, Chain, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
 use crate::error::{Error, Result};
 
 const SECTOR: u64 = 512;
@@ -137,7 +139,16 @@ impl VirtioDevice for Block {
         // struct virtio_blk_config starts with `le64 capacity` in sectors.
         read_config_bytes(&(self.capacity / SECTOR).to_le_bytes(), offset, data);
     }
-    fn process(&mut self, _queue: u16, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+        match queues.get_mut(usize::from(queue)) {
+            Some(q) => drain_queue(q, mem, |chain| self.handle(chain, mem)),
+            None => false,
+        }
+    }
+}
+
+impl Block {
+    fn handle(&mut self, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
         let (Ok(mut r), Ok(mut w)) = (chain.clone().reader(mem), chain.writer(mem)) else {
             return 0;
         };

@@ -68,25 +68,36 @@ impl MmioTransport {
     }
 
     fn notify(&mut self, index: u32) {
-        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_FAILED != 0 {
+        if !self.queues_usable() || index as usize >= self.queues.len() {
             return;
         }
-        let Some(q) = self.queues.get_mut(index as usize) else {
-            return;
-        };
-        if !q.ready() || !q.is_valid(&self.mem) {
-            return;
+        let mut used = self
+            .device
+            .notify(index as u16, &mut self.queues, &self.mem);
+        used |= self.device.poll(&mut self.queues, &self.mem);
+        self.interrupt_if(used);
+    }
+
+    /// Device-initiated work (backend threads call this when their sockets wake them).
+    pub fn service(&mut self) {
+        if self.queues_usable() {
+            let used = self.device.poll(&mut self.queues, &self.mem);
+            self.interrupt_if(used);
         }
-        let mut used = false;
-        while let Some(chain) = q.pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            let len = self.device.process(index as u16, chain, &self.mem);
-            if q.add_used(&self.mem, head, len).is_err() {
-                self.status |= STATUS_FAILED;
-                break;
-            }
-            used = true;
-        }
+    }
+
+    /// The driver is up and every queue it enabled is valid. Disabled queues stay
+    /// unused (a driver may leave, say, the vsock event queue off).
+    fn queues_usable(&self) -> bool {
+        self.status & STATUS_DRIVER_OK != 0
+            && self.status & STATUS_FAILED == 0
+            && self
+                .queues
+                .iter()
+                .all(|q| !q.ready() || q.is_valid(&self.mem))
+    }
+
+    fn interrupt_if(&mut self, used: bool) {
         if used {
             self.interrupt_status |= INT_USED_RING;
             // A lost interrupt only delays a polling guest; nothing to recover here.

@@ -6,8 +6,9 @@
 pub mod block;
 pub mod mmio;
 pub mod rng;
+pub mod vsock;
 
-use virtio_queue::DescriptorChain;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 /// Feature bit every device offers: the modern (non-legacy) interface.
@@ -15,6 +16,7 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
+pub const TYPE_VSOCK: u32 = 19;
 
 /// A chain as handed to a device: borrowed guest memory.
 pub type Chain<'a> = DescriptorChain<&'a GuestMemoryMmap>;
@@ -28,9 +30,34 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Reads device config space at `offset` (bytes beyond it read as zero).
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Handles one available descriptor chain from queue `queue`; returns the number of
-    /// bytes written into the chain's device-writable buffers.
-    fn process(&mut self, queue: u16, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32;
+    /// The driver notified `queue` (all queues are ready and valid); returns whether any
+    /// used ring changed, i.e. whether to interrupt the guest.
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool;
+    /// Device-initiated work, e.g. host data for the guest. Called after every notify and
+    /// whenever the device's backend thread wakes; returns whether any used ring changed.
+    fn poll(&mut self, _queues: &mut [Queue], _mem: &GuestMemoryMmap) -> bool {
+        false
+    }
+}
+
+/// For request/response devices: completes every available chain of `queue` with
+/// `handle` (which returns the bytes it wrote). Returns whether any chain was used.
+pub(crate) fn drain_queue(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut handle: impl FnMut(Chain<'_>) -> u32,
+) -> bool {
+    let mut used = false;
+    while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        let len = handle(chain);
+        if let Err(e) = queue.add_used(mem, head, len) {
+            tracing::warn!("virtio: add_used({head}): {e}");
+            break;
+        }
+        used = true;
+    }
+    used
 }
 
 /// Copies `src` at `offset` into `data`, zero-filling what lies outside.

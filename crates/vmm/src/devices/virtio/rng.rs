@@ -4,7 +4,9 @@ use std::io::Write;
 
 use vm_memory::GuestMemoryMmap;
 
-use super::{Chain, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1};
+use virtio_queue::Queue;
+
+use super::{drain_queue, Chain, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1};
 
 /// Bytes served per request at most, so one guest request cannot pin the vCPU thread.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -25,7 +27,16 @@ impl VirtioDevice for Rng {
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn process(&mut self, _queue: u16, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+        match queues.get_mut(usize::from(queue)) {
+            Some(q) => drain_queue(q, mem, |chain| self.handle(chain, mem)),
+            None => false,
+        }
+    }
+}
+
+impl Rng {
+    fn handle(&mut self, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
         let Ok(mut w) = chain.writer(mem) else {
             return 0;
         };
