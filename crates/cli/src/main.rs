@@ -66,8 +66,49 @@ pub enum Command {
     Spec(commands::spec::Args),
     /// Print the OCI features JSON: what this build of berth supports.
     Features,
+    /// Run a process inside a running container.
+    Exec(commands::exec::Args),
+    /// Freeze every process of a container.
+    Pause(commands::pause::Args),
+    /// Thaw a paused container.
+    Resume(commands::pause::Args),
+    /// Change a container's resource limits.
+    Update(commands::update::Args),
+    /// Stream a container's stats and OOM events as JSON.
+    Events(commands::events::Args),
+    /// List a container's processes.
+    Ps(commands::ps::Args),
+    /// Not supported: berth has no CRIU integration.
+    #[command(hide = true)]
+    Checkpoint(CriuArgs),
+    /// Not supported: berth has no CRIU integration.
+    #[command(hide = true)]
+    Restore(CriuArgs),
     /// Run a kernel in a KVM microVM.
     Vm(commands::vm::Args),
+    /// Pull an image from a registry.
+    Pull(commands::image::PullArgs),
+    /// List images.
+    Images(commands::image::ImagesArgs),
+    /// Remove images.
+    Rmi(commands::image::RmiArgs),
+    /// Load images from an oci-archive, docker-archive or OCI layout.
+    Load(commands::image::LoadArgs),
+    /// Save an image to an archive.
+    Save(commands::image::SaveArgs),
+    /// Create an image from a rootfs tarball or directory.
+    Import(commands::image::ImportArgs),
+    /// Manage images (inspect, ls, rm, prune).
+    Image(commands::image::ImageArgs),
+    /// System-wide maintenance (prune).
+    System(commands::image::SystemArgs),
+}
+
+/// Whatever a client passes to checkpoint/restore; refused with one clear line.
+#[derive(clap::Args, Debug)]
+pub struct CriuArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub rest: Vec<String>,
 }
 
 fn main() -> ExitCode {

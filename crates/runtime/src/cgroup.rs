@@ -6,9 +6,10 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Spec};
 
 use berth_cgroups::{CgroupConfig, CgroupState, Manager};
+pub use berth_cgroups::{OomEvent, OomWatcher, Stats};
 
-use crate::error::Result;
-use crate::state::Record;
+use crate::error::{Error, Result};
+use crate::state::{Record, Status};
 
 /// Rootless callers only get a cgroup if they were delegated one they can write.
 fn skip_cgroups(spec: &Spec) -> bool {
@@ -111,5 +112,96 @@ pub fn destroy(rec: &Record) -> Result<()> {
     match manager_of(rec) {
         Some(m) => Ok(m.destroy()?),
         None => Ok(()),
+    }
+}
+
+impl crate::Runtime {
+    /// The manager of a container's cgroup, for a container in an allowed status.
+    fn cgroup_of(
+        &self,
+        id: &str,
+        allowed: &[Status],
+        what: &str,
+    ) -> Result<(Record, Box<dyn Manager>)> {
+        let (_dir, rec) = self.open(id)?;
+        let status = self.status_of(&rec);
+        if !allowed.contains(&status) {
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                why: format!("cannot {what}"),
+            });
+        }
+        let m = manager_of(&rec).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "container {id:?} has no cgroup (rootless without delegation); cannot {what}"
+            ))
+        })?;
+        Ok((rec, m))
+    }
+
+    /// Freeze every process of a running container.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        Ok(self
+            .cgroup_of(id, &[Status::Running, Status::Created], "pause it")?
+            .1
+            .freeze()?)
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        Ok(self
+            .cgroup_of(
+                id,
+                &[Status::Paused],
+                "resume a container that is not paused",
+            )?
+            .1
+            .thaw()?)
+    }
+
+    /// Change resource limits of a live container.
+    pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+        Ok(self
+            .cgroup_of(
+                id,
+                &[Status::Created, Status::Running, Status::Paused],
+                "update it",
+            )?
+            .1
+            .update(resources)?)
+    }
+
+    pub fn stats(&self, id: &str) -> Result<Stats> {
+        Ok(self
+            .cgroup_of(
+                id,
+                &[Status::Created, Status::Running, Status::Paused],
+                "read its stats",
+            )?
+            .1
+            .stats()?)
+    }
+
+    /// Host pids of every process in the container.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        Ok(self
+            .cgroup_of(
+                id,
+                &[Status::Created, Status::Running, Status::Paused],
+                "list its processes",
+            )?
+            .1
+            .pids()?)
+    }
+
+    pub fn oom_watcher(&self, id: &str) -> Result<OomWatcher> {
+        Ok(self
+            .cgroup_of(
+                id,
+                &[Status::Created, Status::Running, Status::Paused],
+                "watch it",
+            )?
+            .1
+            .oom_watcher()?)
     }
 }

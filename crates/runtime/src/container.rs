@@ -40,7 +40,7 @@ pub struct Runtime {
     root: RuntimeRoot,
 }
 
-fn state_json(rec: &Record, status: Status) -> serde_json::Value {
+pub(crate) fn state_json(rec: &Record, status: Status) -> serde_json::Value {
     serde_json::json!({
         "ociVersion": "1.2.0",
         "id": rec.id,
@@ -51,7 +51,7 @@ fn state_json(rec: &Record, status: Status) -> serde_json::Value {
     })
 }
 
-fn load_spec_copy(dir: &Path) -> Result<Spec> {
+pub(crate) fn load_spec_copy(dir: &Path) -> Result<Spec> {
     let p = dir.join(state::CONFIG_FILE);
     config::parse_spec(&std::fs::read(&p).at(&p)?)
 }
@@ -220,7 +220,7 @@ impl Runtime {
             .map_err(|e| Error::Init(format!("{}: corrupt state: {e}", p.display())))
     }
 
-    fn open(&self, id: &str) -> Result<(ContainerDir, Record)> {
+    pub(crate) fn open(&self, id: &str) -> Result<(ContainerDir, Record)> {
         config::validate_id(id)?;
         let dir = self.root.open_container_dir(id)?;
         let rec = dir.load()?;
@@ -349,7 +349,7 @@ fn wait_gone(rec: &Record, limit: Duration) {
     }
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("berth-tmp");
     std::fs::write(&tmp, pid.to_string()).at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)

@@ -211,7 +211,7 @@ impl ProcFs {
             Mode::empty(),
         )
         .map_err(|e| io_err(path, e))?;
-        if fs_magic(&fd).map_err(|e| io_err(path, e))? != libc::PROC_SUPER_MAGIC as i64 {
+        if fs_magic(&fd).map_err(|e| io_err(path, e))? != libc::PROC_SUPER_MAGIC {
             return Err(Error::Init(format!(
                 "{} is not a procfs mount",
                 path.display()
@@ -227,7 +227,7 @@ impl ProcFs {
         let fd = openat2(self.fd.as_fd(), Path::new(rel), OFlag::O_WRONLY, 0, resolve)
             .map_err(|e| io_err(&Path::new("/proc").join(rel), e))?;
         if fs_magic(&fd).map_err(|e| io_err(&Path::new("/proc").join(rel), e))?
-            != libc::PROC_SUPER_MAGIC as i64
+            != libc::PROC_SUPER_MAGIC
         {
             return Err(Error::Init(format!("/proc/{rel} is not on procfs")));
         }

@@ -11,10 +11,11 @@
 //! - Writes to /proc go through a handle checked to be procfs.
 //! - Only fds 0-2 and `--preserve-fds` reach the user process.
 
-mod cgroup;
+pub mod cgroup;
 pub mod config;
 mod container;
 pub mod error;
+mod exec;
 pub mod features;
 pub mod fs;
 mod hooks;
@@ -32,4 +33,6 @@ mod sync;
 
 pub use container::{CreateOptions, Created, Runtime};
 pub use error::{Error, Result};
+pub use exec::ExecOptions;
+pub use oci_spec::runtime as oci;
 pub use state::{OciState, Status};

@@ -232,3 +232,23 @@ fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
     }
     Ok(())
 }
+
+/// Start the sealed berth copy for `exec`. It joins the container's namespaces itself,
+/// after exec: once in the container's mount namespace, the host's dynamic loader and
+/// paths are out of reach, so the exec of berth must happen first.
+pub fn spawn_exec(memfd: &OwnedFd) -> Result<Spawned> {
+    let (parent, child) = sync::pair()?;
+    let pid = clone_fork(0).map_err(|e| Error::Sys {
+        op: "fork".into(),
+        source: e,
+    })?;
+    if pid == 0 {
+        drop(parent);
+        child_main(&child, || exec_init(memfd, &child));
+    }
+    Ok(Spawned {
+        pid: Pid::from_raw(pid),
+        channel: parent,
+        is_child: true,
+    })
+}

@@ -35,7 +35,8 @@ pub fn default_spec(rootless: bool) -> Value {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     });
-    spec["linux"]["seccomp"] = serde_json::to_value(berth_seccomp::default_profile()).expect("profile serializes");
+    spec["linux"]["seccomp"] =
+        serde_json::to_value(berth_seccomp::default_profile()).expect("profile serializes");
     if rootless {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();

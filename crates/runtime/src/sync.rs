@@ -102,6 +102,8 @@ pub enum ChildMsg {
 pub enum ParentMsg {
     IdsMapped,
     Config(Box<crate::init::InitConfig>),
+    /// Run a process in an existing container (`berth exec`).
+    Exec(Box<crate::init::ExecConfig>),
     /// Hooks done; the state JSON is for createContainer hooks.
     Continue {
         state: serde_json::Value,

@@ -2,13 +2,19 @@
 
 pub mod create;
 pub mod delete;
+pub mod events;
+pub mod exec;
 pub mod features;
+pub mod image;
 pub mod kill;
 pub mod list;
+pub mod pause;
+pub mod ps;
 pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 pub mod vm;
 
 use berth_runtime::Runtime;
@@ -31,6 +37,23 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::List(a) => list::run(&rt, a),
         Command::Spec(a) => spec::run(a),
         Command::Features => features::run(),
+        Command::Exec(a) => exec::run(&rt, a),
+        Command::Pause(a) => pause::pause(&rt, a),
+        Command::Resume(a) => pause::resume(&rt, a),
+        Command::Update(a) => update::run(&rt, a),
+        Command::Events(a) => events::run(&rt, a),
+        Command::Ps(a) => ps::run(&rt, a),
+        Command::Checkpoint(_) | Command::Restore(_) => {
+            anyhow::bail!("checkpoint/restore (CRIU) is not supported by berth")
+        }
         Command::Vm(a) => vm::run(a),
+        Command::Pull(a) => image::pull(a),
+        Command::Images(a) => image::images(a),
+        Command::Rmi(a) => image::rmi(a),
+        Command::Load(a) => image::load(a),
+        Command::Save(a) => image::save(a),
+        Command::Import(a) => image::import(a),
+        Command::Image(a) => image::image(a),
+        Command::System(a) => image::system(a),
     }
 }

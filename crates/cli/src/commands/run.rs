@@ -42,11 +42,7 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     // used) is reparented to us and we can collect its status.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    for s in FORWARDED {
-        mask.add(*s);
-    }
+    let mask = forwarded_signals();
     mask.thread_block()?;
     let created = rt.create(&a.id, &a.create.options())?;
     let code = match rt.start(&a.id) {
@@ -62,8 +58,18 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-/// Wait for init, passing forwarded signals to it; reap any other orphan that reaches us.
-fn wait_forwarding(pid: nix::unistd::Pid, mask: &SigSet) -> anyhow::Result<u8> {
+/// SIGCHLD plus the signals passed on to the container.
+pub fn forwarded_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask
+}
+
+/// Wait for `pid`, passing forwarded signals to it; reap any other orphan that reaches us.
+pub fn wait_forwarding(pid: nix::unistd::Pid, mask: &SigSet) -> anyhow::Result<u8> {
     loop {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {

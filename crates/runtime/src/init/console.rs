@@ -19,7 +19,7 @@ use crate::fs::{fd_path, fs_magic, io_err, Root};
 pub fn open_pty(root: &Root) -> Result<(OwnedFd, OwnedFd)> {
     let master = root.open_in(Path::new("/dev/pts/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)?;
     if fs_magic(&master).map_err(|e| io_err(Path::new("/dev/pts/ptmx"), e))?
-        != libc::DEVPTS_SUPER_MAGIC as i64
+        != libc::DEVPTS_SUPER_MAGIC
     {
         return Err(Error::Init(
             "/dev/pts/ptmx is not on a devpts filesystem".into(),

@@ -47,9 +47,23 @@ pub fn main(channel_fd: i32) -> ! {
     std::process::exit(1)
 }
 
+/// A process to run in an existing container (`berth exec`); this process has already
+/// joined the container's namespaces and cgroup.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// Host pid of the container's init, whose namespaces to join.
+    pub target: i32,
+    pub process: oci_spec::runtime::Process,
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    pub preserve_fds: u32,
+    pub console_socket: Option<i32>,
+    pub state: serde_json::Value,
+}
+
 fn run(ch: &Channel) -> Result<std::convert::Infallible> {
     let cfg = match ch.recv::<ParentMsg>()? {
         Some(ParentMsg::Config(cfg)) => *cfg,
+        Some(ParentMsg::Exec(cfg)) => return join_container(ch, *cfg),
         _ => return Err(Error::Init("no configuration from the parent".into())),
     };
     // A handle on the host's procfs, opened before anything in the container can interfere;
@@ -73,6 +87,88 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
     let exec = process::prepare(&cfg, console, &proc)?;
     ch.send(&ChildMsg::Created)?;
     process::wait_for_start_and_exec(start_listener, exec, &cfg, &proc)
+}
+
+/// `berth exec`: join every namespace of the container's init (user first, so the others
+/// can be joined with its privileges), then fork so the child is in its pid namespace. The
+/// child waits until the parent has put it in the container's cgroup.
+fn join_container(ch: &Channel, cfg: ExecConfig) -> Result<std::convert::Infallible> {
+    let mut namespaces = Vec::new();
+    for kind in ["user", "ipc", "uts", "net", "pid", "cgroup", "time", "mnt"] {
+        let theirs = PathBuf::from(format!("/proc/{}/ns/{kind}", cfg.target));
+        let ours = PathBuf::from(format!("/proc/self/ns/{kind}"));
+        let inode =
+            |p: &PathBuf| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        match (inode(&theirs), inode(&ours)) {
+            (Ok(a), Ok(b)) if a == b => continue, // already there (joining one's own userns fails)
+            (Err(_), _) if kind == "time" || kind == "cgroup" => continue, // not in this kernel
+            _ => {}
+        }
+        let fd = nix::fcntl::open(
+            &theirs,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| crate::fs::io_err(&theirs, e))?;
+        namespaces.push((kind, fd));
+    }
+    for (kind, fd) in &namespaces {
+        use std::os::fd::AsFd;
+        nix::sched::setns(fd.as_fd(), CloneFlags::empty()).map_err(|e| Error::Sys {
+            op: format!("join the container's {kind} namespace"),
+            source: e,
+        })?;
+    }
+    drop(namespaces);
+    // SAFETY: single-threaded; the child continues on a copy of this stack.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::Sys {
+        op: "fork into the container".into(),
+        source: e,
+    })? {
+        nix::unistd::ForkResult::Parent { child } => {
+            ch.send(&ChildMsg::InitPid {
+                pid: child.as_raw(),
+            })?;
+            std::process::exit(0)
+        }
+        nix::unistd::ForkResult::Child => {}
+    }
+    match ch.recv::<ParentMsg>()? {
+        Some(ParentMsg::Continue { .. }) => run_exec(cfg),
+        _ => Err(Error::Init(
+            "parent went away before the process was placed in its cgroup".into(),
+        )),
+    }
+}
+
+/// The same final steps as the container's own process. Success is the
+/// channel closing on exec; errors go back over it.
+fn run_exec(cfg: ExecConfig) -> Result<std::convert::Infallible> {
+    // We are in the container's mount namespace and root: this is its /proc.
+    let proc = crate::fs::ProcFs::open(std::path::Path::new("/proc"))?;
+    let console = match (cfg.process.terminal().unwrap_or(false), cfg.console_socket) {
+        (false, _) => None,
+        (true, None) => return Err(Error::Config("exec --tty needs --console-socket".into())),
+        (true, Some(socket)) => {
+            let (master, slave) =
+                console::open_pty(&crate::fs::Root::open(std::path::Path::new("/"))?)?;
+            if let Some(size) = cfg.process.console_size() {
+                console::set_size(&master, size.height(), size.width());
+            }
+            console::send_master(socket, &master)?;
+            Some(slave)
+        }
+    };
+    process::apply_attributes(&cfg.process, &proc)?;
+    let program = process::find_program(&cfg.process)?;
+    let exec = ExecProcess {
+        process: cfg.process,
+        program,
+        console,
+        preserve_fds: cfg.preserve_fds,
+        seccomp: cfg.seccomp,
+    };
+    become_process(&exec, &proc, &cfg.state)
 }
 
 /// Join the namespaces given by path (when the parent did not already do it for us).

@@ -79,7 +79,7 @@ pub fn apply_attributes(process: &Process, proc: &ProcFs) -> Result<()> {
             IoprioClassBe => 2,
             IoprioClassIdle => 3,
         };
-        let value = (class << 13) | (prio.priority() as i64 & 0x1fff);
+        let value = (class << 13) | (prio.priority() & 0x1fff);
         // SAFETY: plain syscall with integer arguments (IOPRIO_WHO_PROCESS, self).
         let r = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, value) };
         nix::errno::Errno::result(r).map_err(|e| Error::Sys {
@@ -311,7 +311,11 @@ fn capset_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> Error + '_ 
 }
 
 /// Turn this (root, fully privileged) process into the configured user process and exec.
-pub fn become_process(exec: &ExecProcess, proc: &ProcFs, state: &serde_json::Value) -> Result<std::convert::Infallible> {
+pub fn become_process(
+    exec: &ExecProcess,
+    proc: &ProcFs,
+    state: &serde_json::Value,
+) -> Result<std::convert::Infallible> {
     let p = &exec.process;
     let nnp = p.no_new_privileges().unwrap_or(false);
     if let Some(console) = &exec.console {

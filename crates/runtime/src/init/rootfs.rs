@@ -286,7 +286,7 @@ fn mount_cgroup(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> 
                 source: e,
             })?,
         )
-        .map(|t| t == libc::CGROUP2_SUPER_MAGIC as i64)
+        .map(|t| t == libc::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false);
     if host_v2 || m.typ().as_deref() == Some("cgroup2") {
         return mount(

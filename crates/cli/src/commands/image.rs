@@ -1,0 +1,364 @@
+//! Image commands: `pull`, `images`, `rmi`, `load`, `save`, `import`, `image inspect`,
+//! `system prune` (docker/podman flag names). Parsing and printing only; the work is in
+//! berth-image.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use berth_image::{ArchiveFormat, Credentials, PullOptions, Reference, Store};
+
+/// Where the image store lives; shared by every image command.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// Image store directory (OCI layout, snapshots, container layers).
+    #[arg(long, default_value = "/var/lib/berth", env = "BERTH_DATA_ROOT")]
+    pub data_root: PathBuf,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.data_root)?)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// Image to pull, e.g. busybox, localhost:5000/app:1, name@sha256:...
+    pub image: String,
+    /// Registry reached over plain HTTP (repeatable); loopback registries always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: Vec<String>,
+    /// `--tls-verify=false` treats this image's registry as insecure (podman).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Credentials as USERNAME:PASSWORD (otherwise from the auth file).
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// Docker-style auth file (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json).
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+    /// Platform to select from a multi-platform image, as os/arch.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+    /// Print only the image ID; no progress.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn pull(a: &PullArgs) -> anyhow::Result<u8> {
+    let r: Reference = a.image.parse()?;
+    let (os, arch) = a
+        .platform
+        .split_once('/')
+        .context("--platform: expected os/arch, e.g. linux/amd64")?;
+    if os != "linux" {
+        anyhow::bail!("--platform {}: only linux images can run here", a.platform);
+    }
+    let credentials = match &a.creds {
+        Some(c) => {
+            let (u, p) = c
+                .split_once(':')
+                .context("--creds: expected USERNAME:PASSWORD")?;
+            Some(Credentials {
+                username: u.into(),
+                password: p.into(),
+            })
+        }
+        None => None,
+    };
+    let mut insecure = a.insecure_registry.clone();
+    if !a.tls_verify {
+        insecure.push(r.registry().to_string());
+    }
+    let opts = PullOptions {
+        insecure_registries: insecure,
+        credentials,
+        auth_file: a.authfile.clone(),
+        arch: arch.into(),
+        progress: !a.quiet,
+        ..Default::default()
+    };
+    let id = a.store.open()?.pull(&r, &opts)?;
+    if !a.quiet {
+        println!("Pulled {r}");
+    }
+    println!("{id}");
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImagesArgs {
+    /// Print only image IDs.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Do not truncate image IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format.
+    #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+    pub format: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        id.trim_start_matches("sha256:").chars().take(12).collect()
+    }
+}
+
+fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[u]).replace(".000", "")
+    }
+}
+
+pub fn images(a: &ImagesArgs) -> anyhow::Result<u8> {
+    let list = a.store.open()?.list()?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(0);
+    }
+    if a.quiet {
+        for s in &list {
+            println!("{}", short_id(&s.id.to_string(), a.no_trunc));
+        }
+        return Ok(0);
+    }
+    println!(
+        "{:<40} {:<16} {:<14} {:<22} SIZE",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+    );
+    for s in &list {
+        let id = short_id(&s.id.to_string(), a.no_trunc);
+        let created = s.created.clone().unwrap_or_else(|| "N/A".into());
+        let size = human_size(s.size);
+        let names: Vec<(String, String)> = s
+            .names
+            .iter()
+            .filter_map(|n| n.parse::<Reference>().ok())
+            .map(|r| {
+                (
+                    r.name(),
+                    r.tag().map_or_else(|| "<none>".into(), str::to_string),
+                )
+            })
+            .collect();
+        if names.is_empty() {
+            println!(
+                "{:<40} {:<16} {id:<14} {created:<22} {size}",
+                "<none>", "<none>"
+            );
+        }
+        for (repo, tag) in names {
+            println!("{repo:<40} {tag:<16} {id:<14} {created:<22} {size}");
+        }
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmiArgs {
+    /// Images to remove (names untag one name; IDs remove every name).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn rmi(a: &RmiArgs) -> anyhow::Result<u8> {
+    let store = a.store.open()?;
+    for i in &a.images {
+        for name in store.remove(i)? {
+            println!("Untagged: {name}");
+        }
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// Archive to load (oci-archive, docker-archive, OCI layout dir); stdin when omitted.
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// Print only the image ID.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Load `path`, or stdin copied to a temp file (archives are read twice).
+fn import_from(
+    store: &Store,
+    path: Option<&Path>,
+    name: Option<&Reference>,
+) -> anyhow::Result<berth_image::ImageId> {
+    match path {
+        Some(p) => Ok(store.import(p, name)?),
+        None => {
+            let tmp = store
+                .root()
+                .join("tmp")
+                .join(format!("stdin-{}", std::process::id()));
+            let copied = std::fs::File::create(&tmp)
+                .and_then(|mut f| std::io::copy(&mut std::io::stdin().lock(), &mut f))
+                .with_context(|| format!("{}: copying stdin", tmp.display()));
+            let result = copied.and_then(|_| Ok(store.import(&tmp, name)?));
+            let _ = std::fs::remove_file(&tmp);
+            result
+        }
+    }
+}
+
+pub fn load(a: &LoadArgs) -> anyhow::Result<u8> {
+    let store = a.store.open()?;
+    let id = import_from(&store, a.input.as_deref(), None)?;
+    if a.quiet {
+        println!("{id}");
+    } else {
+        println!("Loaded image: {id}");
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SaveArgs {
+    /// Image to save.
+    pub image: String,
+    /// File to write.
+    #[arg(long, short = 'o', required = true)]
+    pub output: PathBuf,
+    /// Archive format (podman's names).
+    #[arg(long, value_parser = ["oci-archive", "docker-archive"], default_value = "docker-archive")]
+    pub format: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn save(a: &SaveArgs) -> anyhow::Result<u8> {
+    let format = if a.format == "oci-archive" {
+        ArchiveFormat::OciArchive
+    } else {
+        ArchiveFormat::DockerArchive
+    };
+    a.store.open()?.save(&a.image, &a.output, format)?;
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Rootfs tarball or directory (or any archive `load` accepts); `-` for stdin.
+    pub source: String,
+    /// Name for the new image.
+    pub reference: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn import(a: &ImportArgs) -> anyhow::Result<u8> {
+    let store = a.store.open()?;
+    let name = a
+        .reference
+        .as_deref()
+        .map(str::parse::<Reference>)
+        .transpose()?;
+    let path = (a.source != "-").then(|| PathBuf::from(&a.source));
+    println!("{}", import_from(&store, path.as_deref(), name.as_ref())?);
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Print images' configuration as JSON.
+    Inspect(InspectArgs),
+    /// List images (same as `images`).
+    Ls(ImagesArgs),
+    /// Remove images (same as `rmi`).
+    Rm(RmiArgs),
+    /// Remove unused blobs and snapshots (same as `system prune`).
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn image(a: &ImageArgs) -> anyhow::Result<u8> {
+    match &a.command {
+        ImageCommand::Inspect(i) => {
+            let store = i.store.open()?;
+            let infos = i
+                .images
+                .iter()
+                .map(|n| store.inspect(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            println!("{}", serde_json::to_string_pretty(&infos)?);
+            Ok(0)
+        }
+        ImageCommand::Ls(l) => images(l),
+        ImageCommand::Rm(r) => rmi(r),
+        ImageCommand::Prune(p) => prune(p),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SystemArgs {
+    #[command(subcommand)]
+    pub command: SystemCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Remove blobs and snapshots no image or container uses.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt (berth never prompts; accepted for docker compatibility).
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
+    let r = a.store.open()?.prune()?;
+    println!(
+        "Deleted {} blobs and {} snapshots\nTotal reclaimed space: {}",
+        r.blobs_removed,
+        r.snapshots_removed,
+        human_size(r.bytes_freed)
+    );
+    Ok(0)
+}
+
+pub fn system(a: &SystemArgs) -> anyhow::Result<u8> {
+    match &a.command {
+        SystemCommand::Prune(p) => prune(p),
+    }
+}

@@ -1,0 +1,136 @@
+//! `exec`: run another process in a running container — same namespaces, cgroup,
+//! capabilities rules, no_new_privs and seccomp filter as the container's own process.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use crate::container::{load_spec_copy, state_json, Runtime};
+use crate::error::{Error, IoContext, Result};
+use crate::init::ExecConfig;
+use crate::state::Status;
+use crate::sync::{ChildMsg, ParentMsg};
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub process: Process,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+    pub pid_file: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// The container's own process description: the base `exec` modifies.
+    pub fn base_process(&self, id: &str) -> Result<Process> {
+        let dir = self.root().container_dir(id);
+        crate::config::validate_id(id)?;
+        if !dir.join(crate::state::STATE_FILE).exists() {
+            return Err(Error::NotFound(id.into()));
+        }
+        load_spec_copy(&dir)?
+            .process()
+            .clone()
+            .ok_or_else(|| Error::Config("field process: missing".into()))
+    }
+
+    /// Start `opts.process` inside the container; returns its host pid once it has exec'd.
+    pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<Pid> {
+        let (dir, rec) = self.open(id)?;
+        let status = self.status_of(&rec);
+        if status != Status::Running && status != Status::Created {
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                why: "cannot exec in a container that is not running".into(),
+            });
+        }
+        let spec = load_spec_copy(&dir.path)?;
+        drop(dir); // exec runs concurrently with other commands on the container
+        let p = &opts.process;
+        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(Error::Config("exec: no command given".into()));
+        }
+        if !p.cwd().is_absolute() {
+            return Err(Error::Config(format!(
+                "exec: cwd {} is not absolute",
+                p.cwd().display()
+            )));
+        }
+        if p.apparmor_profile()
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+            && !crate::lsm::apparmor_enabled()
+        {
+            return Err(Error::Config(
+                "exec: --apparmor: AppArmor is not enabled on this host".into(),
+            ));
+        }
+        if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())
+            && !crate::lsm::selinux_enabled()
+        {
+            return Err(Error::Config(
+                "exec: --process-label: SELinux is not enabled on this host".into(),
+            ));
+        }
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        if let Some(s) = &seccomp {
+            crate::seccomp::compile(s)?;
+        }
+        let console = match &opts.console_socket {
+            Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
+            None => None,
+        };
+        if let Some(c) = &console {
+            // SAFETY: fcntl on an fd we own; it must survive the exec into berth init.
+            unsafe { libc::fcntl(c.as_raw_fd(), libc::F_SETFD, 0) };
+        }
+        let memfd = crate::memfd::sealed_self_copy()?;
+        let spawned = crate::spawn::spawn_exec(&memfd)?;
+        let joiner = spawned.pid;
+        let cfg = ExecConfig {
+            target: rec.pid,
+            process: p.clone(),
+            seccomp,
+            preserve_fds: opts.preserve_fds,
+            console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+            state: state_json(&rec, status),
+        };
+        let ch = &spawned.channel;
+        let sent = ch.send(&ParentMsg::Exec(Box::new(cfg)));
+        drop(console);
+        let joined = sent.and_then(|_| ch.recv::<ChildMsg>());
+        let _ = nix::sys::wait::waitpid(joiner, None);
+        let pid = match joined? {
+            Some(ChildMsg::InitPid { pid }) => Pid::from_raw(pid),
+            Some(ChildMsg::Failed(msg)) => return Err(Error::Reported(msg)),
+            _ => {
+                return Err(Error::Init(
+                    "the process joining the container exited unexpectedly".into(),
+                ))
+            }
+        };
+        let fail = |e: Error| {
+            let _ = kill(pid, Signal::SIGKILL);
+            e
+        };
+        if let Some(m) = crate::cgroup::manager_of(&rec) {
+            m.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
+        }
+        ch.send(&ParentMsg::Continue {
+            state: serde_json::Value::Null,
+        })
+        .map_err(fail)?;
+        match spawned.channel.recv::<ChildMsg>().map_err(fail)? {
+            None => {}
+            Some(ChildMsg::Failed(msg)) => return Err(fail(Error::Reported(msg))),
+            Some(other) => return Err(fail(Error::Init(format!("unexpected message {other:?}")))),
+        }
+        if let Some(f) = &opts.pid_file {
+            crate::container::write_pid_file(f, pid.as_raw())?;
+        }
+        Ok(pid)
+    }
+}
