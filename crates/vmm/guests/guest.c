@@ -11,7 +11,6 @@ void *memset(void *d, int c, u64 n) { u8 *p = d; while (n--) *p++ = (u8)c; retur
 void *memcpy(void *d, const void *s, u64 n) { u8 *p = d; const u8 *q = s; while (n--) *p++ = *q++; return d; }
 
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port)); }
-static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" :: "a"(v), "Nd"(port)); }
 static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
 static inline void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d) {
 	__asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
@@ -306,7 +305,7 @@ void guest_main(const u8 *bp, u32 id) {
 	if (streq(t, "rng")) test_rng();
 	if (streq(t, "vsock")) test_vsock();
 	if (streq(t, "reset")) { outb(0x64, 0xfe); }
-	if (streq(t, "poweroff")) { outw(0x604, (5 << 10) | (1 << 13)); }
+	if (streq(t, "poweroff")) { outb(0x600, (5 << 2) | (1 << 5)); }
 	if (streq(t, "triple")) { __asm__ volatile("ud2"); }
 	puts("unknown test\n");
 	debug_exit(1);

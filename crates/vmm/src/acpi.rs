@@ -1,6 +1,7 @@
 //! A minimal ACPI table set so an unmodified Linux finds CPUs, the IOAPIC, virtio-mmio
 //! devices and S5 power-off without a BIOS: RSDP -> XSDT -> {FADT -> DSDT, MADT}.
 //!
+//! The platform is hardware-reduced ACPI (sleep control register, no PM1 blocks).
 //! The DSDT holds one `LNRO0005` device per virtio-mmio window (the ACPI id Linux's
 //! virtio_mmio driver matches) and an `_S5_` package; AML is emitted by hand below.
 
@@ -20,7 +21,6 @@ pub struct MmioDevice {
 
 const OEM_ID: &[u8; 6] = b"BERTH ";
 const OEM_TABLE_ID: &[u8; 8] = b"BERTHVM ";
-const SCI_IRQ: u16 = 9;
 
 fn checksum(bytes: &[u8]) -> u8 {
     bytes
@@ -109,7 +109,7 @@ fn dsdt(devices: &[MmioDevice]) -> Result<Vec<u8>> {
         sb.extend(aml_virtio_device(i, d)?);
     }
     let mut aml = aml_pkg(&[0x10], &sb);
-    let slp = S5_SLP_TYP as u8;
+    let slp = S5_SLP_TYP;
     aml.extend(aml_name(
         b"_S5_",
         &aml_pkg(&[0x12], &[4, 0x0a, slp, 0x0a, slp, 0x00, 0x00]),
@@ -117,33 +117,37 @@ fn dsdt(devices: &[MmioDevice]) -> Result<Vec<u8>> {
     Ok(table(b"DSDT", 2, &aml))
 }
 
-/// Generic address structure for a system-I/O register.
-fn gas_io(port: u16, bits: u8) -> [u8; 12] {
+/// Generic address structure for an 8-bit system-I/O register.
+fn gas_io8(port: u16) -> [u8; 12] {
     let mut g = [0u8; 12];
     g[0] = 1; // system I/O space
-    g[1] = bits;
-    g[3] = if bits == 32 { 3 } else { 2 }; // access size dword / word
+    g[1] = 8; // register width in bits
+    g[3] = 1; // byte access
     g[4..6].copy_from_slice(&port.to_le_bytes());
     g
 }
 
+/// FADT for a hardware-reduced ACPI platform: no SCI, PM timer, PM1 blocks or FACS,
+/// just the DSDT and the sleep control/status registers (as Firecracker and
+/// cloud-hypervisor do). Linux then also skips the legacy PIC and PIT timer setup.
 fn fadt(dsdt_addr: u64) -> Vec<u8> {
-    // Body offsets below are table offsets minus the 36-byte header.
+    // Offsets below are table offsets (the body starts after the 36-byte header).
     let mut b = vec![0u8; 276 - 36];
     let mut put =
         |off: usize, bytes: &[u8]| b[off - 36..off - 36 + bytes.len()].copy_from_slice(bytes);
     put(40, &(dsdt_addr as u32).to_le_bytes());
-    put(46, &SCI_IRQ.to_le_bytes());
-    put(56, &u32::from(PM1A_EVT_PORT).to_le_bytes());
-    put(64, &u32::from(PM1A_CNT_PORT).to_le_bytes());
-    put(88, &[4, 2]); // PM1_EVT_LEN, PM1_CNT_LEN
-                      // IAPC_BOOT_ARCH: no VGA, no MSI; flags: WBINVD, power and sleep buttons absent.
+    // IAPC_BOOT_ARCH: VGA not present, MSI not supported.
     put(109, &((1u16 << 2) | (1 << 3)).to_le_bytes());
-    put(112, &((1u32 << 0) | (1 << 4) | (1 << 5)).to_le_bytes());
+    // Flags: WBINVD, power and sleep buttons absent, HW_REDUCED_ACPI.
+    put(
+        112,
+        &((1u32 << 0) | (1 << 4) | (1 << 5) | (1 << 20)).to_le_bytes(),
+    );
     put(131, &[5]); // FADT minor version (6.5)
     put(140, &dsdt_addr.to_le_bytes());
-    put(148, &gas_io(PM1A_EVT_PORT, 32));
-    put(172, &gas_io(PM1A_CNT_PORT, 16));
+    put(244, &gas_io8(SLEEP_CONTROL_PORT));
+    put(256, &gas_io8(SLEEP_STATUS_PORT));
+    put(268, b"BERTHVMM"); // hypervisor vendor identity
     table(b"FACP", 6, &b)
 }
 
@@ -261,7 +265,12 @@ mod tests {
         let fadt = table_at(&mem, u64_at(&x, 36), b"FACP");
         let madt = table_at(&mem, u64_at(&x, 44), b"APIC");
         let dsdt = table_at(&mem, u64_at(&fadt, 140), b"DSDT");
-        assert_eq!(u32_at(&fadt, 64), u32::from(PM1A_CNT_PORT));
+        assert_ne!(u32_at(&fadt, 112) & (1 << 20), 0, "HW_REDUCED_ACPI");
+        assert_eq!(fadt[244], 1, "sleep control in system I/O space");
+        assert_eq!(
+            u16::from_le_bytes([fadt[248], fadt[249]]),
+            SLEEP_CONTROL_PORT
+        );
         // Three enabled local APICs with ids 0..3, then the IOAPIC.
         let lapics: Vec<u8> = madt[44..].chunks(8).take(3).map(|e| e[3]).collect();
         assert_eq!(lapics, vec![0, 1, 2]);

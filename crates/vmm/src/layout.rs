@@ -39,9 +39,10 @@ pub const COM1_PORT: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 pub const RTC_PORT: u16 = 0x70;
-/// ACPI PM1a event and control blocks (FADT points here; S5 in PM1a_CNT powers off).
-pub const PM1A_EVT_PORT: u16 = 0x600;
-pub const PM1A_CNT_PORT: u16 = 0x604;
+/// ACPI hardware-reduced sleep control and status registers (FADT points here; S5 in
+/// the control register powers off).
+pub const SLEEP_CONTROL_PORT: u16 = 0x600;
+pub const SLEEP_STATUS_PORT: u16 = 0x601;
 /// QEMU-compatible isa-debug-exit port: a guest writes a status byte to stop the VM.
 pub const DEBUG_EXIT_PORT: u16 = 0x501;
 /// First GSI handed to virtio devices (one each, in order).

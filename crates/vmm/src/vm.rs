@@ -16,7 +16,7 @@ use crate::bus::{Bus, BusDevice};
 use crate::config::{VmConfig, MAX_VCPUS};
 use crate::control::{Control, ShutdownReason};
 use crate::cpu;
-use crate::devices::legacy::{DebugExit, Pm, Rtc, I8042, PM_LEN};
+use crate::devices::legacy::{DebugExit, Rtc, SleepControl, I8042, SLEEP_REGS_LEN};
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::vsock::{Backend, Vsock};
 use crate::devices::virtio::{block::Block, mmio::MmioTransport, rng::Rng, VirtioDevice};
@@ -162,10 +162,10 @@ impl Vm {
         )?;
         io_bus.insert("rtc", u64::from(RTC_PORT), 2, shared(Rtc::default()))?;
         io_bus.insert(
-            "acpi-pm",
-            u64::from(PM1A_EVT_PORT),
-            PM_LEN,
-            shared(Pm::new(control.clone())),
+            "acpi-sleep",
+            u64::from(SLEEP_CONTROL_PORT),
+            SLEEP_REGS_LEN,
+            shared(SleepControl::new(control.clone())),
         )?;
         io_bus.insert(
             "debug-exit",

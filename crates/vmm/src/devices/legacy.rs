@@ -1,4 +1,4 @@
-//! Small port-I/O devices: i8042 (reset only), CMOS RTC, ACPI PM1a, debug-exit.
+//! Small port-I/O devices: i8042 (reset only), CMOS RTC, ACPI sleep control, debug-exit.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -132,30 +132,31 @@ impl BusDevice for Rtc {
     }
 }
 
-/// ACPI PM1a event (4 bytes) and control (2 bytes) blocks. Writing SLP_EN with the S5
-/// sleep type (the DSDT's `_S5` package says 5) powers the VM off.
-pub struct Pm {
+/// ACPI hardware-reduced sleep control (offset 0) and status (offset 1) registers.
+/// Writing SLP_EN with the S5 sleep type (the DSDT's `_S5_` package says 5) powers the
+/// VM off; the status register reads as zero (no wake events).
+pub struct SleepControl {
     control: Arc<Control>,
 }
 
-impl Pm {
+impl SleepControl {
     pub fn new(control: Arc<Control>) -> Self {
-        Pm { control }
+        SleepControl { control }
     }
 }
 
-pub const PM_LEN: u64 = 6;
-pub const S5_SLP_TYP: u16 = 5;
-const SLP_EN: u16 = 1 << 13;
+pub const SLEEP_REGS_LEN: u64 = 2;
+pub const S5_SLP_TYP: u8 = 5;
+/// Sleep control register: SLP_TYPx in bits 2..5, SLP_EN is bit 5.
+const SLP_EN: u8 = 1 << 5;
 
-impl BusDevice for Pm {
+impl BusDevice for SleepControl {
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset == 4 && data.len() >= 2 {
-            let v = u16::from_le_bytes([data[0], data[1]]);
-            if v & SLP_EN != 0 && (v >> 10) & 7 == S5_SLP_TYP {
+        if let (0, Some(&v)) = (offset, data.first()) {
+            if v & SLP_EN != 0 && (v >> 2) & 7 == S5_SLP_TYP {
                 self.control.stop(ShutdownReason::PowerOff);
             }
         }

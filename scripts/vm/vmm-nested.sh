@@ -1,0 +1,120 @@
+#!/bin/bash
+# Boot Debian's kernel with berth's own VMM (`berth vm run`) nested inside the qemu TCG
+# test VM, where /dev/kvm is real (kvm-amd on emulated SVM). The inner guest loads the
+# virtio modules, finds the devices through berth's ACPI tables, and checks: 2 CPUs
+# (MADT), virtio-blk read + write, virtio-rng, then powers off through ACPI S5.
+#
+# Usage: vmm-nested.sh [--kver KVER] [--timeout SECONDS] [--log FILE]
+# Exit: 0 when the inner guest did everything and `berth vm run` exited 0; otherwise the
+# failing step is printed (see run-in-vm.sh for 124/125/120).
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+prog=vmm-nested
+
+kver=$(default_kver)
+timeout=900
+log_args=()
+while (($#)); do
+    case $1 in
+    --kver) kver=${2:?"--kver needs a value"}; shift 2 ;;
+    --timeout) timeout=${2:?"--timeout needs a value"}; shift 2 ;;
+    --log) log_args=(--log "${2:?"--log needs a file"}"); shift 2 ;;
+    *) die $prog "unknown argument $1 (see the header of $0)" ;;
+    esac
+done
+[[ -n $kver ]] || die $prog "no /boot/vmlinuz-* found; install linux-image-amd64"
+moddir=/lib/modules/$kver
+[[ -r $moddir/modules.dep ]] || die $prog "$moddir/modules.dep: not found; install linux-image-$kver"
+busybox=$(command -v busybox) || die $prog "busybox not found; install busybox-static"
+
+berth=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth | grep '/berth$') ||
+    die $prog "static build of berth failed"
+vmlinux=$(ensure_vmlinux "$kver")
+
+mkdir -p "$VM_BUILD/tmp"
+work=$(mktemp -d "$VM_BUILD/tmp/vmm-nested.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# Inner modules in load order: each module's dependencies (modules.dep lists them so
+# that the last loads first) before the module itself.
+declare -A dep_of path_of loaded
+while IFS=: read -r path deps; do
+    name=${path##*/}
+    name=${name%.ko*}
+    path_of[$name]=$path
+    dep_of[$name]=$deps
+done <"$moddir/modules.dep"
+order=()
+add_module() {
+    local name=$1 deps i d
+    [[ -n ${loaded[$name]:-} ]] && return
+    [[ -n ${path_of[$name]:-} ]] || die $prog "module $name not in $moddir/modules.dep"
+    read -ra deps <<<"${dep_of[$name]}"
+    for ((i = ${#deps[@]} - 1; i >= 0; i--)); do
+        d=${deps[i]##*/}
+        add_module "${d%.ko*}"
+    done
+    loaded[$name]=1
+    order+=("$name")
+}
+for m in virtio_mmio virtio_blk virtio-rng; do add_module "$m"; done
+
+stage=$work/inner
+mkdir -p "$stage"/{bin,dev,proc,sys,lib/modules}
+cp "$busybox" "$stage/bin/busybox"
+for m in "${order[@]}"; do
+    src=$moddir/${path_of[$m]}
+    case $src in
+    *.ko.xz) xz -dc "$src" >"$stage/lib/modules/$m.ko" ;;
+    *.ko.zst) zstd -qdc "$src" >"$stage/lib/modules/$m.ko" ;;
+    *) cp "$src" "$stage/lib/modules/$m.ko" ;;
+    esac
+    echo "$m" >>"$stage/lib/modules/order"
+done
+cat >"$stage/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+while read -r m; do insmod "/lib/modules/$m.ko" || echo "INNER-FAIL insmod $m"; done </lib/modules/order
+echo "INNER cpus=$(grep -c ^processor /proc/cpuinfo)"
+echo "INNER disk=$(head -c 16 /dev/vda)"
+echo inner-wrote | dd of=/dev/vda bs=512 seek=1 conv=notrunc,fsync 2>/dev/null && echo "INNER write ok"
+echo "INNER rng=$(cat /sys/class/misc/hw_random/rng_current) $(head -c 8 /dev/hwrng | od -An -tx1 | tr -d ' ')"
+echo INNER-DONE
+poweroff -f
+INIT
+chmod +x "$stage/init"
+(cd "$stage" && find . | cpio -o -H newc --quiet) >"$work/inner.cpio"
+
+cat >"$work/outer.sh" <<'OUTER'
+set -u
+dd if=/dev/zero of=/tmp/disk.img bs=1M count=4 2>/dev/null
+printf 'berth-disk-head!' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null
+timeout 600 /bin/berth vm run --kernel /vm/vmlinux --initrd /vm/inner.cpio \
+    --cmdline 'console=ttyS0 reboot=t pci=off quiet panic=-1' --cpus 2 --memory 256 \
+    --disk /tmp/disk.img --rng --stats >/tmp/inner.log 2>&1
+rc=$?
+cat /tmp/inner.log
+echo "berth vm run exit code: $rc"
+fail=0
+check() { grep -q "$1" /tmp/inner.log || { echo "vmm-nested: missing: $1"; fail=1; }; }
+check 'INNER cpus=2'
+check 'INNER disk=berth-disk-head!'
+check 'INNER write ok'
+check 'INNER rng=virtio_rng'
+check 'INNER-DONE'
+check 'IoOut .*serial'
+grep -q 'INNER-FAIL' /tmp/inner.log && fail=1
+dd if=/tmp/disk.img bs=512 skip=1 count=1 2>/dev/null | grep -q inner-wrote || { echo "vmm-nested: disk write not on the image"; fail=1; }
+[ "$rc" = 0 ] || fail=1
+exit $fail
+OUTER
+
+rc=0
+"$VM_SCRIPTS/run-in-vm.sh" --modules kvm --script "$work/outer.sh" \
+    --add "$berth:/bin/berth" --add "$vmlinux:/vm/vmlinux" --add "$work/inner.cpio:/vm/inner.cpio" \
+    --mem 2G --cpus 2 --timeout "$timeout" "${log_args[@]}" || rc=$?
+exit $rc
