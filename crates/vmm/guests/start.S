@@ -19,7 +19,20 @@ _start:
 1:	hlt
 	jmp 1b
 
+/* Interrupt handler for the irq test: count, EOI to the LAPIC, return. */
+	.globl irq_entry
+irq_entry:
+	push %rax
+	incl irq_count(%rip)
+	mov $0xfee000b0, %eax
+	movl $0, (%rax)
+	pop %rax
+	iretq
+
 	.bss
+	.globl irq_count
+irq_count:
+	.long 0
 	.align 4096
 stacks:
 	.space 4096 * 8

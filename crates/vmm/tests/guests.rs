@@ -192,3 +192,14 @@ fn in_kernel_irqchip_and_pit_run_the_guest() {
     assert_eq!(out, "hello from the guest\n");
     assert_eq!(report.reason, ShutdownReason::DebugExit(0));
 }
+
+#[test]
+fn virtio_interrupt_reaches_the_guest_through_ioapic_and_lapic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = guest_config("irq", &dir.path().join("console"));
+    cfg.irqchip = true;
+    cfg.rng = true;
+    let (report, out) = run(&cfg);
+    assert_eq!(report.reason, ShutdownReason::DebugExit(60), "{out}");
+    assert_eq!(out, "irq count=1 used=16\n");
+}

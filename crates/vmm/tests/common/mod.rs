@@ -13,8 +13,24 @@ pub fn guest_elf() -> &'static Path {
     static ELF: OnceLock<PathBuf> = OnceLock::new();
     ELF.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("berth-vmm-guest-{}.elf", std::process::id()));
+        // Named by a hash of the sources, so runs share one file per guest version; built
+        // under a per-process name and renamed, so concurrent test binaries do not race.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for f in ["start.S", "guest.c", "guest.ld"] {
+            std::hash::Hash::hash(
+                &std::fs::read(src.join(f)).expect("read guest source"),
+                &mut h,
+            );
+        }
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join(format!(
+            "berth-vmm-guest-{:016x}.elf",
+            std::hash::Hasher::finish(&h)
+        ));
+        if out.exists() {
+            return out;
+        }
+        let tmp = dir.join(format!("berth-vmm-guest-{}.tmp", std::process::id()));
         let status = Command::new("gcc")
             .args([
                 "-ffreestanding",
@@ -33,12 +49,13 @@ pub fn guest_elf() -> &'static Path {
             ])
             .arg(format!("-Wl,-T,{}", src.join("guest.ld").display()))
             .arg("-o")
-            .arg(&out)
+            .arg(&tmp)
             .arg(src.join("start.S"))
             .arg(src.join("guest.c"))
             .status()
             .expect("run gcc");
         assert!(status.success(), "gcc failed to build the test guest");
+        std::fs::rename(&tmp, &out).expect("rename the test guest into place");
         out
     })
 }
