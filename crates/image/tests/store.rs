@@ -259,3 +259,32 @@ fn prune_keeps_what_images_use_and_cleans_crash_leftovers() {
     store.unpack_flat("keep", &out).unwrap();
     assert_eq!(fs::read(out.join("f")).unwrap(), b"x");
 }
+
+#[test]
+fn concurrent_imports_all_land_in_the_index() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(&t.path().join("store")).unwrap();
+    let layouts: Vec<_> = (0..6)
+        .map(|i| {
+            let dir = t.path().join(format!("l{i}"));
+            // Every image shares one layer and has one of its own: blob writers collide.
+            let layers = [
+                (tar(&[Entry::file("shared", b"same")]), Compression::Gzip),
+                (tar(&[Entry::file("own", format!("{i}").as_bytes())]), Compression::None),
+            ];
+            common::build_layout(&dir, &layers, RunConfig::default(), "latest");
+            dir
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (i, dir) in layouts.iter().enumerate() {
+            let store = store.clone();
+            s.spawn(move || store.import(dir, Some(&r(&format!("app{i}:v")))).unwrap());
+        }
+    });
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 6);
+    for i in 0..6 {
+        assert!(store.find(&format!("app{i}:v")).is_ok());
+    }
+}

@@ -7,6 +7,19 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use berth_image::{ArchiveFormat, Credentials, PullOptions, Reference, Store};
 
+/// `println!` that treats a closed pipe (`berth images | head`) as the end of output
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+    }};
+}
+
 /// Where the image store lives; shared by every image command.
 #[derive(clap::Args, Debug)]
 pub struct StoreArgs {
@@ -82,9 +95,9 @@ pub fn pull(a: &PullArgs) -> anyhow::Result<u8> {
     };
     let id = a.store.open()?.pull(&r, &opts)?;
     if !a.quiet {
-        println!("Pulled {r}");
+        out!("Pulled {r}");
     }
-    println!("{id}");
+    out!("{id}");
     Ok(0)
 }
 
@@ -129,18 +142,21 @@ fn human_size(n: u64) -> String {
 pub fn images(a: &ImagesArgs) -> anyhow::Result<u8> {
     let list = a.store.open()?.list()?;
     if a.format == "json" {
-        println!("{}", serde_json::to_string(&list)?);
+        out!("{}", serde_json::to_string(&list)?);
         return Ok(0);
     }
     if a.quiet {
         for s in &list {
-            println!("{}", short_id(&s.id.to_string(), a.no_trunc));
+            out!("{}", short_id(&s.id.to_string(), a.no_trunc));
         }
         return Ok(0);
     }
-    println!(
+    out!(
         "{:<40} {:<16} {:<14} {:<22} SIZE",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "CREATED"
     );
     for s in &list {
         let id = short_id(&s.id.to_string(), a.no_trunc);
@@ -158,13 +174,14 @@ pub fn images(a: &ImagesArgs) -> anyhow::Result<u8> {
             })
             .collect();
         if names.is_empty() {
-            println!(
+            out!(
                 "{:<40} {:<16} {id:<14} {created:<22} {size}",
-                "<none>", "<none>"
+                "<none>",
+                "<none>"
             );
         }
         for (repo, tag) in names {
-            println!("{repo:<40} {tag:<16} {id:<14} {created:<22} {size}");
+            out!("{repo:<40} {tag:<16} {id:<14} {created:<22} {size}");
         }
     }
     Ok(0)
@@ -183,7 +200,7 @@ pub fn rmi(a: &RmiArgs) -> anyhow::Result<u8> {
     let store = a.store.open()?;
     for i in &a.images {
         for name in store.remove(i)? {
-            println!("Untagged: {name}");
+            out!("Untagged: {name}");
         }
     }
     Ok(0)
@@ -228,9 +245,9 @@ pub fn load(a: &LoadArgs) -> anyhow::Result<u8> {
     let store = a.store.open()?;
     let id = import_from(&store, a.input.as_deref(), None)?;
     if a.quiet {
-        println!("{id}");
+        out!("{id}");
     } else {
-        println!("Loaded image: {id}");
+        out!("Loaded image: {id}");
     }
     Ok(0)
 }
@@ -277,7 +294,7 @@ pub fn import(a: &ImportArgs) -> anyhow::Result<u8> {
         .map(str::parse::<Reference>)
         .transpose()?;
     let path = (a.source != "-").then(|| PathBuf::from(&a.source));
-    println!("{}", import_from(&store, path.as_deref(), name.as_ref())?);
+    out!("{}", import_from(&store, path.as_deref(), name.as_ref())?);
     Ok(0)
 }
 
@@ -316,7 +333,7 @@ pub fn image(a: &ImageArgs) -> anyhow::Result<u8> {
                 .iter()
                 .map(|n| store.inspect(n))
                 .collect::<Result<Vec<_>, _>>()?;
-            println!("{}", serde_json::to_string_pretty(&infos)?);
+            out!("{}", serde_json::to_string_pretty(&infos)?);
             Ok(0)
         }
         ImageCommand::Ls(l) => images(l),
@@ -348,7 +365,7 @@ pub struct PruneArgs {
 
 pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
     let r = a.store.open()?.prune()?;
-    println!(
+    out!(
         "Deleted {} blobs and {} snapshots\nTotal reclaimed space: {}",
         r.blobs_removed,
         r.snapshots_removed,
