@@ -68,7 +68,7 @@ fn start_registry(dir: &Path, auth_yaml: &str) -> Option<Registry> {
         .unwrap();
     let reg = Registry { child, addr, data };
     // Readiness: wait until the port accepts connections (bounded; not a timing assertion).
-    for _ in 0..200 {
+    for _ in 0..600 {
         if TcpStream::connect(&reg.addr).is_ok() {
             return Some(reg);
         }

@@ -28,6 +28,21 @@ fn import_busybox_layout_then_list_inspect_find_remove() {
     assert_eq!(list[0].id, id);
     assert_eq!(list[0].names, ["docker.io/library/busybox:test"]);
 
+    // The store itself is an OCI layout another tool can read.
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:test", t.path().join("store").display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo cannot read the store: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     let info = store.inspect("busybox:test").unwrap();
     assert_eq!(info.root_fs.layers.len(), 2);
     assert_eq!(
@@ -270,7 +285,10 @@ fn concurrent_imports_all_land_in_the_index() {
             // Every image shares one layer and has one of its own: blob writers collide.
             let layers = [
                 (tar(&[Entry::file("shared", b"same")]), Compression::Gzip),
-                (tar(&[Entry::file("own", format!("{i}").as_bytes())]), Compression::None),
+                (
+                    tar(&[Entry::file("own", format!("{i}").as_bytes())]),
+                    Compression::None,
+                ),
             ];
             common::build_layout(&dir, &layers, RunConfig::default(), "latest");
             dir
@@ -287,4 +305,45 @@ fn concurrent_imports_all_land_in_the_index() {
     for i in 0..6 {
         assert!(store.find(&format!("app{i}:v")).is_ok());
     }
+}
+
+#[test]
+fn hostile_archives_cannot_escape_or_read_outside() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(&t.path().join("store")).unwrap();
+    // An oci-archive whose extraction would write outside the temp dir.
+    let evil = t.path().join("evil.tar");
+    fs::write(
+        &evil,
+        tar(&[
+            Entry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            Entry::file("../../evil", b"x"),
+        ]),
+    )
+    .unwrap();
+    assert!(matches!(
+        store.import(&evil, None),
+        Err(Error::UnsafeEntry { .. })
+    ));
+    assert!(!t.path().join("evil").exists() && !t.path().join("store/evil").exists());
+    // A docker-archive naming files outside itself: resolved inside the archive, so missing.
+    let secret = t.path().join("secret.json");
+    fs::write(
+        &secret,
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    )
+    .unwrap();
+    let manifest = format!(
+        r#"[{{"Config":"../../../../../../..{}","RepoTags":["x:1"],"Layers":[]}}]"#,
+        secret.display()
+    );
+    let arch = t.path().join("docker.tar");
+    fs::write(
+        &arch,
+        tar(&[Entry::file("manifest.json", manifest.as_bytes())]),
+    )
+    .unwrap();
+    let err = store.import(&arch, None).unwrap_err();
+    assert!(matches!(err, Error::Archive { .. }), "{err}");
+    assert!(store.list().unwrap().is_empty());
 }
