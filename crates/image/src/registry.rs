@@ -23,7 +23,7 @@ use crate::digest::Digest;
 use crate::error::{from_json, Error, Result};
 use crate::oci::{self, Compression, Descriptor, ImageConfig, Index, Manifest};
 use crate::reference::Reference;
-use crate::store::{ImageId, Store};
+use crate::store::{Image, ImageId, Store};
 
 const MAX_MANIFEST: u64 = 4 << 20;
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
@@ -471,6 +471,17 @@ impl Store {
             Some(r),
         )?;
         Ok(ImageId(manifest.config.digest))
+    }
+
+    /// The image `image` names, pulled first when the store lacks it (what `run` needs).
+    pub fn find_or_pull(&self, image: &str, opts: &PullOptions) -> Result<Image> {
+        match self.find(image) {
+            Err(Error::ImageNotFound(_)) => {
+                self.pull(&image.parse()?, opts)?;
+                self.find(image)
+            }
+            found => found,
+        }
     }
 
     /// Download layers with `opts.parallel` threads; the first error wins.

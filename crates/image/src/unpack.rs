@@ -90,6 +90,15 @@ fn cstr(b: &[u8]) -> CString {
     CString::new(b).expect("NUL bytes rejected by clean_path")
 }
 
+/// What an entry's PAX records say about it.
+#[derive(Default)]
+struct PaxMeta {
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<i64>,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
 /// Applies the entries of one layer to a target directory.
 struct Unpacker<'a> {
     root: OwnedFd,
@@ -283,22 +292,23 @@ impl<'a> Unpacker<'a> {
 
         let hdr = e.header().clone();
         let kind = hdr.entry_type();
-        let xattrs = self.xattrs(&mut e, &entry)?;
+        let pax = self.pax(&mut e, &entry)?;
         let c = cstr(&name);
         let perm = Mode::from_bits_truncate(
             hdr.mode()
                 .map_err(|err| reject(&entry, &format!("bad mode: {err}")))?
                 & 0o7777,
         );
-        let uid = Uid::from_raw(
-            hdr.uid()
-                .map_err(|err| reject(&entry, &format!("bad uid: {err}")))? as u32,
-        );
-        let gid = Gid::from_raw(
-            hdr.gid()
-                .map_err(|err| reject(&entry, &format!("bad gid: {err}")))? as u32,
-        );
-        let mtime = hdr.mtime().unwrap_or(0) as i64;
+        let id = |field: &str, pax: Option<u64>, hdr: std::io::Result<u64>| -> Result<u32> {
+            let v = match pax {
+                Some(v) => v,
+                None => hdr.map_err(|err| reject(&entry, &format!("bad {field}: {err}")))?,
+            };
+            u32::try_from(v).map_err(|_| reject(&entry, &format!("{field} {v} out of range")))
+        };
+        let uid = Uid::from_raw(id("uid", pax.uid, hdr.uid())?);
+        let gid = Gid::from_raw(id("gid", pax.gid, hdr.gid())?);
+        let mtime = pax.mtime.unwrap_or_else(|| hdr.mtime().unwrap_or(0) as i64);
         let ts = TimeSpec::new(mtime, 0);
         let mut written = 0;
 
@@ -429,7 +439,7 @@ impl<'a> Unpacker<'a> {
                 return Err(reject(&entry, &format!("unsupported entry type {kind:?}")));
             }
         }
-        for (k, v) in xattrs {
+        for (k, v) in pax.xattrs {
             set_xattr(pfd.as_fd(), &name, &k, &v, &host)?;
         }
         if self.mode == WhiteoutMode::Apply {
@@ -468,30 +478,55 @@ impl<'a> Unpacker<'a> {
         Ok(0)
     }
 
-    /// xattrs from PAX `SCHILY.xattr.*` records. OverlayFS's own `trusted.overlay.*`
-    /// namespace is refused: a layer setting it could redirect lookups to other layers.
-    fn xattrs<R: Read>(
-        &self,
-        e: &mut tar::Entry<'_, R>,
-        entry: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out = Vec::new();
-        if let Some(pax) = e
+    /// Metadata from the entry's PAX records: `uid`/`gid`/`mtime` (which override the
+    /// ustar fields, e.g. for IDs too large for them) and `SCHILY.xattr.*` xattrs.
+    /// OverlayFS's own `trusted.overlay.*` namespace is refused: a layer setting it could
+    /// redirect lookups to other layers.
+    fn pax<R: Read>(&self, e: &mut tar::Entry<'_, R>, entry: &str) -> Result<PaxMeta> {
+        let mut out = PaxMeta::default();
+        let Some(pax) = e
             .pax_extensions()
             .map_err(|err| reject(entry, &format!("bad PAX header: {err}")))?
-        {
-            for ext in pax {
-                let ext = ext.map_err(|err| reject(entry, &format!("bad PAX record: {err}")))?;
-                let Ok(key) = ext.key() else { continue };
-                if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
-                    if name.starts_with("trusted.overlay.") {
-                        return Err(reject(
-                            entry,
-                            &format!("xattr {name} is reserved for OverlayFS"),
-                        ));
-                    }
-                    out.push((name.to_string(), ext.value_bytes().to_vec()));
+        else {
+            return Ok(out);
+        };
+        for ext in pax {
+            let ext = ext.map_err(|err| reject(entry, &format!("bad PAX record: {err}")))?;
+            let Ok(key) = ext.key() else { continue };
+            let number = || {
+                ext.value()
+                    .ok()
+                    .and_then(|v| v.split('.').next())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .ok_or_else(|| reject(entry, &format!("PAX {key} is not a number")))
+            };
+            match key {
+                "uid" => {
+                    out.uid = Some(
+                        number()?
+                            .try_into()
+                            .map_err(|_| reject(entry, "negative PAX uid"))?,
+                    )
                 }
+                "gid" => {
+                    out.gid = Some(
+                        number()?
+                            .try_into()
+                            .map_err(|_| reject(entry, "negative PAX gid"))?,
+                    )
+                }
+                "mtime" => out.mtime = Some(number()?),
+                _ => {}
+            }
+            if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+                if name.starts_with("trusted.overlay.") {
+                    return Err(reject(
+                        entry,
+                        &format!("xattr {name} is reserved for OverlayFS"),
+                    ));
+                }
+                out.xattrs
+                    .push((name.to_string(), ext.value_bytes().to_vec()));
             }
         }
         Ok(out)

@@ -226,3 +226,56 @@ fn failed_bundle_leaves_nothing_behind() {
         .create_bundle("nocmd", "../evil", &RunOverrides::default(), &bdir)
         .is_err());
 }
+
+#[test]
+fn concurrent_bundles_share_one_snapshot_set() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let layers = [
+        (
+            tar(&[Entry::file("bin/tool", &vec![1u8; 1 << 20])]),
+            Compression::Gzip,
+        ),
+        (tar(&[Entry::file("etc/conf", b"c")]), Compression::None),
+    ];
+    let cfg = RunConfig {
+        cmd: Some(vec!["/bin/tool".into()]),
+        ..Default::default()
+    };
+    common::build_layout(&layout, &layers, cfg, "latest");
+    let store = Store::open(&t.path().join("store")).unwrap();
+    store
+        .import(&layout, Some(&"race".parse().unwrap()))
+        .unwrap();
+    let ids: Vec<String> = (0..4).map(|i| common::cid(&format!("race{i}"))).collect();
+    let _guards: Vec<_> = ids
+        .iter()
+        .map(|id| BundleGuard {
+            store: &store,
+            id: id.clone(),
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for id in &ids {
+            let (store, dir) = (&store, t.path().join(id));
+            // All four race to unpack the same two snapshots; renames decide the winners.
+            s.spawn(move || {
+                store
+                    .create_bundle("race", id, &RunOverrides::default(), &dir)
+                    .unwrap()
+            });
+        }
+    });
+    assert_eq!(
+        snapshot_count(&store),
+        2,
+        "one snapshot per layer, no leftovers"
+    );
+    for id in &ids {
+        assert_eq!(
+            fs::read(t.path().join(id).join("rootfs/etc/conf")).unwrap(),
+            b"c"
+        );
+        store.remove_bundle(id).unwrap();
+    }
+}

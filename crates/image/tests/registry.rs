@@ -167,7 +167,7 @@ fn anonymous_pull_of_oci_docker_index_and_every_compression() {
     let layout = t.path().join("layout");
     common::busybox_layout(&layout, true);
     let amd_config = make_multiarch(&layout, "multi");
-    let a = &reg.addr;
+    let a = &reg.addr.clone();
     skopeo_push(
         &format!("oci:{}:latest", layout.display()),
         &format!("docker://{a}/test/busybox:oci"),
@@ -288,6 +288,21 @@ fn anonymous_pull_of_oci_docker_index_and_every_compression() {
         store.pull(&r(&format!("{a}/test/missing:1")), &opts()),
         Err(Error::Registry { .. })
     ));
+
+    // find_or_pull pulls what is missing, and afterwards needs no registry.
+    let fresh = Store::open(&t.path().join("store2")).unwrap();
+    let img = fresh
+        .find_or_pull(&format!("{a}/test/busybox:oci"), &opts())
+        .unwrap();
+    assert_eq!(img.id.0, amd_config);
+    drop(reg);
+    assert_eq!(
+        fresh
+            .find_or_pull(&format!("{a}/test/busybox:oci"), &opts())
+            .unwrap()
+            .id,
+        img.id
+    );
 }
 
 #[test]

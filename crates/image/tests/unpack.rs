@@ -84,6 +84,26 @@ fn preserves_types_owners_modes_times_and_xattrs() {
 }
 
 #[test]
+fn pax_records_override_ustar_ids_and_times() {
+    let t = tempfile::tempdir().unwrap();
+    let big = Entry::file("big", b"x")
+        .pax("uid", b"3000000000")
+        .pax("gid", b"3000000001")
+        .pax("mtime", b"1700000000.25");
+    unpack(&[big], t.path(), WhiteoutMode::Apply).unwrap();
+    let m = fs::symlink_metadata(t.path().join("big")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mtime()),
+        (3_000_000_000, 3_000_000_001, 1_700_000_000)
+    );
+    let too_big = Entry::file("huge", b"x").pax("uid", b"5000000000");
+    assert!(matches!(
+        unpack(&[too_big], t.path(), WhiteoutMode::Apply),
+        Err(Error::UnsafeEntry { .. })
+    ));
+}
+
+#[test]
 fn compressed_layers_give_the_same_diff_id() {
     let raw = tar(&[Entry::file("a", &vec![7u8; 100_000]), Entry::dir("d/")]);
     let mut ids = Vec::new();

@@ -22,7 +22,8 @@ pub struct Entry {
     pub gid: u64,
     pub mtime: u64,
     pub dev: (u32, u32),
-    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// PAX records (key, value), written in a PAX header before the entry.
+    pub pax: Vec<(String, Vec<u8>)>,
 }
 
 impl Entry {
@@ -37,7 +38,7 @@ impl Entry {
             gid: 0,
             mtime: 1_600_000_000,
             dev: (0, 0),
-            xattrs: vec![],
+            pax: vec![],
         }
     }
     pub fn file(path: &str, data: &[u8]) -> Entry {
@@ -79,8 +80,11 @@ impl Entry {
         self.gid = gid;
         self
     }
-    pub fn xattr(mut self, k: &str, v: &[u8]) -> Entry {
-        self.xattrs.push((k.into(), v.to_vec()));
+    pub fn xattr(self, k: &str, v: &[u8]) -> Entry {
+        self.pax(&format!("SCHILY.xattr.{k}"), v)
+    }
+    pub fn pax(mut self, k: &str, v: &[u8]) -> Entry {
+        self.pax.push((k.into(), v.to_vec()));
         self
     }
 }
@@ -125,15 +129,15 @@ fn pad(buf: &mut Vec<u8>) {
 pub fn tar(entries: &[Entry]) -> Vec<u8> {
     let mut buf = Vec::new();
     for e in entries {
-        if !e.xattrs.is_empty() {
+        if !e.pax.is_empty() {
             let mut pax = Vec::new();
-            for (k, v) in &e.xattrs {
-                let body_len = " SCHILY.xattr.".len() + k.len() + 1 + v.len() + 1;
+            for (k, v) in &e.pax {
+                let body_len = 1 + k.len() + 1 + v.len() + 1;
                 let mut len = body_len + 1;
                 while len.to_string().len() + body_len != len {
                     len = len.to_string().len() + body_len;
                 }
-                pax.extend_from_slice(format!("{len} SCHILY.xattr.{k}=").as_bytes());
+                pax.extend_from_slice(format!("{len} {k}=").as_bytes());
                 pax.extend_from_slice(v);
                 pax.push(b'\n');
             }
