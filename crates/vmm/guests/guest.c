@@ -285,6 +285,44 @@ static void test_irq(void) {
 	debug_exit(60);
 }
 
+/* ---- virtio-net: one frame out, one frame in (ethertype 0x88b5, local experimental) ---- */
+static u8 netrx[QSZ][12 + 1522];
+static u8 nettx[12 + 60];
+
+static void test_net(void) {
+	if (virtio_init(1, 1 << 5, 2)) { puts("net init failed\n"); debug_exit(2); }
+	volatile u8 *cfg = (volatile u8 *)(vdev + 0x100 / 4);
+	u8 mac[6];
+	for (int i = 0; i < 6; i++) mac[i] = cfg[i];
+	puts("mac=");
+	for (int i = 0; i < 6; i++) { puthex(mac[i], 2); if (i < 5) putc(':'); }
+	puts("\n");
+	for (int i = 0; i < QSZ; i++) {
+		vqs[0].d[i].addr = (u64)netrx[i]; vqs[0].d[i].len = sizeof netrx[i]; vqs[0].d[i].flags = F_WRITE;
+		vq_publish(0, (u16)i);
+	}
+	u8 *f = nettx + 12;
+	for (int i = 0; i < 6; i++) { f[i] = 0xff; f[6 + i] = mac[i]; }
+	f[12] = 0x88; f[13] = 0xb5;
+	const char *msg = "hello from guest net";
+	for (int i = 0; msg[i]; i++) f[14 + i] = (u8)msg[i];
+	vqs[1].d[0].addr = (u64)nettx; vqs[1].d[0].len = sizeof nettx; vqs[1].d[0].flags = 0;
+	vq_publish(1, 0);
+	vq_next_used(1);
+	puts("sent\n");
+	for (;;) {
+		struct used_elem e = vq_next_used(0);
+		u8 *in = netrx[e.id] + 12;
+		int mine = e.len > 12 + 14 && in[12] == 0x88 && in[13] == 0xb5;
+		if (mine) {
+			in[e.len - 12 < 1500 ? e.len - 12 : 1500] = 0;
+			puts("got: "); puts((const char *)(in + 14)); puts("\n");
+			debug_exit(70);
+		}
+		vq_publish(0, (u16)e.id); /* someone else's frame (IPv6 chatter): reuse the buffer */
+	}
+}
+
 static void test_cpuid(u32 id) {
 	u32 a, b, c, d;
 	cpuid(1, &a, &b, &c, &d);
@@ -342,6 +380,7 @@ void guest_main(const u8 *bp, u32 id) {
 	if (streq(t, "rng")) test_rng();
 	if (streq(t, "vsock")) test_vsock();
 	if (streq(t, "irq")) test_irq();
+	if (streq(t, "net")) test_net();
 	if (streq(t, "reset")) { outb(0x64, 0xfe); }
 	if (streq(t, "poweroff")) { outb(0x600, (5 << 2) | (1 << 5)); }
 	if (streq(t, "triple")) { __asm__ volatile("ud2"); }

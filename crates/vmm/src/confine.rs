@@ -17,6 +17,10 @@ const FIONBIO: u64 = libc::FIONBIO;
 /// virtio-vsock dials `<uds>_<port>` for guest-initiated streams: unix sockets only.
 const AF_UNIX: i32 = libc::AF_UNIX;
 
+/// mprotect(PROT_READ|PROT_WRITE) only: malloc commits arena memory this way; making
+/// memory executable stays forbidden.
+const PROT_RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+
 /// What a vCPU thread does after confinement: KVM_RUN, device I/O on already open files
 /// (console, disk images, eventfds), unix-socket accept/connect/send/recv for vsock,
 /// getrandom for virtio-rng, locks, the kick signal's
@@ -65,6 +69,7 @@ fn vcpu_profile() -> String {
             {{"names":[{names}],"action":"SCMP_ACT_ALLOW"}},
             {{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{KVM_RUN},"op":"SCMP_CMP_EQ"}}]}},
             {{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{FIONBIO},"op":"SCMP_CMP_EQ"}}]}},
+            {{"names":["mprotect"],"action":"SCMP_ACT_ALLOW","args":[{{"index":2,"value":{PROT_RW},"op":"SCMP_CMP_EQ"}}]}},
             {{"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{{"index":0,"value":{AF_UNIX},"op":"SCMP_CMP_EQ"}}]}},
             {{"names":["fcntl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{F_GETFD},"op":"SCMP_CMP_EQ"}}]}}]}}"#
     )

@@ -18,7 +18,9 @@ use crate::control::{Control, ShutdownReason};
 use crate::cpu;
 use crate::devices::legacy::{DebugExit, Rtc, SleepControl, I8042, SLEEP_REGS_LEN};
 use crate::devices::serial::SerialDevice;
-use crate::devices::virtio::vsock::{Backend, Vsock};
+use crate::devices::virtio::backend::Backend;
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{block::Block, mmio::MmioTransport, rng::Rng, VirtioDevice};
 use crate::devices::IrqLine;
 use crate::error::{io, kvm, Error, Result};
@@ -86,15 +88,15 @@ fn validate(cfg: &VmConfig) -> Result<()> {
     if u64::from(cfg.memory_mib) << 20 > 1 << 40 {
         return bad("memory_mib", "more than 1 TiB");
     }
-    let virtio = cfg.disks.len() + usize::from(cfg.rng) + usize::from(cfg.vsock.is_some());
+    let virtio = cfg.disks.len()
+        + usize::from(cfg.rng)
+        + usize::from(cfg.vsock.is_some())
+        + usize::from(cfg.net.is_some());
     if VIRTIO_IRQ_BASE as usize + virtio > IOAPIC_PINS as usize {
         return bad(
             "disks",
             &format!("{virtio} virtio devices exceed the {IOAPIC_PINS} IOAPIC pins"),
         );
-    }
-    if cfg.net.is_some() {
-        return bad("net", "virtio-net is not implemented yet");
     }
     Ok(())
 }
@@ -191,6 +193,11 @@ impl Vm {
             let dev = Vsock::new(v.guest_cid, &v.uds)?;
             let epoll = dev.epoll();
             virtio.push(("virtio-vsock", Box::new(dev), Some(epoll)));
+        }
+        if let Some(n) = &cfg.net {
+            let dev = Net::open(&n.tap)?;
+            let epoll = dev.epoll();
+            virtio.push(("virtio-net", Box::new(dev), Some(epoll)));
         }
         let mut backends = Vec::new();
         let mut mmio_bus = Bus::default();

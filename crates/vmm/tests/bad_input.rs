@@ -71,8 +71,15 @@ fn config_limits_are_enforced() {
     cfg.cmdline = "x".repeat(5000);
     assert!(build_err(&cfg).starts_with("config field cmdline:"));
     cfg.cmdline = "test=hello".into();
-    cfg.net = Some(NetConfig { tap: "tap0".into() });
-    assert!(build_err(&cfg).starts_with("config field net:"));
+    // Invalid names are refused before /dev/net/tun is touched (no host interface made).
+    cfg.net = Some(NetConfig {
+        tap: "no/slash".into(),
+    });
+    assert!(build_err(&cfg).starts_with("tap no/slash: interface names"));
+    cfg.net = Some(NetConfig {
+        tap: "x".repeat(16),
+    });
+    assert!(build_err(&cfg).starts_with("tap xxxxxxxxxxxxxxxx: interface names"));
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! Queues are processed synchronously on the vCPU thread that writes QueueNotify: the
 //! request is complete, and the used ring updated, before that vCPU re-enters the guest.
 
+pub mod backend;
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod vsock;
 
@@ -14,6 +16,7 @@ use vm_memory::GuestMemoryMmap;
 /// Feature bit every device offers: the modern (non-legacy) interface.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_VSOCK: u32 = 19;

@@ -11,7 +11,7 @@
 //! more than its advertised buffer space (`buf_alloc - (tx_cnt - fwd_cnt)`), and we
 //! advertise `BUF_ALLOC` with `fwd_cnt` counting bytes written to the host socket, so the
 //! bytes held for a slow host program stay below `BUF_ALLOC` per connection.
-//! All sockets are non-blocking; a backend thread ([`Backend`]) wakes on the epoll set and
+//! All sockets are non-blocking; a backend thread ([`super::backend::Backend`]) wakes on the epoll set and
 //! calls the transport's `service`, which lands in [`VirtioDevice::poll`].
 
 use std::collections::{HashMap, VecDeque};
@@ -19,17 +19,14 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{ByteValued, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
 
-use super::mmio::MmioTransport;
+use super::backend::STOP_TOKEN;
 use super::{drain_queue, read_config_bytes, Chain, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
-use crate::bus::lock;
 use crate::error::{Error, Result};
 
 const HOST_CID: u64 = 2;
@@ -55,10 +52,8 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// Longest `CONNECT <port>\n` line accepted.
 const MAX_HANDSHAKE: usize = 32;
-/// Epoll token of the listener; connections use their fd, the backend's stop eventfd
-/// uses [`STOP_TOKEN`].
-const LISTENER_TOKEN: u64 = u64::MAX - 1;
-const STOP_TOKEN: u64 = u64::MAX;
+/// Epoll token of the listener; connections use their fd.
+const LISTENER_TOKEN: u64 = STOP_TOKEN - 1;
 
 /// struct virtio_vsock_hdr, little-endian like the host (x86_64).
 #[derive(Debug, Clone, Copy, Default)]
@@ -592,60 +587,6 @@ impl Vsock {
             Delivered::Some
         } else {
             Delivered::Nothing
-        }
-    }
-}
-
-/// The thread that waits on a vsock device's sockets and services its transport.
-/// Dropping it stops and joins the thread.
-pub struct Backend {
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Backend {
-    pub fn spawn(epoll: Arc<Epoll>, transport: Arc<Mutex<MmioTransport>>) -> Result<Backend> {
-        let io = |e: std::io::Error| Error::Io {
-            op: "vsock backend",
-            source: e,
-        };
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io)?;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                stop.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, STOP_TOKEN),
-            )
-            .map_err(io)?;
-        let thread = std::thread::Builder::new()
-            .name("vsock".into())
-            .spawn(move || {
-                let mut events = [EpollEvent::default(); 32];
-                loop {
-                    match epoll.wait(-1, &mut events) {
-                        Ok(n) if events[..n].iter().any(|e| e.data() == STOP_TOKEN) => break,
-                        Ok(_) => lock(&transport).service(),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            tracing::error!("vsock backend: epoll_wait: {e}");
-                            break;
-                        }
-                    }
-                }
-            })
-            .map_err(io)?;
-        Ok(Backend {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

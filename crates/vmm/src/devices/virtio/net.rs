@@ -1,0 +1,193 @@
+//! virtio-net over an existing (or newly created) tap device. The tap speaks virtio's
+//! own 12-byte header (IFF_VNET_HDR with TUNSETVNETHDRSZ 12), so frames pass through
+//! unchanged; no offloads are offered or enabled.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use super::{drain_queue, read_config_bytes, VirtioDevice, TYPE_NET, VIRTIO_F_VERSION_1};
+use crate::error::{Error, Result};
+
+const RXQ: usize = 0;
+const TXQ: usize = 1;
+const F_MAC: u64 = 1 << 5;
+/// struct virtio_net_hdr_v1: 10 bytes of offload fields, then le16 num_buffers.
+const VNET_HDR_LEN: usize = 12;
+/// Largest frame read from the tap (no offloads: MTU-sized frames plus VLAN tag).
+const MAX_FRAME: usize = VNET_HDR_LEN + 65_550;
+const TAP_TOKEN: u64 = 0;
+
+pub struct Net {
+    tap: File,
+    mac: [u8; 6],
+    epoll: Arc<Epoll>,
+    /// A frame read from the tap while the guest had no rx buffer.
+    pending: Option<Vec<u8>>,
+}
+
+impl Net {
+    /// Attaches to tap `name` (created, non-persistent, if it does not exist).
+    pub fn open(name: &str) -> Result<Self> {
+        let err = |reason: String| Error::Tap {
+            name: name.to_string(),
+            reason,
+        };
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', '\0']) {
+            return Err(err(format!(
+                "interface names are 1..{} bytes without '/'",
+                libc::IFNAMSIZ - 1
+            )));
+        }
+        let tap = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/net/tun")
+            .map_err(|e| err(format!("open /dev/net/tun: {e}")))?;
+        // struct ifreq: name[IFNAMSIZ], then a union whose first member is short flags.
+        let mut ifr = [0u8; 40];
+        ifr[..name.len()].copy_from_slice(name.as_bytes());
+        let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+        ifr[libc::IFNAMSIZ..libc::IFNAMSIZ + 2].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq, which `ifr` is.
+        if unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) } < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(err(match e.raw_os_error() {
+                Some(libc::EBUSY) => "busy: another process has it attached".into(),
+                Some(libc::EINVAL) => {
+                    "exists and is not a tap with a virtio header (a tun device?)".into()
+                }
+                _ => format!("TUNSETIFF: {e}"),
+            }));
+        }
+        let hdr_len = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int from the pointer.
+        if unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) } < 0 {
+            return Err(err(format!(
+                "TUNSETVNETHDRSZ: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: TUNSETOFFLOAD takes its flags (none) by value.
+        if unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETOFFLOAD, 0 as libc::c_ulong) } < 0 {
+            return Err(err(format!(
+                "TUNSETOFFLOAD: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let epoll = Epoll::new().map_err(|e| err(format!("epoll: {e}")))?;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                tap.as_raw_fd(),
+                EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, TAP_TOKEN),
+            )
+            .map_err(|e| err(format!("epoll_ctl: {e}")))?;
+        // A locally administered unicast address: 06:00 + four random bytes.
+        let mut mac = [0x06, 0, 0, 0, 0, 0];
+        // SAFETY: writes at most 4 bytes into the tail of `mac`.
+        unsafe { libc::getrandom(mac[2..].as_mut_ptr().cast(), 4, 0) };
+        Ok(Net {
+            tap,
+            mac,
+            epoll: Arc::new(epoll),
+            pending: None,
+        })
+    }
+
+    pub fn epoll(&self) -> Arc<Epoll> {
+        self.epoll.clone()
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn read_frame(&mut self) -> Option<Vec<u8>> {
+        if let Some(f) = self.pending.take() {
+            return Some(f);
+        }
+        let mut buf = vec![0u8; MAX_FRAME];
+        loop {
+            match self.tap.read(&mut buf) {
+                Ok(n) if n >= VNET_HDR_LEN => {
+                    buf.truncate(n);
+                    // The tap fills the 10-byte header; num_buffers is ours to set.
+                    buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+                    return Some(buf);
+                }
+                Ok(_) => return None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        TYPE_NET
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[256, 256]
+    }
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1 | F_MAC
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.mac, offset, data);
+    }
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+        // rx notifications mean "new buffers": `poll`, called next, fills them.
+        if usize::from(queue) != TXQ {
+            return false;
+        }
+        let Some(txq) = queues.get_mut(TXQ) else {
+            return false;
+        };
+        let tap = &mut self.tap;
+        drain_queue(txq, mem, |chain| {
+            let mut frame = Vec::new();
+            if let Ok(mut r) = chain.reader(mem) {
+                if r.read_to_end(&mut frame).is_ok() && frame.len() > VNET_HDR_LEN {
+                    // A full tap queue drops the frame, as a congested link would.
+                    let _ = tap.write(&frame);
+                }
+            }
+            0
+        })
+    }
+    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+        let Some(rxq) = queues.get_mut(RXQ).filter(|q| q.ready()) else {
+            return false;
+        };
+        let mut used = false;
+        while let Some(frame) = self.read_frame() {
+            let Some(chain) = rxq.pop_descriptor_chain(mem) else {
+                self.pending = Some(frame);
+                break;
+            };
+            let head = chain.head_index();
+            let len = match chain.writer(mem) {
+                Ok(mut w) if w.available_bytes() >= frame.len() => {
+                    w.write_all(&frame).map_or(0, |_| frame.len())
+                }
+                // Too small for the frame: drop it, hand the buffer back empty.
+                _ => 0,
+            };
+            if let Err(e) = rxq.add_used(mem, head, len as u32) {
+                tracing::warn!("virtio-net: add_used({head}): {e}");
+                break;
+            }
+            used = true;
+        }
+        used
+    }
+}
