@@ -4,8 +4,10 @@
 //! the layers are copied flat into the rootfs instead.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -16,7 +18,7 @@ use crate::oci::Compression;
 use crate::snapshot;
 use crate::spec::{build_spec, RunOverrides, VolumeMount};
 use crate::store::{write_atomic, Image, Store};
-use crate::unpack::{unpack_layer, WhiteoutMode};
+use crate::unpack::{open_in_root, unpack_layer, WhiteoutMode};
 
 const RECORD: &str = "container.json";
 
@@ -115,6 +117,31 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
     .at(target)
 }
 
+/// Copy the tree under the already-resolved directory `src` into `dest` by streaming a
+/// tar through a pipe into the safe unpacker: symlinks are copied as links, never followed,
+/// and nothing can land outside `dest`.
+fn copy_tree(src: &std::fs::File, dest: &Path) -> Result<()> {
+    let (r, w) = nix::unistd::pipe().at(dest)?;
+    // The magic link names the directory `src` was resolved to, inside the rootfs.
+    let src_path = PathBuf::from(format!("/proc/self/fd/{}", src.as_raw_fd()));
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || {
+            let mut b = tar::Builder::new(std::fs::File::from(w));
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &src_path).and_then(|_| b.finish())
+        });
+        let unpacked = unpack_layer(
+            std::fs::File::from(r),
+            Compression::None,
+            dest,
+            WhiteoutMode::Apply,
+        );
+        let written = writer.join().expect("tar writer thread panicked").at(dest);
+        unpacked.and(written)
+    })?;
+    Ok(())
+}
+
 /// Undo of a half-made container: runs unless disarmed.
 struct Cleanup<'a> {
     store: &'a Store,
@@ -193,7 +220,7 @@ impl Store {
             write_record(&record)?;
             self.flatten_into(&img, &rootfs)?;
         }
-        let volumes = self.make_volumes(&img, container_id)?;
+        let volumes = self.make_volumes(&img, container_id, &rootfs)?;
         let spec = build_spec(
             &img.config.config,
             overrides,
@@ -241,7 +268,9 @@ impl Store {
         Ok(())
     }
 
-    fn make_volumes(&self, img: &Image, id: &str) -> Result<Vec<VolumeMount>> {
+    /// One directory per image volume, seeded with what the image has at that path (as
+    /// Docker does for a new anonymous volume).
+    fn make_volumes(&self, img: &Image, id: &str, rootfs: &Path) -> Result<Vec<VolumeMount>> {
         let mut paths: Vec<&String> = img
             .config
             .config
@@ -264,6 +293,9 @@ impl Store {
                 .join(id)
                 .join(&Digest::of(dest.as_bytes()).hex()[..16]);
             fs::create_dir_all(&source).at(&source)?;
+            if let Some(dir) = open_in_root(rootfs, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)? {
+                copy_tree(&dir, &source)?;
+            }
             out.push(VolumeMount {
                 source,
                 destination: dest.clone(),

@@ -7,9 +7,9 @@
 //! different snapshot. chain(L0) = diff_id(L0); chain(Ln) = sha256(chain(Ln-1) + " " +
 //! diff_id(Ln)).
 //!
-//! A snapshot appears atomically: it is unpacked into a temp dir and renamed into place
-//! after its diff_id was verified; when two processes race, the first rename wins and the
-//! loser discards its copy.
+//! A snapshot appears atomically: it is unpacked into a temp dir, verified against its
+//! diff_id, flushed to disk (syncfs) and renamed into place; when two processes race,
+//! the first rename wins and the loser discards its copy.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -67,8 +67,19 @@ pub(crate) fn prepare(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
                     actual,
                 });
             }
+            // The unpacked files must be on disk before the rename publishes them, or a
+            // crash could leave a "complete" snapshot with empty files. One syncfs is far
+            // cheaper than an fsync per file.
+            let fs_handle = fs::File::open(&fs_dir).at(&fs_dir)?;
+            nix::unistd::syncfs(&fs_handle).at(&fs_dir)?;
             match fs::rename(tmp.path(), &dir) {
-                Ok(()) => tmp.keep(),
+                Ok(()) => {
+                    tmp.keep();
+                    let parent = store.root().join("snapshots");
+                    fs::File::open(&parent)
+                        .and_then(|d| d.sync_all())
+                        .at(&parent)?;
+                }
                 // Another process finished the same snapshot first; ours is dropped.
                 Err(e) if dir.join("fs").is_dir() => {
                     tracing::debug!(error = %e, "snapshot raced, keeping the winner")

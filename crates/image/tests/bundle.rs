@@ -127,6 +127,8 @@ fn opaque_directory_hides_lower_entries_through_overlay() {
         Entry::file("d/lower1", b"1"),
         Entry::file("d/lower2", b"2"),
         Entry::file("keep", b"k"),
+        Entry::file("data/seed", b"seeded"),
+        Entry::symlink("data/link", "/etc/shadow"),
     ]);
     let l2 = tar(&[
         Entry::dir("d/"),
@@ -179,6 +181,12 @@ fn opaque_directory_hides_lower_entries_through_overlay() {
         .unwrap();
     let src = vol.source().clone().unwrap();
     assert!(src.starts_with(store.root().join("volumes")) && src.is_dir());
+    // The new volume starts with the image's content at that path; links are copied, not followed.
+    assert_eq!(fs::read(src.join("seed")).unwrap(), b"seeded");
+    assert_eq!(
+        fs::read_link(src.join("link")).unwrap(),
+        std::path::Path::new("/etc/shadow")
+    );
 
     // The flattened fallback produces the same tree.
     let flat = t.path().join("flat");
