@@ -443,7 +443,10 @@ impl<'a> Unpacker<'a> {
             set_xattr(pfd.as_fd(), &name, &k, &v, &host)?;
         }
         if self.mode == WhiteoutMode::Apply {
-            self.created.insert(comps.join(&b'/'));
+            // Ancestors too: a tar may omit the dir entries of the paths it creates.
+            for n in 1..=comps.len() {
+                self.created.insert(comps[..n].join(&b'/'));
+            }
         }
         Ok(written)
     }

@@ -144,6 +144,7 @@ fn apply_mode_whiteouts_and_opaque_dirs() {
     unpack(
         &[
             Entry::file("a/new", b"n"),
+            Entry::file("a/sub/deep", b"no dir entry for a/sub"),
             Entry::file("a/.wh..wh..opq", b""),
             Entry::file("b/.wh.gone", b""),
             Entry::file(".wh.c", b""),
@@ -160,7 +161,7 @@ fn apply_mode_whiteouts_and_opaque_dirs() {
         v.sort();
         v
     };
-    assert_eq!(names("a"), ["new"]);
+    assert_eq!(names("a"), ["new", "sub"]);
     assert_eq!(names("b"), ["keep"]);
     assert!(!root.join("c").exists());
 }
