@@ -17,7 +17,7 @@ use crate::error::{from_json, Error, IoContext, Result};
 use crate::oci::Compression;
 use crate::snapshot;
 use crate::spec::{build_spec, RunOverrides, VolumeMount};
-use crate::store::{write_atomic, Image, Store};
+use crate::store::{write_atomic, Image, ImageId, Store};
 use crate::unpack::{open_in_root, unpack_layer, WhiteoutMode};
 
 const RECORD: &str = "container.json";
@@ -48,6 +48,7 @@ struct ContainerRecord {
     bundle: PathBuf,
     rootfs: PathBuf,
     overlay: bool,
+    image: ImageId,
     chain_ids: Vec<Digest>,
 }
 
@@ -68,17 +69,35 @@ fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// Chain IDs used by existing containers (kept by `prune`).
-pub(crate) fn snapshots_in_use(store: &Store) -> Result<Vec<Digest>> {
+/// Every container's ID and record.
+fn containers(store: &Store) -> Result<Vec<(String, ContainerRecord)>> {
     let dir = store.root().join("containers");
     let mut out = Vec::new();
     for e in fs::read_dir(&dir).at(&dir)? {
-        let p = e.at(&dir)?.path().join(RECORD);
+        let e = e.at(&dir)?;
+        let p = e.path().join(RECORD);
         if let Ok(bytes) = fs::read(&p) {
-            out.extend(from_json::<ContainerRecord>(&bytes, &p.display().to_string())?.chain_ids);
+            let rec = from_json::<ContainerRecord>(&bytes, &p.display().to_string())?;
+            out.push((e.file_name().to_string_lossy().into_owned(), rec));
         }
     }
     Ok(out)
+}
+
+/// Chain IDs used by existing containers (kept by `prune`).
+pub(crate) fn snapshots_in_use(store: &Store) -> Result<Vec<Digest>> {
+    Ok(containers(store)?
+        .into_iter()
+        .flat_map(|(_, r)| r.chain_ids)
+        .collect())
+}
+
+/// A container created from image `id`, if any.
+pub(crate) fn container_using(store: &Store, id: &ImageId) -> Result<Option<String>> {
+    Ok(containers(store)?
+        .into_iter()
+        .find(|(_, r)| &r.image == id)
+        .map(|(c, _)| c))
 }
 
 fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
@@ -194,6 +213,7 @@ impl Store {
             bundle: bundle_dir.to_path_buf(),
             rootfs: rootfs.clone(),
             overlay: true,
+            image: img.id.clone(),
             chain_ids: snapshot::chain_ids(&img.config.rootfs.diff_ids),
         };
         let write_record = |r: &ContainerRecord| {

@@ -43,6 +43,9 @@ pub enum Error {
     /// A name or ID prefix matches several images.
     #[error("image {0:?}: ambiguous, matches several images; use more of the ID")]
     AmbiguousImage(String),
+    /// The image is the base of an existing container.
+    #[error("image {image:?}: in use by container {container:?}; remove the container or force")]
+    ImageInUse { image: String, container: String },
     /// A blob referenced by a manifest is missing from the store.
     #[error("blob {0}: not found in the store")]
     BlobNotFound(Digest),

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{from_json, Error, IoContext, Result};
@@ -28,7 +28,7 @@ use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest, RunConfig};
 use crate::reference::Reference;
 
 /// An image's ID: the digest of its config blob, as Docker defines it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ImageId(pub Digest);
 
 impl std::fmt::Display for ImageId {
@@ -484,12 +484,23 @@ impl Store {
 
     /// Untag: a name removes that name only; an ID removes every name of the image.
     /// Blobs stay until `prune`. Returns the names removed (the ID when it had none).
-    pub fn remove(&self, image: &str) -> Result<Vec<String>> {
+    /// Removing the last name of an image a container was created from is refused unless
+    /// `force` (the container keeps its snapshots either way), as `docker rmi` does.
+    pub fn remove(&self, image: &str, force: bool) -> Result<Vec<String>> {
         let img = self.find(image)?;
         let by_name = image
             .parse::<Reference>()
             .ok()
             .filter(|r| img.names.contains(r));
+        let last_name = by_name.is_none() || img.names.len() == 1;
+        if last_name && !force {
+            if let Some(container) = crate::bundle::container_using(self, &img.id)? {
+                return Err(Error::ImageInUse {
+                    image: image.to_string(),
+                    container,
+                });
+            }
+        }
         let _l = self.index_lock()?;
         let mut index = self.read_index()?;
         let mut removed = Vec::new();

@@ -100,7 +100,12 @@ fn busybox_bundle_on_overlay_runs_and_is_removed() {
         .starts_with("root:"));
 
     // prune keeps snapshots of live containers even once the image is untagged.
-    store.remove("busybox:bundle").unwrap();
+    let in_use = store.remove("busybox:bundle", false).unwrap_err();
+    assert!(
+        matches!(in_use, berth_image::Error::ImageInUse { .. }),
+        "{in_use}"
+    );
+    store.remove("busybox:bundle", true).unwrap();
     store.prune().unwrap();
     assert_eq!(snapshot_count(&store), snaps);
 

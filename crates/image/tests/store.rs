@@ -65,11 +65,11 @@ fn import_busybox_layout_then_list_inspect_find_remove() {
         .unwrap();
     assert_eq!(store.list().unwrap()[0].names.len(), 2);
     assert_eq!(
-        store.remove("busybox:test").unwrap(),
+        store.remove("busybox:test", false).unwrap(),
         ["docker.io/library/busybox:test"]
     );
     assert_eq!(store.list().unwrap()[0].names, ["localhost:5000/bb:v1"]);
-    store.remove(&id.to_string()).unwrap();
+    store.remove(&id.to_string(), false).unwrap();
     assert!(store.list().unwrap().is_empty());
 
     // Everything is now garbage.

@@ -192,6 +192,9 @@ pub struct RmiArgs {
     /// Images to remove (names untag one name; IDs remove every name).
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Remove even if a container was created from the image.
+    #[arg(long, short = 'f')]
+    pub force: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -199,7 +202,7 @@ pub struct RmiArgs {
 pub fn rmi(a: &RmiArgs) -> anyhow::Result<u8> {
     let store = a.store.open()?;
     for i in &a.images {
-        for name in store.remove(i)? {
+        for name in store.remove(i, a.force)? {
             out!("Untagged: {name}");
         }
     }
