@@ -381,6 +381,21 @@ void guest_main(const u8 *bp, u32 id) {
 	if (streq(t, "vsock")) test_vsock();
 	if (streq(t, "irq")) test_irq();
 	if (streq(t, "net")) test_net();
+	if (streq(t, "echo")) {
+		/* Reads one line from COM1 (polling the data-ready bit) and echoes it. */
+		char line[64];
+		int n = 0;
+		puts("ready\n");
+		for (;;) {
+			while (!(inb(0x3f8 + 5) & 1)) {}
+			char c = (char)inb(0x3f8);
+			if (c == '\n' || c == '\r' || n == 63) break;
+			line[n++] = c;
+		}
+		line[n] = 0;
+		puts("echo: "); puts(line); puts("\n");
+		debug_exit(80);
+	}
 	if (streq(t, "reset")) { outb(0x64, 0xfe); }
 	if (streq(t, "poweroff")) { outb(0x600, (5 << 2) | (1 << 5)); }
 	if (streq(t, "triple")) { __asm__ volatile("ud2"); }

@@ -76,6 +76,9 @@ pub enum ConsoleConfig {
     Stdout,
     /// Created or truncated.
     File(PathBuf),
+    /// A new pseudo-terminal ([`crate::Vm::console_pty`] names it); what is typed there
+    /// reaches the guest.
+    Pty,
     /// Output discarded.
     Null,
 }

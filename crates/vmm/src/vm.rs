@@ -1,5 +1,6 @@
 //! Building a VM from a [`VmConfig`] and running it to a [`ShutdownReason`].
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
@@ -12,13 +13,13 @@ use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::boot::{self, LoadedKernel};
-use crate::bus::{Bus, BusDevice};
+use crate::bus::{lock, Bus, BusDevice};
 use crate::config::{VmConfig, MAX_VCPUS};
 use crate::control::{Control, ShutdownReason};
 use crate::cpu;
+use crate::devices::backend::Backend;
 use crate::devices::legacy::{DebugExit, Rtc, SleepControl, I8042, SLEEP_REGS_LEN};
-use crate::devices::serial::SerialDevice;
-use crate::devices::virtio::backend::Backend;
+use crate::devices::serial::Console;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{block::Block, mmio::MmioTransport, rng::Rng, VirtioDevice};
@@ -48,6 +49,7 @@ pub struct Vm {
     buses: Arc<Buses>,
     control: Arc<Control>,
     confine: bool,
+    console_pty: Option<PathBuf>,
     _vm: VmFd,
     ram: GuestRam,
     kernel: LoadedKernel,
@@ -154,8 +156,9 @@ impl Vm {
 
         let control = Arc::new(Control::default());
         let mut io_bus = Bus::default();
-        let serial = SerialDevice::new(&cfg.console, irq_line(&vm, cfg.irqchip, COM1_IRQ)?)?;
-        io_bus.insert("serial", u64::from(COM1_PORT), 8, shared(serial))?;
+        let console = Console::open(&cfg.console, irq_line(&vm, cfg.irqchip, COM1_IRQ)?)?;
+        let serial = Arc::new(Mutex::new(console.device));
+        io_bus.insert("serial", u64::from(COM1_PORT), 8, serial.clone())?;
         io_bus.insert(
             "i8042",
             u64::from(I8042_PORT),
@@ -200,6 +203,11 @@ impl Vm {
             virtio.push(("virtio-net", Box::new(dev), Some(epoll)));
         }
         let mut backends = Vec::new();
+        if let Some(epoll) = console.input_epoll {
+            backends.push(Backend::spawn("console", epoll, move || {
+                lock(&serial).pump_input()
+            })?);
+        }
         let mut mmio_bus = Bus::default();
         let mut mmio_devices = Vec::new();
         for (i, (kind, dev, epoll)) in virtio.into_iter().enumerate() {
@@ -211,7 +219,8 @@ impl Vm {
                 irq_line(&vm, cfg.irqchip, gsi)?,
             )));
             if let Some(epoll) = epoll {
-                backends.push(Backend::spawn(epoll, t.clone())?);
+                let t = t.clone();
+                backends.push(Backend::spawn(kind, epoll, move || lock(&t).service())?);
             }
             mmio_bus.insert(&format!("{kind}@{base:#x}"), base, VIRTIO_MMIO_SIZE, t)?;
             mmio_devices.push(crate::acpi::MmioDevice {
@@ -251,6 +260,7 @@ impl Vm {
             }),
             control,
             confine: cfg.confine,
+            console_pty: console.pty,
             _vm: vm,
             ram,
             kernel,
@@ -265,6 +275,11 @@ impl Vm {
     /// Where and how the kernel was loaded.
     pub fn kernel(&self) -> &LoadedKernel {
         &self.kernel
+    }
+
+    /// The console pty's path, with [`crate::ConsoleConfig::Pty`].
+    pub fn console_pty(&self) -> Option<&Path> {
+        self.console_pty.as_deref()
     }
 
     /// A handle that stops the running VM from another thread (reason

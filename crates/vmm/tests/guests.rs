@@ -203,3 +203,26 @@ fn virtio_interrupt_reaches_the_guest_through_ioapic_and_lapic() {
     assert_eq!(report.reason, ShutdownReason::DebugExit(60), "{out}");
     assert_eq!(out, "irq count=1 used=16\n");
 }
+
+#[test]
+fn pty_console_carries_input_to_the_guest_and_output_back() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = guest_config("echo", &dir.path().join("unused"));
+    cfg.console = berth_vmm::ConsoleConfig::Pty;
+    let vm = berth_vmm::Vm::build(&cfg).unwrap();
+    let path = vm.console_pty().unwrap().to_path_buf();
+    assert!(path.starts_with("/dev/pts"), "{path:?}");
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let runner = std::thread::spawn(move || vm.run().unwrap());
+    let mut lines = std::io::BufReader::new(tty.try_clone().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    (&tty).write_all(b"hi there\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "echo: hi there");
+    let report = runner.join().unwrap();
+    assert_eq!(report.reason, ShutdownReason::DebugExit(80));
+}

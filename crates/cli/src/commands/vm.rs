@@ -46,7 +46,8 @@ pub struct RunArgs {
     /// virtio-vsock with guest CID and host unix socket.
     #[arg(long, value_name = "CID,SOCK")]
     pub vsock: Option<String>,
-    /// Serial console: "stdio" or a file to write it to.
+    /// Serial console: "stdio", "pty" (a new pseudo-terminal, its path printed on
+    /// stderr; what is typed there reaches the guest) or a file to write it to.
     #[arg(long, default_value = "stdio")]
     pub console: String,
     /// Print the VM-exit table to stderr when the VM stops.
@@ -94,6 +95,7 @@ fn config(a: &RunArgs) -> anyhow::Result<VmConfig> {
     }
     cfg.console = match a.console.as_str() {
         "stdio" => ConsoleConfig::Stdout,
+        "pty" => ConsoleConfig::Pty,
         file => ConsoleConfig::File(file.into()),
     };
     Ok(cfg)
@@ -102,6 +104,9 @@ fn config(a: &RunArgs) -> anyhow::Result<VmConfig> {
 pub fn run(a: &Args) -> anyhow::Result<u8> {
     let VmCommand::Run(a) = &a.command;
     let vm = Vm::build(&config(a)?)?;
+    if let Some(pty) = vm.console_pty() {
+        eprintln!("berth: console on {}", pty.display());
+    }
     let report = vm.run()?;
     if a.stats {
         eprint!("{}", report.stats);

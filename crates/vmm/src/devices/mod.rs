@@ -1,6 +1,7 @@
 //! Emulated devices. Legacy ones sit on the port bus; virtio devices on the MMIO bus
 //! behind the virtio-mmio transport.
 
+pub mod backend;
 pub mod legacy;
 pub mod serial;
 pub mod virtio;

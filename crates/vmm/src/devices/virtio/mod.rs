@@ -3,7 +3,6 @@
 //! Queues are processed synchronously on the vCPU thread that writes QueueNotify: the
 //! request is complete, and the used ring updated, before that vCPU re-enters the guest.
 
-pub mod backend;
 pub mod block;
 pub mod mmio;
 pub mod net;

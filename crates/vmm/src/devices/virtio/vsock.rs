@@ -11,7 +11,7 @@
 //! more than its advertised buffer space (`buf_alloc - (tx_cnt - fwd_cnt)`), and we
 //! advertise `BUF_ALLOC` with `fwd_cnt` counting bytes written to the host socket, so the
 //! bytes held for a slow host program stay below `BUF_ALLOC` per connection.
-//! All sockets are non-blocking; a backend thread ([`super::backend::Backend`]) wakes on the epoll set and
+//! All sockets are non-blocking; a backend thread ([`crate::devices::backend::Backend`]) wakes on the epoll set and
 //! calls the transport's `service`, which lands in [`VirtioDevice::poll`].
 
 use std::collections::{HashMap, VecDeque};
@@ -25,8 +25,8 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{ByteValued, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::backend::STOP_TOKEN;
 use super::{drain_queue, read_config_bytes, Chain, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
+use crate::devices::backend::STOP_TOKEN;
 use crate::error::{Error, Result};
 
 const HOST_CID: u64 = 2;

@@ -1,23 +1,23 @@
-//! Backend threads for devices with host-side file descriptors (vsock sockets, a tap):
-//! each waits on its device's epoll set and, on any event, lets the transport run the
-//! device's `poll`. The device registers its own fds; the stop eventfd uses [`STOP_TOKEN`].
+//! Backend threads for devices with host-side file descriptors (vsock sockets, a tap, a
+//! console pty): each waits on its device's epoll set and, on any event, runs the
+//! device's service function (for virtio, the transport's `service`, which lands in the
+//! device's `poll`). The device registers its own fds; the stop eventfd uses
+//! [`STOP_TOKEN`].
 
 use std::io::ErrorKind;
 use std::os::unix::io::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::mmio::MmioTransport;
-use crate::bus::lock;
 use crate::error::{Error, Result};
 
 /// Epoll token reserved for the backend's stop eventfd; devices use other values.
 pub const STOP_TOKEN: u64 = u64::MAX;
 
-/// The thread that waits on a device's host-side fds and services its transport.
+/// The thread that waits on a device's host-side fds and services the device.
 /// Dropping it stops and joins the thread.
 pub struct Backend {
     stop: EventFd,
@@ -25,9 +25,13 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn spawn(epoll: Arc<Epoll>, transport: Arc<Mutex<MmioTransport>>) -> Result<Backend> {
+    pub fn spawn(
+        name: &str,
+        epoll: Arc<Epoll>,
+        mut service: impl FnMut() + Send + 'static,
+    ) -> Result<Backend> {
         let io = |e: std::io::Error| Error::Io {
-            op: "virtio backend",
+            op: "device backend thread",
             source: e,
         };
         let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io)?;
@@ -39,16 +43,16 @@ impl Backend {
             )
             .map_err(io)?;
         let thread = std::thread::Builder::new()
-            .name("virtio-backend".into())
+            .name(name.to_string())
             .spawn(move || {
                 let mut events = [EpollEvent::default(); 32];
                 loop {
                     match epoll.wait(-1, &mut events) {
                         Ok(n) if events[..n].iter().any(|e| e.data() == STOP_TOKEN) => break,
-                        Ok(_) => lock(&transport).service(),
+                        Ok(_) => service(),
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(e) => {
-                            tracing::error!("virtio backend: epoll_wait: {e}");
+                            tracing::error!("device backend: epoll_wait: {e}");
                             break;
                         }
                     }
