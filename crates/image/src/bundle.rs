@@ -92,6 +92,14 @@ pub(crate) fn snapshots_in_use(store: &Store) -> Result<Vec<Digest>> {
         .collect())
 }
 
+/// Images that existing containers were created from.
+pub(crate) fn images_in_use(store: &Store) -> Result<std::collections::BTreeSet<ImageId>> {
+    Ok(containers(store)?
+        .into_iter()
+        .map(|(_, r)| r.image)
+        .collect())
+}
+
 /// A container created from image `id`, if any.
 pub(crate) fn container_using(store: &Store, id: &ImageId) -> Result<Option<String>> {
     Ok(containers(store)?

@@ -522,6 +522,25 @@ impl Store {
         Ok(removed)
     }
 
+    /// Drop images nothing needs from the index: unnamed (dangling) ones, or with `all`
+    /// every image no container was created from. Their content goes at the next
+    /// [`Store::prune`]. Returns the IDs removed.
+    pub fn prune_images(&self, all: bool) -> Result<Vec<ImageId>> {
+        let used = crate::bundle::images_in_use(self)?;
+        let _l = self.index_lock()?;
+        let mut index = self.read_index()?;
+        let mut doomed = BTreeMap::new();
+        for (md, names) in self.entries()? {
+            let id = self.load_image(&md, Vec::new())?.id;
+            if (all || names.is_empty()) && !used.contains(&id) {
+                doomed.insert(md, id);
+            }
+        }
+        index.manifests.retain(|d| !doomed.contains_key(&d.digest));
+        self.write_index(&index)?;
+        Ok(doomed.into_values().collect())
+    }
+
     /// Digests of every blob reachable from index.json.
     fn referenced_blobs(&self) -> Result<BTreeSet<Digest>> {
         let mut live = BTreeSet::new();

@@ -175,6 +175,10 @@ fn opaque_directory_hides_lower_entries_through_overlay() {
     d.sort();
     assert_eq!(d, ["upper"]);
     assert!(b.rootfs.join("keep").exists());
+    assert!(
+        store.prune_images(true).unwrap().is_empty(),
+        "the container's image is kept"
+    );
     // The anonymous volume is a bind source under the data root.
     let vol = b
         .spec

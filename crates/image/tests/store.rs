@@ -104,6 +104,16 @@ fn retagging_leaves_the_old_image_dangling_not_lost() {
     let dangling = list.iter().find(|s| s.id == a).unwrap();
     assert!(dangling.names.is_empty());
     assert_eq!(store.find("app").unwrap().id, b);
+    // Pruning images: dangling first, then (with `all`) everything unused.
+    assert_eq!(store.prune_images(false).unwrap(), [a]);
+    assert_eq!(store.list().unwrap().len(), 1);
+    assert_eq!(store.prune_images(true).unwrap(), [b]);
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(
+        store.prune().unwrap().blobs_removed,
+        6,
+        "two manifests, configs and layers"
+    );
 }
 
 #[test]

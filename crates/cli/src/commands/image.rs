@@ -315,7 +315,7 @@ pub enum ImageCommand {
     Ls(ImagesArgs),
     /// Remove images (same as `rmi`).
     Rm(RmiArgs),
-    /// Remove unused blobs and snapshots (same as `system prune`).
+    /// Remove dangling (or with -a unused) images, then unused blobs and snapshots.
     Prune(PruneArgs),
 }
 
@@ -353,12 +353,15 @@ pub struct SystemArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SystemCommand {
-    /// Remove blobs and snapshots no image or container uses.
+    /// Remove dangling (or with -a unused) images, then blobs and snapshots nothing uses.
     Prune(PruneArgs),
 }
 
 #[derive(clap::Args, Debug)]
 pub struct PruneArgs {
+    /// Remove every image no container was created from, not just dangling ones.
+    #[arg(long, short = 'a')]
+    pub all: bool,
     /// Do not prompt (berth never prompts; accepted for docker compatibility).
     #[arg(long, short = 'f')]
     pub force: bool,
@@ -367,7 +370,11 @@ pub struct PruneArgs {
 }
 
 pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
-    let r = a.store.open()?.prune()?;
+    let store = a.store.open()?;
+    for id in store.prune_images(a.all)? {
+        out!("Deleted: {id}");
+    }
+    let r = store.prune()?;
     out!(
         "Deleted {} blobs and {} snapshots\nTotal reclaimed space: {}",
         r.blobs_removed,
