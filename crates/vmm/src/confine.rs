@@ -1,5 +1,6 @@
-//! Self-confinement of vCPU threads before they run guest code: no_new_privs, every
-//! capability dropped, and a seccomp allow-list. All three are per-thread in Linux, so
+//! Self-confinement of the VMM's threads (vCPUs and device backends) before they touch
+//! guest code or guest data: no_new_privs, every capability dropped, and a seccomp
+//! allow-list (one list for both kinds of thread). All three are per-thread in Linux, so
 //! confining the vCPU threads leaves the embedding process (the caller's threads) alone.
 
 use berth_seccomp::Filter;
@@ -21,12 +22,12 @@ const AF_UNIX: i32 = libc::AF_UNIX;
 /// memory executable stays forbidden.
 const PROT_RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
-/// What a vCPU thread does after confinement: KVM_RUN, device I/O on already open files
-/// (console, disk images, eventfds), unix-socket accept/connect/send/recv for vsock,
-/// getrandom for virtio-rng, locks, the kick signal's
-/// return, and thread exit (closing the vCPU fd, unmapping its kvm_run page and stacks).
+/// What a VMM thread does after confinement: KVM_RUN, device I/O on already open files
+/// (console, disk images, tap, eventfds), unix-socket accept/connect/send/recv for vsock,
+/// epoll for backends, getrandom for virtio-rng, locks, the kick signal's return, and
+/// thread exit (closing the vCPU fd, unmapping its kvm_run page and stacks).
 /// Anything else kills the process (SIGSYS), as Firecracker does.
-fn vcpu_profile() -> String {
+fn thread_profile() -> String {
     let allowed = [
         "read",
         "write",
@@ -41,6 +42,8 @@ fn vcpu_profile() -> String {
         "accept4",
         "connect",
         "epoll_ctl",
+        "epoll_wait",
+        "epoll_pwait",
         "recvfrom",
         "sendto",
         "sched_yield",
@@ -75,9 +78,9 @@ fn vcpu_profile() -> String {
     )
 }
 
-/// The compiled vCPU filter (compile once, install in each vCPU thread).
-pub fn vcpu_filter() -> Result<Filter> {
-    let profile = berth_seccomp::parse_profile(&vcpu_profile()).map_err(|e| Error::Confine {
+/// The compiled filter (compile once, install in each VMM thread).
+pub fn thread_filter() -> Result<Filter> {
+    let profile = berth_seccomp::parse_profile(&thread_profile()).map_err(|e| Error::Confine {
         step: "seccomp profile",
         reason: e.to_string(),
     })?;

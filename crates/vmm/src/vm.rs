@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use berth_seccomp::Filter;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
@@ -48,7 +49,7 @@ pub struct Vm {
     vcpus: Vec<VcpuFd>,
     buses: Arc<Buses>,
     control: Arc<Control>,
-    confine: bool,
+    filter: Option<Arc<Filter>>,
     console_pty: Option<PathBuf>,
     _vm: VmFd,
     ram: GuestRam,
@@ -154,6 +155,11 @@ impl Vm {
             .transpose()?;
         boot::write_page_tables_and_gdt(mem)?;
 
+        let filter = if cfg.confine {
+            Some(Arc::new(crate::confine::thread_filter()?))
+        } else {
+            None
+        };
         let control = Arc::new(Control::default());
         let mut io_bus = Bus::default();
         let console = Console::open(&cfg.console, irq_line(&vm, cfg.irqchip, COM1_IRQ)?)?;
@@ -204,9 +210,12 @@ impl Vm {
         }
         let mut backends = Vec::new();
         if let Some(epoll) = console.input_epoll {
-            backends.push(Backend::spawn("console", epoll, move || {
-                lock(&serial).pump_input()
-            })?);
+            backends.push(Backend::spawn(
+                "console",
+                epoll,
+                filter.clone(),
+                move || lock(&serial).pump_input(),
+            )?);
         }
         let mut mmio_bus = Bus::default();
         let mut mmio_devices = Vec::new();
@@ -220,7 +229,9 @@ impl Vm {
             )));
             if let Some(epoll) = epoll {
                 let t = t.clone();
-                backends.push(Backend::spawn(kind, epoll, move || lock(&t).service())?);
+                backends.push(Backend::spawn(kind, epoll, filter.clone(), move || {
+                    lock(&t).service()
+                })?);
             }
             mmio_bus.insert(&format!("{kind}@{base:#x}"), base, VIRTIO_MMIO_SIZE, t)?;
             mmio_devices.push(crate::acpi::MmioDevice {
@@ -259,7 +270,7 @@ impl Vm {
                 mmio: mmio_bus,
             }),
             control,
-            confine: cfg.confine,
+            filter,
             console_pty: console.pty,
             _vm: vm,
             ram,
@@ -291,11 +302,7 @@ impl Vm {
     /// Runs every vCPU on its own thread until the VM stops; returns why and the exit table.
     pub fn run(self) -> Result<ExitReport> {
         install_kick_handler()?;
-        let filter = if self.confine {
-            Some(Arc::new(crate::confine::vcpu_filter()?))
-        } else {
-            None
-        };
+        let filter = self.filter.clone();
         let (tx, rx) = mpsc::channel();
         let mut threads = Vec::new();
         for (id, vcpu) in self.vcpus.into_iter().enumerate() {

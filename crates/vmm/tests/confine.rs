@@ -4,13 +4,13 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
-use berth_vmm::confine::{confine_current_thread, vcpu_filter};
+use berth_vmm::confine::{confine_current_thread, thread_filter};
 
 const CHILD: &str = "BERTH_VMM_CONFINE_CHILD";
 
 /// In the child: confine a fresh thread, report its status, then try `what`.
 fn child(what: &str) {
-    let filter = vcpu_filter().unwrap();
+    let filter = thread_filter().unwrap();
     let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
     let what = what.to_string();
     std::thread::spawn(move || {
@@ -78,7 +78,7 @@ fn child_forbidden() {
 
 #[test]
 fn confined_thread_has_no_capabilities_and_seccomp_mode_2() {
-    let filter = vcpu_filter().unwrap();
+    let filter = thread_filter().unwrap();
     // The thread reads its status through an fd opened before confinement.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -12,6 +12,9 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use berth_seccomp::Filter;
+
+use crate::confine::confine_current_thread;
 use crate::error::{Error, Result};
 
 /// Epoll token reserved for the backend's stop eventfd; devices use other values.
@@ -25,9 +28,12 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Starts the thread; with `filter` it confines itself first (see [`crate::confine`])
+    /// and `spawn` fails if that fails.
     pub fn spawn(
         name: &str,
         epoll: Arc<Epoll>,
+        filter: Option<Arc<Filter>>,
         mut service: impl FnMut() + Send + 'static,
     ) -> Result<Backend> {
         let io = |e: std::io::Error| Error::Io {
@@ -42,9 +48,17 @@ impl Backend {
                 EpollEvent::new(EventSet::IN, STOP_TOKEN),
             )
             .map_err(io)?;
+        let (confined_tx, confined_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                let confined = filter.map_or(Ok(()), |f| confine_current_thread(&f));
+                let ok = confined.is_ok();
+                // The receiver waits for this message; a send error cannot happen.
+                let _ = confined_tx.send(confined);
+                if !ok {
+                    return;
+                }
                 let mut events = [EpollEvent::default(); 32];
                 loop {
                     match epoll.wait(-1, &mut events) {
@@ -59,10 +73,18 @@ impl Backend {
                 }
             })
             .map_err(io)?;
-        Ok(Backend {
+        let backend = Backend {
             stop,
             thread: Some(thread),
-        })
+        };
+        match confined_rx.recv() {
+            Ok(Ok(())) => Ok(backend),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Confine {
+                step: "backend thread",
+                reason: format!("{name} thread died before confining itself"),
+            }),
+        }
     }
 }
 
