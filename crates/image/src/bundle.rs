@@ -1,10 +1,13 @@
 //! Container bundles: `config.json` + an OverlayFS rootfs stacked on the image's snapshots,
 //! with this container's own upper/work dirs under `<root>/containers/<id>/`.
-//! When the overlay mount fails (no OverlayFS, too many layers for the option string),
-//! the layers are copied flat into the rootfs instead.
+//! The overlay is mounted with the new mount API (one `lowerdir+` per layer, no limit from
+//! the one-page option string), else with mount(2); when both fail (no OverlayFS) the
+//! layers are copied flat into the rootfs instead.
 
+use std::ffi::{CStr, CString};
 use std::fs;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -108,7 +111,124 @@ pub(crate) fn container_using(store: &Store, id: &ImageId) -> Result<Option<Stri
         .map(|(c, _)| c))
 }
 
+/// Mount the overlay with the new mount API, falling back to mount(2) on kernels without
+/// `lowerdir+` (before 6.8).
 fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    mount_overlay_fsconfig(lowers, upper, work, target).or_else(|e| {
+        tracing::debug!(error = %e, "fsconfig overlay mount failed; trying mount(2)");
+        mount_overlay_legacy(lowers, upper, work, target)
+    })
+}
+
+/// One `fsconfig(lowerdir+)` per layer: no limit from the one-page option string, and no
+/// escaping of ',' or ':' in paths.
+fn mount_overlay_fsconfig(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<()> {
+    let fail = |what: String| {
+        let e = std::io::Error::last_os_error();
+        Error::Io {
+            path: target.to_path_buf(),
+            source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
+        }
+    };
+    let cpath = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Bundle {
+            id: target.display().to_string(),
+            reason: format!("NUL in path {}", p.display()),
+        })
+    };
+    // SAFETY: a NUL-terminated filesystem name and flags; returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), libc::FSOPEN_CLOEXEC) };
+    if raw < 0 {
+        return Err(fail("fsopen overlay".into()));
+    }
+    // SAFETY: fsopen returned a fresh fd that nothing else owns.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    let set = |key: &CStr, value: &Path| -> Result<()> {
+        let v = cpath(value)?;
+        // SAFETY: valid fs-context fd, NUL-terminated key and value, aux 0.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                libc::FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(fail(format!(
+                "fsconfig {}={}",
+                key.to_string_lossy(),
+                value.display()
+            )));
+        }
+        Ok(())
+    };
+    // The first lowerdir is the top layer.
+    for l in lowers.iter().rev() {
+        set(c"lowerdir+", l)?;
+    }
+    set(c"upperdir", upper)?;
+    set(c"workdir", work)?;
+    // SAFETY: valid fs-context fd; CMD_CREATE takes no key or value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(fail("fsconfig create overlay".into()));
+    }
+    // SAFETY: valid, configured fs-context fd; returns a new mount fd or -1.
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fsfd.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(fail("fsmount overlay".into()));
+    }
+    // SAFETY: fsmount returned a fresh fd that nothing else owns.
+    let mnt = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    let t = cpath(target)?;
+    // SAFETY: valid mount fd with an empty from-path (F_EMPTY_PATH), NUL-terminated target.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(fail(format!("move_mount onto {}", target.display())));
+    }
+    Ok(())
+}
+
+/// The classic option string; limited to one page, so to a few dozen layers.
+fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<()> {
     // OverlayFS: the leftmost lowerdir is the top layer.
     let mut lower: Vec<String> = Vec::with_capacity(lowers.len());
     for p in lowers

@@ -296,3 +296,59 @@ fn concurrent_bundles_share_one_snapshot_set() {
         store.remove_bundle(id).unwrap();
     }
 }
+
+#[test]
+fn deep_image_mounts_on_overlay_beyond_the_option_string_limit() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let n = 80;
+    let mut layers: Vec<_> = (0..n)
+        .map(|i| {
+            (
+                tar(&[Entry::file(&format!("l{i}"), b"x")]),
+                Compression::None,
+            )
+        })
+        .collect();
+    layers[40].0 = tar(&[Entry::file("l40", b"x"), Entry::file(".wh.l0", b"")]);
+    let cfg = RunConfig {
+        cmd: Some(vec!["/x".into()]),
+        ..Default::default()
+    };
+    common::build_layout(&layout, &layers, cfg, "latest");
+    let store = Store::open(&t.path().join("store")).unwrap();
+    store
+        .import(&layout, Some(&"deep".parse().unwrap()))
+        .unwrap();
+    // Precondition: the classic `lowerdir=a:b:...` string would not fit in one page.
+    let per_layer = store
+        .root()
+        .join("snapshots")
+        .join("0".repeat(64))
+        .join("fs")
+        .as_os_str()
+        .len()
+        + 1;
+    assert!(per_layer * n > 4096);
+    let id = common::cid("deep");
+    let _g = BundleGuard {
+        store: &store,
+        id: id.clone(),
+    };
+    let b = store
+        .create_bundle(
+            "deep",
+            &id,
+            &RunOverrides::default(),
+            &t.path().join("bundle"),
+        )
+        .unwrap();
+    assert!(b.overlay, "mounted as overlay, not copied");
+    assert!(common::is_mounted(&b.rootfs));
+    assert!(
+        !b.rootfs.join("l0").exists(),
+        "whiteout in layer 40 applied by the kernel"
+    );
+    assert!((1..n).all(|i| b.rootfs.join(format!("l{i}")).exists()));
+    b.remove().unwrap();
+}
