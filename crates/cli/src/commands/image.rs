@@ -50,9 +50,9 @@ pub struct PullArgs {
     /// Docker-style auth file (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json).
     #[arg(long)]
     pub authfile: Option<PathBuf>,
-    /// Platform to select from a multi-platform image, as os/arch.
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
+    /// Platform to select from a multi-platform image, as os/arch (default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Print only the image ID; no progress.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -62,12 +62,15 @@ pub struct PullArgs {
 
 pub fn pull(a: &PullArgs) -> anyhow::Result<u8> {
     let r: Reference = a.image.parse()?;
-    let (os, arch) = a
+    let platform = a
         .platform
+        .clone()
+        .unwrap_or_else(|| format!("linux/{}", berth_image::oci::host_arch()));
+    let (os, arch) = platform
         .split_once('/')
         .context("--platform: expected os/arch, e.g. linux/amd64")?;
     if os != "linux" {
-        anyhow::bail!("--platform {}: only linux images can run here", a.platform);
+        anyhow::bail!("--platform {platform}: only linux images can run here");
     }
     let credentials = match &a.creds {
         Some(c) => {
