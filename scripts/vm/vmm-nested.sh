@@ -76,6 +76,8 @@ cat >"$stage/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t devtmpfs dev /dev
+# The cpio has no /dev/console, so the kernel started us without stdio: attach it now.
+exec </dev/console >/dev/console 2>&1
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 while read -r m; do insmod "/lib/modules/$m.ko" || echo "INNER-FAIL insmod $m"; done </lib/modules/order

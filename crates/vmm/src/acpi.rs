@@ -82,29 +82,77 @@ fn aml_dword(v: u32) -> Vec<u8> {
     out
 }
 
-/// `Device(Vxxx) { _HID "LNRO0005", _UID n, _CRS { Memory32Fixed, Interrupt } }`
+/// AML for a compressed EISA id such as `PNP0501` (DWordConst, bytes in id order).
+fn aml_eisa_id(id: &[u8; 7]) -> Vec<u8> {
+    let letter = |c: u8| u32::from(c - 0x40) & 0x1f;
+    let hex = std::str::from_utf8(&id[3..])
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok());
+    let v =
+        (letter(id[0]) << 26) | (letter(id[1]) << 21) | (letter(id[2]) << 16) | hex.unwrap_or(0);
+    let mut out = vec![0x0c];
+    out.extend_from_slice(&v.to_be_bytes());
+    out
+}
+
+/// Extended interrupt descriptor: consumer, edge-triggered, active-high, exclusive.
+fn crs_interrupt(gsi: u32) -> Vec<u8> {
+    let mut d = vec![0x89, 0x06, 0x00, 0x03, 0x01];
+    d.extend_from_slice(&gsi.to_le_bytes());
+    d
+}
+
+/// I/O port descriptor (16-bit decode) for `len` ports at `port`.
+fn crs_io(port: u16, len: u8) -> Vec<u8> {
+    let p = port.to_le_bytes();
+    vec![0x47, 0x01, p[0], p[1], p[0], p[1], 0x01, len]
+}
+
+/// `Device(NAME) { _HID hid, _UID uid, _CRS ResourceTemplate(crs) }`.
+fn aml_device(name: &str, hid: &[u8], uid: u32, crs: &[u8]) -> Vec<u8> {
+    let mut template = crs.to_vec();
+    template.extend_from_slice(&[0x79, 0x00]); // end tag
+    let mut buffer = vec![0x0a, template.len() as u8];
+    buffer.extend(template);
+    let mut body = name.as_bytes().to_vec();
+    body.extend(aml_name(b"_HID", hid));
+    body.extend(aml_name(b"_UID", &aml_dword(uid)));
+    body.extend(aml_name(b"_CRS", &aml_pkg(&[0x11], &buffer)));
+    aml_pkg(&[0x5b, 0x82], &body)
+}
+
+/// A virtio-mmio window as `LNRO0005`, the id Linux's virtio_mmio driver matches.
 fn aml_virtio_device(index: usize, d: &MmioDevice) -> Result<Vec<u8>> {
     let base = u32::try_from(d.base)
         .map_err(|_| Error::Layout(format!("virtio window {:#x} above 4 GiB", d.base)))?;
     let mut crs = vec![0x86, 0x09, 0x00, 0x01]; // Memory32Fixed, read-write
     crs.extend_from_slice(&base.to_le_bytes());
     crs.extend_from_slice(&(d.len as u32).to_le_bytes());
-    // Extended interrupt: consumer, edge-triggered, active-high, exclusive; one GSI.
-    crs.extend_from_slice(&[0x89, 0x06, 0x00, 0x03, 0x01]);
-    crs.extend_from_slice(&d.gsi.to_le_bytes());
-    crs.extend_from_slice(&[0x79, 0x00]); // end tag
-    let mut buffer = vec![0x0a, crs.len() as u8];
-    buffer.extend(crs);
-    let name = format!("V{index:03X}");
-    let mut body = name.as_bytes().to_vec();
-    body.extend(aml_name(b"_HID", b"\x0dLNRO0005\0"));
-    body.extend(aml_name(b"_UID", &aml_dword(index as u32)));
-    body.extend(aml_name(b"_CRS", &aml_pkg(&[0x11], &buffer)));
-    Ok(aml_pkg(&[0x5b, 0x82], &body))
+    crs.extend(crs_interrupt(d.gsi));
+    Ok(aml_device(
+        &format!("V{index:03X}"),
+        b"\x0dLNRO0005\0",
+        index as u32,
+        &crs,
+    ))
+}
+
+/// COM1 and the RTC. On a hardware-reduced platform Linux maps no legacy ISA IRQs by
+/// itself, so a UART without a `_CRS` interrupt would never get its IRQ 4 (userspace
+/// console output stalls waiting for THRE interrupts).
+fn aml_legacy_devices() -> Vec<u8> {
+    let mut com1 = crs_io(COM1_PORT, 8);
+    com1.extend(crs_interrupt(COM1_IRQ));
+    let mut aml = aml_device("COM1", &aml_eisa_id(b"PNP0501"), 0, &com1);
+    let mut rtc = crs_io(RTC_PORT, 2);
+    rtc.extend(crs_interrupt(RTC_IRQ));
+    aml.extend(aml_device("RTC_", &aml_eisa_id(b"PNP0B00"), 0, &rtc));
+    aml
 }
 
 fn dsdt(devices: &[MmioDevice]) -> Result<Vec<u8>> {
     let mut sb = b"_SB_".to_vec();
+    sb.extend(aml_legacy_devices());
     for (i, d) in devices.iter().enumerate() {
         sb.extend(aml_virtio_device(i, d)?);
     }
@@ -284,6 +332,21 @@ mod tests {
             .is_some();
         assert!(base);
         assert!(aml.windows(4).any(|w| w == b"_S5_"));
+    }
+
+    #[test]
+    fn eisa_ids_and_legacy_devices() {
+        assert_eq!(aml_eisa_id(b"PNP0501"), vec![0x0c, 0x41, 0xd0, 0x05, 0x01]);
+        assert_eq!(aml_eisa_id(b"PNP0B00"), vec![0x0c, 0x41, 0xd0, 0x0b, 0x00]);
+        let aml = aml_legacy_devices();
+        assert!(aml.windows(4).any(|w| w == b"COM1"));
+        // COM1's I/O range and its interrupt (GSI 4) are in its resource template.
+        assert!(aml
+            .windows(8)
+            .any(|w| w == [0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]));
+        assert!(aml
+            .windows(9)
+            .any(|w| w == [0x89, 0x06, 0x00, 0x03, 0x01, 4, 0, 0, 0]));
     }
 
     #[test]

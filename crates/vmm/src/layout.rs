@@ -39,6 +39,7 @@ pub const COM1_PORT: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 pub const RTC_PORT: u16 = 0x70;
+pub const RTC_IRQ: u32 = 8;
 /// ACPI hardware-reduced sleep control and status registers (FADT points here; S5 in
 /// the control register powers off).
 pub const SLEEP_CONTROL_PORT: u16 = 0x600;
