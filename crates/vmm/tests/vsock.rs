@@ -108,3 +108,21 @@ fn an_existing_socket_path_and_host_cids_are_refused() {
     assert!(e.starts_with("config field vsock.guest_cid:"), "{e}");
     assert!(!dir.path().join("free.sock").exists());
 }
+
+#[test]
+fn a_failed_build_removes_the_socket_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let mut cfg = guest_config("hello", &dir.path().join("console"));
+    cfg.vsock = Some(VsockConfig {
+        guest_cid: 42,
+        uds: uds.clone(),
+    });
+    // The tap is set up after the vsock device; its bad name fails the build.
+    cfg.net = Some(berth_vmm::NetConfig {
+        tap: "bad/name".into(),
+    });
+    let e = Vm::build(&cfg).unwrap_err().to_string();
+    assert!(e.starts_with("tap bad/name:"), "{e}");
+    assert!(!uds.exists(), "socket left behind");
+}
