@@ -122,7 +122,7 @@ impl Runtime {
         .at(dir_path.join(state::CONFIG_FILE))?;
 
         let plan = Plan::from_spec(&spec);
-        let memfd = crate::memfd::sealed_self_copy()?;
+        let memfd = crate::sealed_exe::sealed_self()?;
         if let Some(c) = &console {
             // The console socket must survive the exec into init.
             // SAFETY: fcntl on an fd we own.

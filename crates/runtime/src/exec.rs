@@ -87,7 +87,7 @@ impl Runtime {
             // SAFETY: fcntl on an fd we own; it must survive the exec into berth init.
             unsafe { libc::fcntl(c.as_raw_fd(), libc::F_SETFD, 0) };
         }
-        let memfd = crate::memfd::sealed_self_copy()?;
+        let memfd = crate::sealed_exe::sealed_self()?;
         let spawned = crate::spawn::spawn_exec(&memfd)?;
         let joiner = spawned.pid;
         let cfg = ExecConfig {

@@ -21,7 +21,7 @@ pub mod fs;
 mod hooks;
 pub mod init;
 mod lsm;
-mod memfd;
+mod sealed_exe;
 pub mod mount;
 pub mod namespaces;
 mod seccomp;

@@ -359,8 +359,12 @@ pub fn become_process(
         .map_err(capset_err("effective"))?;
     caps::set(None, CapSet::Permitted, &to_caps(caps.permitted()))
         .map_err(capset_err("permitted"))?;
+    // Raising an ambient capability needs it in permitted and inheritable; runc only warns
+    // when it cannot (its own default spec asks for ambient caps without inheritable ones).
     for cap in to_caps(caps.ambient()) {
-        caps::raise(None, CapSet::Ambient, cap).map_err(capset_err("ambient"))?;
+        if let Err(e) = caps::raise(None, CapSet::Ambient, cap) {
+            tracing::warn!("cannot raise ambient capability {cap}: {e}");
+        }
     }
     change_dir(p.cwd())?;
     if nnp {
