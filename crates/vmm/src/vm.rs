@@ -326,7 +326,7 @@ impl Vm {
                     rec
                 })
                 .map_err(io("spawn vcpu thread"))?;
-            threads.push(Some(t));
+            threads.push(t);
         }
         drop(tx);
         let mut running = threads.len();
@@ -342,17 +342,15 @@ impl Vm {
             }
             // A stop may race with a vCPU entering KVM_RUN, so kick until it is out.
             if self.control.stopped() {
-                for (t, done) in threads.iter().zip(&finished) {
-                    if let (Some(t), false) = (t, done) {
-                        let _ = t.kill(kick_signal());
-                    }
+                for (t, _) in threads.iter().zip(&finished).filter(|(_, done)| !**done) {
+                    let _ = t.kill(kick_signal());
                 }
             }
         }
         let mut stats = ExitStats::default();
-        for t in threads.iter_mut().filter_map(Option::take) {
+        for (id, t) in threads.into_iter().enumerate() {
             let rec = t.join().map_err(|_| Error::Vcpu {
-                id: 0,
+                id: id as u8,
                 reason: "vcpu thread panicked".into(),
             })?;
             rec.merge_into(&mut stats, |kind, i| match kind {
