@@ -1,0 +1,478 @@
+//! The process: args, env, cwd, user, rlimits, no_new_privs, capabilities, oom score,
+//! sysctls, terminal over --console-socket, --preserve-fds, seccomp, hooks.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// The value of `field:` in /proc/self/status lines.
+fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} missing in {status}"))
+        .trim()
+}
+
+fn run_status(b: &mut Bundle) -> String {
+    b.sh("cat /proc/self/status");
+    b.run().ok().stdout
+}
+
+#[test]
+fn args_env_and_cwd() {
+    let mut b = Bundle::new();
+    b.spec["process"]["env"] = json!(["PATH=/bin", "GREETING=hello world", "EMPTY="]);
+    b.spec["process"]["cwd"] = json!("/var/tmp");
+    b.spec["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "pwd; echo \"$GREETING\"; env | sort; echo \"$0|$1\"",
+        "zero",
+        "one two"
+    ]);
+    let out = b.run().ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "/var/tmp");
+    assert_eq!(lines[1], "hello world");
+    assert!(lines.contains(&"EMPTY="), "{lines:?}");
+    assert!(lines.contains(&"PATH=/bin"));
+    assert!(
+        !lines.iter().any(|l| l.starts_with("CARGO")),
+        "host env leaked: {lines:?}"
+    );
+    assert_eq!(*lines.last().unwrap(), "zero|one two");
+}
+
+#[test]
+#[ignore = "berth bug: a missing process.cwd is not created (runc creates it)"]
+fn missing_cwd_is_created() {
+    let mut b = Bundle::with_own_rootfs();
+    b.spec["process"]["cwd"] = json!("/work/here");
+    b.sh("pwd");
+    assert_eq!(b.run().ok().stdout, "/work/here\n");
+}
+
+#[test]
+fn user_ids_groups_and_umask() {
+    let mut b = Bundle::new();
+    b.spec["process"]["user"] =
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 100], "umask": 0o027});
+    b.sh("id -u; id -g; id -G; umask; grep -E '^(Uid|Gid|Groups):' /proc/self/status");
+    let out = b.run().ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1], "1000");
+    let mut groups: Vec<&str> = lines[2].split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["100", "1000", "5"]);
+    assert_eq!(lines[3], "0027");
+    assert_eq!(
+        lines[4].split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "1000", "1000", "1000", "1000"]
+    );
+    assert_eq!(
+        lines[6].split_whitespace().collect::<Vec<_>>(),
+        ["Groups:", "5", "100"],
+        "only the additional gids are supplementary"
+    );
+}
+
+#[test]
+fn non_root_user_has_no_capabilities() {
+    let mut b = Bundle::new();
+    b.spec["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    let st = run_status(&mut b);
+    assert_eq!(status_field(&st, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(&st, "CapPrm"), "0000000000000000");
+    assert_eq!(status_field(&st, "CapBnd"), "0000000020000420");
+}
+
+#[test]
+fn rlimits_are_applied() {
+    let mut b = Bundle::new();
+    b.spec["process"]["rlimits"] = json!([
+        {"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654},
+        {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+        {"type": "RLIMIT_NPROC", "soft": 1000, "hard": 2000}
+    ]);
+    b.sh("ulimit -n; ulimit -Hn; ulimit -c; grep -E 'open files|processes' /proc/self/limits");
+    let out = b.run().ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[..3], ["321", "654", "0"], "{out:?}");
+    let procs: Vec<&str> = lines
+        .iter()
+        .find(|l| l.starts_with("Max processes"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(procs[2..4], ["1000", "2000"]);
+}
+
+#[test]
+fn unknown_rlimit_is_refused() {
+    let mut b = Bundle::new();
+    b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]);
+    let out = b.run().failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("RLIMIT_BOGUS"), "{out:?}");
+}
+
+#[test]
+fn no_new_privileges_flag() {
+    let mut b = Bundle::new();
+    b.spec["process"]["noNewPrivileges"] = json!(true);
+    assert_eq!(status_field(&run_status(&mut b), "NoNewPrivs"), "1");
+    b.spec["process"]["noNewPrivileges"] = json!(false);
+    assert_eq!(status_field(&run_status(&mut b), "NoNewPrivs"), "0");
+}
+
+#[test]
+fn capability_sets_match_the_spec() {
+    let mut b = Bundle::new();
+    let set = json!(["CAP_CHOWN", "CAP_NET_RAW", "CAP_SYS_ADMIN"]);
+    b.spec["process"]["capabilities"] = json!({
+        "bounding": set, "effective": set, "permitted": set, "inheritable": set,
+        "ambient": ["CAP_NET_RAW"]
+    });
+    let st = run_status(&mut b);
+    // CHOWN = bit 0, NET_RAW = bit 13, SYS_ADMIN = bit 21.
+    assert_eq!(status_field(&st, "CapBnd"), "0000000000202001");
+    assert_eq!(status_field(&st, "CapEff"), "0000000000202001");
+    assert_eq!(status_field(&st, "CapPrm"), "0000000000202001");
+    assert_eq!(status_field(&st, "CapInh"), "0000000000202001");
+    assert_eq!(status_field(&st, "CapAmb"), "0000000000002000");
+}
+
+#[test]
+fn default_capabilities_are_runc_defaults() {
+    let mut b = Bundle::new();
+    let st = run_status(&mut b);
+    // AUDIT_WRITE (29), KILL (5), NET_BIND_SERVICE (10).
+    assert_eq!(status_field(&st, "CapEff"), "0000000020000420");
+    assert_eq!(status_field(&st, "CapBnd"), "0000000020000420");
+    assert_eq!(status_field(&st, "CapInh"), "0000000000000000");
+    assert_eq!(status_field(&st, "CapAmb"), "0000000000000000");
+}
+
+#[test]
+fn dropped_capability_is_enforced() {
+    let mut b = Bundle::new();
+    // No CAP_CHOWN: root cannot chown a file it owns to someone else.
+    b.push(
+        "/mounts",
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs"}),
+    );
+    b.sh("touch /run/f && chown 1000 /run/f && echo chowned");
+    let out = b.run();
+    assert!(!out.stdout.contains("chowned"), "{out:?}");
+    assert!(out.stderr.contains("Operation not permitted"), "{out:?}");
+}
+
+#[test]
+fn oom_score_adj_is_set() {
+    let mut b = Bundle::new();
+    b.spec["process"]["oomScoreAdj"] = json!(123);
+    b.sh("cat /proc/self/oom_score_adj");
+    assert_eq!(b.run().ok().stdout, "123\n");
+}
+
+#[test]
+fn namespaced_sysctl_is_set_inside_only() {
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let mut b = Bundle::new();
+    let want = if host.trim() == "1" { "0" } else { "1" };
+    b.spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": want});
+    b.sh("cat /proc/sys/net/ipv4/ip_forward");
+    assert_eq!(b.run().ok().stdout.trim(), want);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host,
+        "host sysctl unchanged"
+    );
+}
+
+#[test]
+fn host_wide_sysctl_is_refused_at_create() {
+    let before = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
+    let mut b = Bundle::new();
+    b.spec["linux"]["sysctl"] = json!({"vm.swappiness": "17"});
+    b.write();
+    let id = unique_id("sysctl");
+    let _g = b.guard(&id);
+    let out = b
+        .berth(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("vm.swappiness"), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap(),
+        before
+    );
+    assert_nothing_left(&b, &id);
+}
+
+#[test]
+fn net_sysctl_without_a_network_namespace_is_refused() {
+    let mut b = Bundle::new();
+    b.drop_namespace("network");
+    b.spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    let out = b.run().failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("net.ipv4.ip_forward"), "{out:?}");
+}
+
+/// Receives the pty master that berth sends over `--console-socket`.
+fn receive_fd(listener: &UnixListener) -> OwnedFd {
+    let (conn, _) = listener
+        .accept()
+        .expect("berth connects to the console socket");
+    let mut data = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // Room for one cmsghdr carrying one fd, aligned as cmsg requires.
+    let mut control = [0u64; 8];
+    // SAFETY: zeroed msghdr is a valid empty header; the pointers set below point to
+    // live locals that outlive the recvmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: conn is an open socket and msg describes valid buffers.
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR checks controllen itself.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    assert!(!cmsg.is_null(), "no control message with the pty master");
+    // SAFETY: cmsg is non-null and inside `control`.
+    let (level, typ) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) };
+    assert_eq!((level, typ), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
+    // SAFETY: an SCM_RIGHTS message carries at least one int fd in its data.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
+    // SAFETY: the kernel installed this fd for us; we are its only owner.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[test]
+fn terminal_over_console_socket() {
+    let mut b = Bundle::new();
+    b.spec["process"]["terminal"] = json!(true);
+    b.sh("tty; [ -t 0 ] && [ -t 1 ] && echo interactive; stty size; echo done");
+    b.spec["process"]["consoleSize"] = json!({"height": 33, "width": 111});
+    b.write();
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || receive_fd(&listener));
+    let id = unique_id("tty");
+    let c = b.guard(&id);
+    b.berth(&[
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+    ])
+    .ok();
+    let master = receiver.join().expect("receiver thread");
+    c.start().ok();
+    let mut pty = File::from(master);
+    let mut text = Vec::new();
+    // Reading the master ends with EIO once the container's side is closed.
+    let mut buf = [0u8; 1024];
+    loop {
+        match pty.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the pty master: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    assert_eq!(text, "/dev/pts/0\ninteractive\n33 111\ndone\n");
+    c.wait_status("stopped");
+}
+
+#[test]
+fn terminal_without_console_socket_is_refused() {
+    let mut b = Bundle::new();
+    b.spec["process"]["terminal"] = json!(true);
+    b.write();
+    let id = unique_id("notty");
+    let _g = b.guard(&id);
+    let out = b
+        .berth(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("console"), "{out:?}");
+    assert_nothing_left(&b, &id);
+}
+
+#[test]
+fn preserve_fds_passes_only_the_listed_fds() {
+    let dir = tempfile::tempdir().unwrap();
+    let passed = File::create(dir.path().join("passed-fd")).unwrap();
+    let leaked = File::create(dir.path().join("leaked-fd")).unwrap();
+    let mut b = Bundle::new();
+    b.push(
+        "/mounts",
+        json!({"destination": "/home", "type": "bind", "source": dir.path(), "options": ["rbind"]}),
+    );
+    b.sh("echo through-fd3 >&3; for f in /proc/self/fd/*; do echo \"$f\"; done");
+    b.write();
+    let id = unique_id("fds");
+    let _g = b.guard(&id);
+    let (p, l) = (passed.as_raw_fd(), leaked.as_raw_fd());
+    let mut cmd = b.cmd(&[
+        "run",
+        "--preserve-fds",
+        "1",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+    // dup2 and close, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Copies above 100 first, so dup2 never gets the same fd twice; dup2 clears
+            // FD_CLOEXEC: both fds reach berth, only fd 3 may go on.
+            let (hp, hl) = (
+                libc::fcntl(p, libc::F_DUPFD, 100),
+                libc::fcntl(l, libc::F_DUPFD, 100),
+            );
+            if hp < 0 || hl < 0 || libc::dup2(hp, 3) < 0 || libc::dup2(hl, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(hp);
+            libc::close(hl);
+            Ok(())
+        });
+    }
+    let out = output_of(&mut cmd).ok();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("passed-fd")).unwrap(),
+        "through-fd3\n"
+    );
+    let fds: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim_start_matches("/proc/self/fd/"))
+        .collect();
+    // The shell's glob runs in the shell itself: its own fds are 0-3, and busybox may
+    // hold the directory it is reading open.
+    assert!(
+        fds.len() <= 5 && fds[..4] == ["0", "1", "2", "3"],
+        "unexpected fds: {fds:?}"
+    );
+    drop(leaked);
+}
+
+#[test]
+fn default_seccomp_profile_blocks_unshare_and_mount() {
+    let sys_admin = json!(["CAP_SYS_ADMIN", "CAP_KILL"]);
+    let script = "grep Seccomp: /proc/self/status; \
+                  unshare -m true && echo unshared; \
+                  mount -t tmpfs none /tmp && echo mounted; true";
+    let mut b = Bundle::new();
+    b.spec["process"]["capabilities"] =
+        json!({"bounding": sys_admin, "effective": sys_admin, "permitted": sys_admin});
+    b.sh(script);
+    let out = b.run().ok();
+    assert!(out.stdout.contains("Seccomp:\t2"), "{out:?}");
+    assert!(!out.stdout.contains("unshared"), "unshare allowed: {out:?}");
+    assert!(!out.stdout.contains("mounted"), "mount allowed: {out:?}");
+    // Same capabilities without the profile: now both work, so seccomp was the barrier.
+    b.spec["linux"].as_object_mut().unwrap().remove("seccomp");
+    let out = b.run().ok();
+    assert!(out.stdout.contains("Seccomp:\t0"), "{out:?}");
+    assert!(out.stdout.contains("unshared"), "{out:?}");
+    assert!(out.stdout.contains("mounted"), "{out:?}");
+}
+
+/// A hook running `sh -c SCRIPT` with the state JSON on stdin.
+fn hook(script: &str) -> Value {
+    json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state_on_stdin() {
+    let marks = tempfile::tempdir().unwrap();
+    let m = marks.path().to_str().unwrap().to_owned();
+    let mut b = Bundle::with_own_rootfs();
+    // The marker dir is bound at the same path inside, so a hook writes to it whether
+    // it runs in the host's or the container's mount namespace.
+    b.push(
+        "/mounts",
+        json!({"destination": m, "type": "bind", "source": m, "options": ["rbind"]}),
+    );
+    for kind in [
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        b.push(
+            &format!("/hooks/{kind}"),
+            hook(&format!("cat > {m}/{kind}.json; echo {kind} >> {m}/order")),
+        );
+    }
+    b.spec["process"]["args"] = json!(["sleep", "1000"]);
+    let c = b.create("hooks");
+    let order = || std::fs::read_to_string(marks.path().join("order")).unwrap_or_default();
+    assert_eq!(order(), "createRuntime\ncreateContainer\n");
+    c.start().ok();
+    wait_until("startContainer and poststart hooks", || {
+        order().lines().count() == 4
+    });
+    c.berth(&["kill", &c.id, "KILL"]).ok();
+    c.wait_status("stopped");
+    c.berth(&["delete", &c.id]).ok();
+    let lines: Vec<String> = order().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[4], "poststop");
+    let state = |kind: &str| -> Value {
+        let text = std::fs::read_to_string(marks.path().join(format!("{kind}.json")))
+            .unwrap_or_else(|e| panic!("{kind} marker: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{kind} stdin not JSON: {e}"))
+    };
+    for (kind, status) in [
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("startContainer", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let st = state(kind);
+        assert_eq!(st["id"], c.id.as_str(), "{kind}: {st}");
+        assert_eq!(st["bundle"], b.path().to_str().unwrap(), "{kind}: {st}");
+        assert_eq!(st["status"], status, "{kind}: {st}");
+    }
+    assert!(state("poststart")["pid"].as_i64().unwrap() > 0);
+}
+
+#[test]
+fn failing_create_runtime_hook_fails_create_and_leaves_nothing() {
+    let mut b = Bundle::new();
+    b.push("/hooks/createRuntime", hook("echo hook-broke >&2; exit 3"));
+    b.write();
+    let id = unique_id("badhook");
+    let _g = b.guard(&id);
+    let out = b
+        .berth(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("createRuntime"), "{out:?}");
+    assert_nothing_left(&b, &id);
+}
