@@ -365,9 +365,7 @@ pub fn host_ns(kind: &str) -> String {
 
 /// The line of /proc/self/mountinfo output (`text`) whose mount point is `mnt`.
 pub fn mountinfo_line<'a>(text: &'a str, mnt: &str) -> Option<&'a str> {
-    text.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(mnt))
-        .last()
+    text.lines().rfind(|l| l.split(' ').nth(4) == Some(mnt))
 }
 
 /// The per-mount options field (6th) of a mountinfo line, split on commas.

@@ -2,6 +2,9 @@
 //! from inside (/proc/self/*, id, hostname, mountinfo). Run as root:
 //! `cargo test -p berth --test e2e`.
 //!
+//! Covered: lifecycle, namespaces, mounts, process settings, exec/pause/update/events/ps
+//! (ops), a bad-input corpus, runc advisories replayed as attacks, and runc comparison.
+//!
 //! Every test gets its own bundle and state root (`--root`), unique container ids, and
 //! guards that `delete --force` its containers and undo host-side fixtures on drop, so
 //! tests may run concurrently and in any order.
@@ -13,5 +16,6 @@ mod corpus;
 mod lifecycle;
 mod mounts;
 mod namespaces;
+mod ops;
 mod process;
 mod runc_compat;
