@@ -2,7 +2,8 @@
 # Boot Debian's kernel with berth's own VMM (`berth vm run`) nested inside the qemu TCG
 # test VM, where /dev/kvm is real (kvm-amd on emulated SVM). The inner guest loads the
 # virtio modules, finds the devices through berth's ACPI tables, and checks: 2 CPUs
-# (MADT), virtio-blk read + write, virtio-rng, then powers off through ACPI S5.
+# (MADT), virtio-blk read + write, virtio-rng, virtio-net (ping over a tap to the outer
+# VM), then powers off through ACPI S5.
 #
 # Usage: vmm-nested.sh [--kver KVER] [--timeout SECONDS] [--log FILE]
 # Exit: 0 when the inner guest did everything and `berth vm run` exited 0; otherwise the
@@ -58,7 +59,7 @@ add_module() {
     loaded[$name]=1
     order+=("$name")
 }
-for m in virtio_mmio virtio_blk virtio-rng; do add_module "$m"; done
+for m in virtio_mmio virtio_blk virtio-rng virtio_net; do add_module "$m"; done
 
 stage=$work/inner
 mkdir -p "$stage"/{bin,dev,proc,sys,lib/modules}
@@ -85,6 +86,12 @@ echo "INNER cpus=$(grep -c ^processor /proc/cpuinfo)"
 echo "INNER disk=$(head -c 16 /dev/vda)"
 echo inner-wrote | dd of=/dev/vda bs=512 seek=1 conv=notrunc,fsync 2>/dev/null && echo "INNER write ok"
 echo "INNER rng=$(cat /sys/class/misc/hw_random/rng_current) $(head -c 8 /dev/hwrng | od -An -tx1 | tr -d ' ')"
+ip link set lo up
+ip addr add 10.0.2.2/24 dev eth0 && ip link set eth0 up
+# The outer side configures its end of the tap once berth has created it: retry.
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    ping -c 1 -W 2 10.0.2.1 >/dev/null 2>&1 && { echo "INNER ping ok"; break; }
+done
 echo INNER-DONE
 poweroff -f
 INIT
@@ -97,7 +104,12 @@ dd if=/dev/zero of=/tmp/disk.img bs=1M count=4 2>/dev/null
 printf 'berth-disk-head!' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null
 timeout 600 /bin/berth vm run --kernel /vm/vmlinux --initrd /vm/inner.cpio \
     --cmdline 'console=ttyS0 reboot=t pci=off quiet panic=-1' --cpus 2 --memory 256 \
-    --disk /tmp/disk.img --rng --stats >/tmp/inner.log 2>&1
+    --disk /tmp/disk.img --rng --net tap0 --stats >/tmp/inner.log 2>&1 &
+pid=$!
+# berth creates tap0; give it an address on the inner guest's subnet.
+for i in $(seq 1 100); do ip link show tap0 >/dev/null 2>&1 && break; sleep 0.2; done
+ip addr add 10.0.2.1/24 dev tap0 && ip link set tap0 up
+wait $pid
 rc=$?
 cat /tmp/inner.log
 echo "berth vm run exit code: $rc"
@@ -107,6 +119,7 @@ check 'INNER cpus=2'
 check 'INNER disk=berth-disk-head!'
 check 'INNER write ok'
 check 'INNER rng=virtio_rng'
+check 'INNER ping ok'
 check 'INNER-DONE'
 check 'IoOut .*serial'
 grep -q 'INNER-FAIL' /tmp/inner.log && fail=1
@@ -116,7 +129,7 @@ exit $fail
 OUTER
 
 rc=0
-"$VM_SCRIPTS/run-in-vm.sh" --modules kvm --script "$work/outer.sh" \
+"$VM_SCRIPTS/run-in-vm.sh" --modules kvm,tun --script "$work/outer.sh" \
     --add "$berth:/bin/berth" --add "$vmlinux:/vm/vmlinux" --add "$work/inner.cpio:/vm/inner.cpio" \
     --mem 2G --cpus 2 --timeout "$timeout" "${log_args[@]}" || rc=$?
 exit $rc
