@@ -3,7 +3,8 @@
 # test VM, where /dev/kvm is real (kvm-amd on emulated SVM). The inner guest loads the
 # virtio modules, finds the devices through berth's ACPI tables, and checks: 2 CPUs
 # (MADT), virtio-blk read + write, virtio-rng, virtio-net (ping over a tap to the outer
-# VM), then powers off through ACPI S5.
+# VM), then powers off through ACPI S5. Then the same kernel as a bzImage must reach
+# the same init.
 #
 # Usage: vmm-nested.sh [--kver KVER] [--timeout SECONDS] [--log FILE]
 # Exit: 0 when the inner guest did everything and `berth vm run` exited 0; otherwise the
@@ -125,11 +126,22 @@ check 'IoOut .*serial'
 grep -q 'INNER-FAIL' /tmp/inner.log && fail=1
 dd if=/tmp/disk.img bs=512 skip=1 count=1 2>/dev/null | grep -q inner-wrote || { echo "vmm-nested: disk write not on the image"; fail=1; }
 [ "$rc" = 0 ] || fail=1
+
+# The same kernel as a bzImage (boot protocol, 64-bit entry at load address + 0x200,
+# decompressing itself in the guest), no devices: it must reach the same init.
+timeout 600 /bin/berth vm run --kernel /vm/vmlinuz --initrd /vm/inner.cpio \
+    --cmdline 'console=ttyS0 reboot=t pci=off quiet panic=-1' --memory 256 >/tmp/bz.log 2>&1
+rc=$?
+cat /tmp/bz.log
+echo "berth vm run (bzImage) exit code: $rc"
+grep -q 'INNER cpus=1' /tmp/bz.log && grep -q INNER-DONE /tmp/bz.log || { echo "vmm-nested: bzImage boot did not reach init"; fail=1; }
+[ "$rc" = 0 ] || fail=1
 exit $fail
 OUTER
 
 rc=0
 "$VM_SCRIPTS/run-in-vm.sh" --modules kvm,tun --script "$work/outer.sh" \
-    --add "$berth:/bin/berth" --add "$vmlinux:/vm/vmlinux" --add "$work/inner.cpio:/vm/inner.cpio" \
+    --add "$berth:/bin/berth" --add "$vmlinux:/vm/vmlinux" --add "/boot/vmlinuz-$kver:/vm/vmlinuz" \
+    --add "$work/inner.cpio:/vm/inner.cpio" \
     --mem 2G --cpus 2 --timeout "$timeout" "${log_args[@]}" || rc=$?
 exit $rc
