@@ -48,8 +48,8 @@ pub fn shared_rootfs() -> &'static Path {
     })
 }
 
-/// Build a fresh busybox rootfs at `dest` (for tests that modify their rootfs).
-pub fn build_rootfs(dest: &Path) {
+/// Build a fresh busybox rootfs at `dest`.
+fn build_rootfs(dest: &Path) {
     let script = workspace_root().join("scripts/busybox-rootfs.sh");
     let out = Command::new("sh")
         .arg(&script)
@@ -192,7 +192,13 @@ impl Bundle {
     pub fn with_own_rootfs() -> Bundle {
         let mut b = Bundle::new();
         let rootfs = b.path().join("rootfs");
-        build_rootfs(&rootfs);
+        output_of(
+            Command::new("cp")
+                .arg("-a")
+                .arg(shared_rootfs())
+                .arg(&rootfs),
+        )
+        .ok();
         b.spec["root"] = json!({"path": "rootfs", "readonly": false});
         b
     }
@@ -379,7 +385,9 @@ pub fn mount_opts(line: &str) -> Vec<String> {
 }
 
 /// Assert that a failed create/run left nothing behind: no state dir, no cgroup under
-/// any hierarchy, no process mentioning the id or bundle, no host mount of the bundle.
+/// any hierarchy, no process mentioning the id or bundle or rooted in it, no host mount
+/// of the bundle. Give the bundle its own rootfs, so that its processes are told apart
+/// from those of concurrent tests on the shared rootfs.
 #[track_caller]
 pub fn assert_nothing_left(bundle: &Bundle, id: &str) {
     assert!(
@@ -407,12 +415,17 @@ pub fn assert_nothing_left(bundle: &Bundle, id: &str) {
         {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
-            continue;
-        };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        // A container init's cmdline is just "berth init": it is recognised by its root
+        // or cwd inside the bundle (the bundle must have its own rootfs for that).
+        let inside = ["root", "cwd"].iter().any(|l| {
+            std::fs::read_link(p.path().join(l))
+                .map(|t| t.starts_with(bundle.path()))
+                .unwrap_or(false)
+        });
         assert!(
-            !cmdline.contains(id) && !cmdline.contains(&bundle_path),
+            !inside && !cmdline.contains(id) && !cmdline.contains(&bundle_path),
             "process {} left behind: {cmdline}",
             p.path().display()
         );

@@ -201,7 +201,7 @@ fn namespaced_sysctl_is_set_inside_only() {
 #[test]
 fn host_wide_sysctl_is_refused_at_create() {
     let before = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
-    let mut b = Bundle::new();
+    let mut b = Bundle::with_own_rootfs();
     b.spec["linux"]["sysctl"] = json!({"vm.swappiness": "17"});
     b.write();
     let id = unique_id("sysctl");
@@ -305,7 +305,7 @@ fn terminal_over_console_socket() {
 
 #[test]
 fn terminal_without_console_socket_is_refused() {
-    let mut b = Bundle::new();
+    let mut b = Bundle::with_own_rootfs();
     b.spec["process"]["terminal"] = json!(true);
     b.write();
     let id = unique_id("notty");
@@ -464,7 +464,7 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
 
 #[test]
 fn failing_create_runtime_hook_fails_create_and_leaves_nothing() {
-    let mut b = Bundle::new();
+    let mut b = Bundle::with_own_rootfs();
     b.push("/hooks/createRuntime", hook("echo hook-broke >&2; exit 3"));
     b.write();
     let id = unique_id("badhook");
