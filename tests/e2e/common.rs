@@ -3,6 +3,8 @@
 //! everything (containers, netns, helper processes) even when a test fails.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -454,5 +456,85 @@ impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Receives the pty master that berth sends over `--console-socket`.
+fn receive_fd(listener: &UnixListener) -> OwnedFd {
+    let (conn, _) = listener
+        .accept()
+        .expect("berth connects to the console socket");
+    let mut data = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // Room for one cmsghdr carrying one fd, aligned as cmsg requires.
+    let mut control = [0u64; 8];
+    // SAFETY: zeroed msghdr is a valid empty header; the pointers set below point to
+    // live locals that outlive the recvmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: conn is an open socket and msg describes valid buffers.
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR checks controllen itself.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    assert!(!cmsg.is_null(), "no control message with the pty master");
+    // SAFETY: cmsg is non-null and inside `control`.
+    let (level, typ) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) };
+    assert_eq!((level, typ), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
+    // SAFETY: an SCM_RIGHTS message carries at least one int fd in its data.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
+    // SAFETY: the kernel installed this fd for us; we are its only owner.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Read a pty master until the other side is closed (EIO) and return the text without
+/// carriage returns.
+pub fn read_pty(master: OwnedFd) -> String {
+    let mut pty = std::fs::File::from(master);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match pty.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the pty master: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&text).replace('\r', "")
+}
+
+/// A unix socket for `--console-socket` and the thread that receives the pty master.
+pub struct ConsoleSocket {
+    _dir: TempDir,
+    path: String,
+    receiver: std::thread::JoinHandle<OwnedFd>,
+}
+
+impl ConsoleSocket {
+    pub fn new() -> ConsoleSocket {
+        let dir = tempfile::tempdir().expect("socket dir");
+        let path = dir.path().join("console.sock");
+        let listener = UnixListener::bind(&path).expect("bind console socket");
+        ConsoleSocket {
+            path: path.to_str().expect("utf-8 path").to_owned(),
+            _dir: dir,
+            receiver: std::thread::spawn(move || receive_fd(&listener)),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The pty master berth sent (blocks until it has).
+    pub fn master(self) -> OwnedFd {
+        self.receiver.join().expect("console receiver thread")
     }
 }

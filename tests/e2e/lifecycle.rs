@@ -307,3 +307,94 @@ fn start_twice_and_operations_on_missing_container_fail() {
         assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
     }
 }
+
+#[test]
+fn features_describe_what_berth_supports() {
+    let b = Bundle::new();
+    let out = b.berth(&["features"]).ok();
+    let f: Value = serde_json::from_str(&out.stdout).expect("features JSON");
+    assert_eq!(f["ociVersionMin"], "1.0.0");
+    assert!(f["ociVersionMax"].as_str().unwrap().starts_with("1."));
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let ns = list(&f["linux"]["namespaces"]);
+    for want in [
+        "cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts",
+    ] {
+        assert!(ns.iter().any(|n| n == want), "{want} missing from {ns:?}");
+    }
+    let hooks = list(&f["hooks"]);
+    for want in [
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        assert!(
+            hooks.iter().any(|h| h == want),
+            "{want} missing from {hooks:?}"
+        );
+    }
+    assert!(list(&f["mountOptions"]).iter().any(|o| o == "nosuid"));
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+}
+
+#[test]
+fn spec_rootless_maps_the_caller() {
+    let b = Bundle::new();
+    let dir = tempfile::tempdir().unwrap();
+    b.berth(&[
+        "spec",
+        "--rootless",
+        "--bundle",
+        dir.path().to_str().unwrap(),
+    ])
+    .ok();
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    let types: Vec<&str> = spec["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"user") && !types.contains(&"network"),
+        "{types:?}"
+    );
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        spec["linux"]["uidMappings"],
+        json!([{"containerID": 0, "hostID": euid, "size": 1}])
+    );
+}
+
+#[test]
+fn json_log_file_gets_one_object_per_message() {
+    let b = Bundle::new();
+    let log = b.path().join("berth.log");
+    let out = b
+        .berth(&[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "state",
+            "nope-missing",
+        ])
+        .failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Value =
+        serde_json::from_str(text.lines().last().expect("a log line")).expect("log line is JSON");
+    assert_eq!(last["level"], "ERROR");
+    assert!(last["message"].as_str().unwrap().contains("nope-missing"));
+}

@@ -311,3 +311,76 @@ fn ps_lists_the_container_processes() {
         "{row}"
     );
 }
+
+#[test]
+fn exec_with_a_terminal() {
+    let b = sleeping();
+    let c = started(&b);
+    let console = ConsoleSocket::new();
+    let sock = console.path().to_owned();
+    // exec waits for its process; the pty buffers the few bytes until we read them.
+    let exec = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            c.berth(&[
+                "exec",
+                "--tty",
+                "--console-socket",
+                &sock,
+                &c.id,
+                "sh",
+                "-c",
+                "tty; [ -t 0 ] && echo interactive",
+            ])
+        });
+        let master = console.master();
+        let text = read_pty(master);
+        (h.join().expect("exec thread"), text)
+    });
+    let (out, text) = exec;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(text.starts_with("/dev/pts/"), "{text:?}");
+    assert!(text.ends_with("interactive\n"), "{text:?}");
+}
+
+/// CVE-2024-21626 through exec: a cwd through a leaked fd stays inside.
+#[test]
+fn exec_cwd_through_leaked_fds_stays_inside() {
+    let b = sleeping();
+    let c = started(&b);
+    for n in 3..=9 {
+        let cwd = format!("/proc/self/fd/{n}");
+        let out = c.berth(&[
+            "exec",
+            "--cwd",
+            &cwd,
+            &c.id,
+            "sh",
+            "-c",
+            "cd ../../../../../../../../..; [ -e etc/os-release ] && echo ESCAPED; true",
+        ]);
+        assert!(
+            !out.stdout.contains("ESCAPED"),
+            "exec cwd fd {n} escaped: {out:?}"
+        );
+        if out.code != 0 {
+            assert_eq!(out.stderr.trim_end().lines().count(), 1, "fd {n}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn kill_all_signals_every_process() {
+    let mut b = Bundle::new();
+    // The shell as PID 1 ignores SIGTERM; its children do not, and kill --all reaches
+    // them through the cgroup.
+    b.sh("sleep 1000 & sleep 1000 & wait; echo children-gone > /dev/null; sleep 1000");
+    let c = started(&b);
+    wait_until("both children started", || {
+        let js = c.berth(&["ps", "--format", "json", &c.id]).ok();
+        serde_json::from_str::<Vec<i64>>(&js.stdout).unwrap().len() == 3
+    });
+    c.berth(&["kill", "--all", &c.id, "KILL"]).ok();
+    c.wait_status("stopped");
+    let procs = cgroup_file(&c.id, "pids", "cgroup.procs");
+    assert!(procs.is_empty(), "processes left: {procs}");
+}

@@ -2,9 +2,7 @@
 //! sysctls, terminal over --console-socket, --preserve-fds, seccomp, hooks.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
 use serde_json::{json, Value};
@@ -228,40 +226,6 @@ fn net_sysctl_without_a_network_namespace_is_refused() {
     assert!(out.stderr.contains("net.ipv4.ip_forward"), "{out:?}");
 }
 
-/// Receives the pty master that berth sends over `--console-socket`.
-fn receive_fd(listener: &UnixListener) -> OwnedFd {
-    let (conn, _) = listener
-        .accept()
-        .expect("berth connects to the console socket");
-    let mut data = [0u8; 256];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // Room for one cmsghdr carrying one fd, aligned as cmsg requires.
-    let mut control = [0u64; 8];
-    // SAFETY: zeroed msghdr is a valid empty header; the pointers set below point to
-    // live locals that outlive the recvmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: conn is an open socket and msg describes valid buffers.
-    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
-    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR checks controllen itself.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    assert!(!cmsg.is_null(), "no control message with the pty master");
-    // SAFETY: cmsg is non-null and inside `control`.
-    let (level, typ) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) };
-    assert_eq!((level, typ), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
-    // SAFETY: an SCM_RIGHTS message carries at least one int fd in its data.
-    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
-    // SAFETY: the kernel installed this fd for us; we are its only owner.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 #[test]
 fn terminal_over_console_socket() {
     let mut b = Bundle::new();
@@ -269,10 +233,7 @@ fn terminal_over_console_socket() {
     b.sh("tty; [ -t 0 ] && [ -t 1 ] && echo interactive; stty size; echo done");
     b.spec["process"]["consoleSize"] = json!({"height": 33, "width": 111});
     b.write();
-    let sock_dir = tempfile::tempdir().unwrap();
-    let sock = sock_dir.path().join("console.sock");
-    let listener = UnixListener::bind(&sock).unwrap();
-    let receiver = std::thread::spawn(move || receive_fd(&listener));
+    let console = ConsoleSocket::new();
     let id = unique_id("tty");
     let c = b.guard(&id);
     b.berth(&[
@@ -280,26 +241,14 @@ fn terminal_over_console_socket() {
         "--bundle",
         b.path().to_str().unwrap(),
         "--console-socket",
-        sock.to_str().unwrap(),
+        console.path(),
         &id,
     ])
     .ok();
-    let master = receiver.join().expect("receiver thread");
+    let master = console.master();
     c.start().ok();
-    let mut pty = File::from(master);
-    let mut text = Vec::new();
     // Reading the master ends with EIO once the container's side is closed.
-    let mut buf = [0u8; 1024];
-    loop {
-        match pty.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buf[..n]),
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
-            Err(e) => panic!("reading the pty master: {e}"),
-        }
-    }
-    let text = String::from_utf8_lossy(&text).replace('\r', "");
-    assert_eq!(text, "/dev/pts/0\ninteractive\n33 111\ndone\n");
+    assert_eq!(read_pty(master), "/dev/pts/0\ninteractive\n33 111\ndone\n");
     c.wait_status("stopped");
 }
 

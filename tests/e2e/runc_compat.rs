@@ -138,3 +138,40 @@ fn limits_and_ids_match_runc() {
     );
     assert_eq!(berth, runc);
 }
+
+#[test]
+fn state_json_has_runcs_fields() {
+    let mut b = Bundle::new();
+    b.spec["process"]["args"] = json!(["sleep", "1000"]);
+    b.spec["annotations"] = json!({"a": "b"});
+    b.write();
+    let root = tempfile::tempdir().unwrap();
+    let runc = |args: &[&str]| {
+        output_of(
+            Command::new("runc")
+                .arg("--root")
+                .arg(root.path())
+                .args(args),
+        )
+    };
+    let id = unique_id("runcstate");
+    runc(&["create", "--bundle", b.path().to_str().unwrap(), &id]).ok();
+    let runc_state = runc(&["state", &id]);
+    runc(&["delete", "--force", &id]);
+    let runc_state: serde_json::Value = serde_json::from_str(&runc_state.ok().stdout).unwrap();
+    let c = b.create("state");
+    let berth_state = c.state();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&berth_state), keys(&runc_state));
+    // ociVersion is each runtime's own spec version (runc 1.1.5 says 1.0.2-dev). owner:
+    // runc's state leaves it "" unless rootless, while its `list` shows the user name;
+    // berth fills it in the state too, on purpose.
+    assert_eq!(berth_state["owner"], "root");
+    for field in ["status", "bundle", "rootfs", "annotations"] {
+        assert_eq!(berth_state[field], runc_state[field], "{field}");
+    }
+}
