@@ -3,7 +3,8 @@
 # test VM, where /dev/kvm is real (kvm-amd on emulated SVM). The inner guest loads the
 # virtio modules, finds the devices through berth's ACPI tables, and checks: 2 CPUs
 # (MADT), virtio-blk read + write, virtio-rng, virtio-net (ping over a tap to the outer
-# VM), then powers off through ACPI S5. Then the same kernel as a bzImage must reach
+# VM), virtio-vsock both ways through the hybrid unix socket, then powers off through
+# ACPI S5. Then the same kernel as a bzImage must reach
 # the same init.
 #
 # Usage: vmm-nested.sh [--kver KVER] [--timeout SECONDS] [--log FILE]
@@ -60,11 +61,15 @@ add_module() {
     loaded[$name]=1
     order+=("$name")
 }
-for m in virtio_mmio virtio_blk virtio-rng virtio_net; do add_module "$m"; done
+for m in virtio_mmio virtio_blk virtio-rng virtio_net vmw_vsock_virtio_transport; do add_module "$m"; done
+
+gcc -static -O2 -Wall -o "$work/vsock-echo" "$VM_REPO_ROOT/crates/vmm/guests/vsock-echo.c" ||
+    die $prog "gcc failed to build vsock-echo"
 
 stage=$work/inner
 mkdir -p "$stage"/{bin,dev,proc,sys,lib/modules}
 cp "$busybox" "$stage/bin/busybox"
+cp "$work/vsock-echo" "$stage/bin/vsock-echo"
 for m in "${order[@]}"; do
     src=$moddir/${path_of[$m]}
     case $src in
@@ -93,6 +98,10 @@ ip addr add 10.0.2.2/24 dev eth0 && ip link set eth0 up
 for i in 1 2 3 4 5 6 7 8 9 10; do
     ping -c 1 -W 2 10.0.2.1 >/dev/null 2>&1 && { echo "INNER ping ok"; break; }
 done
+if ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport/ 2>/dev/null | grep -q virtio; then
+    echo "INNER vsock $(vsock-echo guest-connect 5000 hi-from-guest)"
+    timeout 60 vsock-echo guest-listen 6000 && echo "INNER vsock listen ok"
+fi
 echo INNER-DONE
 poweroff -f
 INIT
@@ -103,13 +112,21 @@ cat >"$work/outer.sh" <<'OUTER'
 set -u
 dd if=/dev/zero of=/tmp/disk.img bs=1M count=4 2>/dev/null
 printf 'berth-disk-head!' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null
+# vsock: the guest dials host port 5000 (-> /tmp/v.sock_5000), the host dials guest port
+# 6000 through /tmp/v.sock (retrying until the guest listens).
+vsock-echo host-listen /tmp/v.sock_5000 >/tmp/host-listen.log 2>&1 &
 timeout 600 /bin/berth vm run --kernel /vm/vmlinux --initrd /vm/inner.cpio \
     --cmdline 'console=ttyS0 reboot=t pci=off quiet panic=-1' --cpus 2 --memory 256 \
-    --disk /tmp/disk.img --rng --net tap0 --stats >/tmp/inner.log 2>&1 &
+    --disk /tmp/disk.img --rng --net tap0 --vsock 3,/tmp/v.sock --stats >/tmp/inner.log 2>&1 &
 pid=$!
 # berth creates tap0; give it an address on the inner guest's subnet.
 for i in $(seq 1 100); do ip link show tap0 >/dev/null 2>&1 && break; sleep 0.2; done
 ip addr add 10.0.2.1/24 dev tap0 && ip link set tap0 up
+for i in $(seq 1 240); do
+    vsock-echo host-connect /tmp/v.sock 6000 hi-from-host >/tmp/host-connect.log 2>&1 && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.5
+done
 wait $pid
 rc=$?
 cat /tmp/inner.log
@@ -121,6 +138,9 @@ check 'INNER disk=berth-disk-head!'
 check 'INNER write ok'
 check 'INNER rng=virtio_rng'
 check 'INNER ping ok'
+check 'INNER vsock reply: pong: hi-from-guest'
+check 'INNER vsock listen ok'
+grep -q 'reply: echo: hi-from-host' /tmp/host-connect.log || { echo "vmm-nested: host-initiated vsock failed:"; cat /tmp/host-connect.log; fail=1; }
 check 'INNER-DONE'
 check 'IoOut .*serial'
 grep -q 'INNER-FAIL' /tmp/inner.log && fail=1
@@ -142,6 +162,6 @@ OUTER
 rc=0
 "$VM_SCRIPTS/run-in-vm.sh" --modules kvm,tun --script "$work/outer.sh" \
     --add "$berth:/bin/berth" --add "$vmlinux:/vm/vmlinux" --add "/boot/vmlinuz-$kver:/vm/vmlinuz" \
-    --add "$work/inner.cpio:/vm/inner.cpio" \
+    --add "$work/inner.cpio:/vm/inner.cpio" --add "$work/vsock-echo:/bin/vsock-echo" \
     --mem 2G --cpus 2 --timeout "$timeout" "${log_args[@]}" || rc=$?
 exit $rc

@@ -39,14 +39,14 @@ pub const COM1_PORT: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 pub const RTC_PORT: u16 = 0x70;
-pub const RTC_IRQ: u32 = 8;
 /// ACPI hardware-reduced sleep control and status registers (FADT points here; S5 in
 /// the control register powers off).
 pub const SLEEP_CONTROL_PORT: u16 = 0x600;
 pub const SLEEP_STATUS_PORT: u16 = 0x601;
 /// QEMU-compatible isa-debug-exit port: a guest writes a status byte to stop the VM.
 pub const DEBUG_EXIT_PORT: u16 = 0x501;
-/// First GSI handed to virtio devices (one each, in order).
+/// First GSI handed to virtio devices (one each, in order, up to the last IOAPIC pin).
+/// COM1's IRQ 4 is below it; no other device here declares an interrupt.
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// IOAPIC pins: GSIs must stay below this.
 pub const IOAPIC_PINS: u32 = 24;
