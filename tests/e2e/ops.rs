@@ -386,3 +386,58 @@ fn kill_all_signals_every_process() {
     let procs = cgroup_file(&c.id, "pids", "cgroup.procs");
     assert!(procs.is_empty(), "processes left: {procs}");
 }
+
+#[test]
+fn resources_at_create_are_seen_inside_and_enforced() {
+    let mut b = Bundle::new();
+    // No swap on this host, but memory.swap (memsw) is set too so it would not matter.
+    b.spec["linux"]["resources"]["memory"] = json!({"limit": 16 << 20, "swap": 16 << 20});
+    b.spec["linux"]["resources"]["cpu"] = json!({"shares": 256});
+    b.sh(
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.shares; \
+          head -c 200m /dev/zero | tail > /dev/null; echo tail=$?",
+    );
+    let out = b.run().ok();
+    // tail keeps the whole newline-free input in memory: the OOM killer ends it.
+    assert_eq!(
+        out.stdout,
+        format!("{}\n256\ntail=137\n", 16 << 20),
+        "{out:?}"
+    );
+}
+
+/// Removes the parent cgroup dirs a custom cgroupsPath made (berth may leave them, as
+/// runc does), after the container's guard has deleted the container itself.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(ctrl.path().join(&self.0));
+        }
+    }
+}
+
+#[test]
+fn custom_cgroups_path_is_used_and_removed() {
+    let parent = CgroupParent(unique_id("cgparent"));
+    let mut b = sleeping();
+    b.spec["linux"]["cgroupsPath"] = json!(format!("/{}/inner", parent.0));
+    let c = b.create("cgpath");
+    let procs = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/{}/inner/cgroup.procs",
+        parent.0
+    ))
+    .unwrap();
+    assert_eq!(procs.trim(), c.pid().to_string());
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/berth/{}", c.id)).exists());
+    c.berth(&["delete", "--force", &c.id]).ok();
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let dir = ctrl.path().join(&parent.0).join("inner");
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+}
