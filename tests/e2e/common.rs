@@ -104,10 +104,15 @@ impl Outcome {
 /// Output goes to unlinked temp files, not pipes: a created container's init keeps the
 /// caller's stdio open (as runc's does), so a pipe would never reach EOF.
 pub fn output_of(cmd: &mut Command) -> Outcome {
+    output_with_stdin(cmd, Stdio::null())
+}
+
+/// [`output_of`] with the given stdin.
+pub fn output_with_stdin(cmd: &mut Command, stdin: Stdio) -> Outcome {
     let out = tempfile::tempfile().expect("stdout file");
     let err = tempfile::tempfile().expect("stderr file");
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(out.try_clone().expect("dup stdout file"))
         .stderr(err.try_clone().expect("dup stderr file"))
         .spawn()

@@ -398,3 +398,76 @@ fn json_log_file_gets_one_object_per_message() {
     assert_eq!(last["level"], "ERROR");
     assert!(last["message"].as_str().unwrap().contains("nope-missing"));
 }
+
+#[test]
+fn foreground_run_passes_stdin() {
+    let mut b = Bundle::new();
+    b.spec["process"]["args"] = json!(["tr", "a-z", "A-Z"]);
+    b.write();
+    let mut input = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut input, b"from the host\n").unwrap();
+    std::io::Seek::rewind(&mut input).unwrap();
+    let id = unique_id("stdin");
+    let _g = b.guard(&id);
+    let out = output_with_stdin(
+        &mut b.cmd(&["run", "--bundle", b.path().to_str().unwrap(), &id]),
+        input.into(),
+    )
+    .ok();
+    assert_eq!(out.stdout, "FROM THE HOST\n");
+}
+
+#[test]
+fn foreground_run_forwards_signals() {
+    let mut b = Bundle::new();
+    b.push(
+        "/mounts",
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}),
+    );
+    b.sh("trap 'exit 9' TERM; touch /tmp/ready; while true; do sleep 0.05; done");
+    b.write();
+    let id = unique_id("fwd");
+    let c = b.guard(&id);
+    let mut run = Helper::spawn(&mut b.cmd(&["run", "--bundle", b.path().to_str().unwrap(), &id]));
+    wait_until("container running with its trap set", || {
+        let out = b.berth(&["state", &id]);
+        out.code == 0 && std::path::Path::new(&format!("/proc/{}/root/tmp/ready", c.pid())).exists()
+    });
+    // SAFETY: signalling our own child by pid; it is not reaped until `wait` below.
+    assert_eq!(unsafe { libc::kill(run.pid() as i32, libc::SIGTERM) }, 0);
+    let status = run.0.wait().unwrap();
+    assert_eq!(status.code(), Some(9), "berth run did not forward SIGTERM");
+}
+
+#[test]
+fn run_keep_leaves_a_stopped_container() {
+    let mut b = Bundle::new();
+    b.sh("exit 4");
+    b.write();
+    let id = unique_id("keep");
+    let c = b.guard(&id);
+    let out = b.berth(&["run", "--keep", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert_eq!(c.status(), "stopped");
+    c.berth(&["delete", &id]).ok();
+}
+
+#[test]
+fn no_pivot_runs_inside_the_rootfs() {
+    let mut b = Bundle::new();
+    b.sh("[ -e /etc/os-release ] && echo HOST; cat /etc/hostname; \
+          cd /../../..; [ -e etc/os-release ] && echo ESCAPED; true");
+    b.write();
+    let id = unique_id("nopivot");
+    let _g = b.guard(&id);
+    let out = b
+        .berth(&[
+            "run",
+            "--no-pivot",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ])
+        .ok();
+    assert_eq!(out.stdout, "berth\n", "{out:?}");
+}
