@@ -471,3 +471,26 @@ fn no_pivot_runs_inside_the_rootfs() {
         .ok();
     assert_eq!(out.stdout, "berth\n", "{out:?}");
 }
+
+#[test]
+fn kill_of_a_created_container_stops_it() {
+    let mut b = Bundle::new();
+    b.spec["process"]["args"] = json!(["sleep", "1000"]);
+    let c = b.create("killcreated");
+    c.berth(&["kill", &c.id, "KILL"]).ok();
+    c.wait_status("stopped");
+    let out = c.start().failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+}
+
+#[test]
+fn init_killed_from_the_host_shows_stopped() {
+    let mut b = Bundle::new();
+    b.spec["process"]["args"] = json!(["sleep", "1000"]);
+    let c = b.create("hostkill");
+    c.start().ok();
+    // SAFETY: kill(2) on the container's init pid, which this test created.
+    assert_eq!(unsafe { libc::kill(c.pid(), libc::SIGKILL) }, 0);
+    c.wait_status("stopped");
+    c.berth(&["delete", &c.id]).ok();
+}

@@ -435,3 +435,55 @@ fn home_comes_from_passwd_when_unset() {
         "runc sets HOME from /etc/passwd"
     );
 }
+
+#[test]
+fn custom_seccomp_profile_errno_and_kill() {
+    let mut b = Bundle::new();
+    b.push(
+        "/mounts",
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs"}),
+    );
+    b.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["sethostname"], "action": "SCMP_ACT_KILL_PROCESS"}
+        ]
+    });
+    b.sh(
+        "touch /run/file && echo touched; mkdir /run/dir || echo mkdir-failed; \
+          hostname other; echo status=$?",
+    );
+    let out = b.run().ok();
+    assert_eq!(out.stdout, "touched\nmkdir-failed\nstatus=159\n", "{out:?}");
+    assert!(
+        out.stderr.contains("Permission denied"),
+        "errnoRet 13: {out:?}"
+    );
+}
+
+#[test]
+fn custom_masked_and_readonly_paths() {
+    let mut b = Bundle::with_own_rootfs();
+    std::fs::write(b.rootfs().join("etc/secret"), "s3cret\n").unwrap();
+    std::fs::create_dir(b.rootfs().join("opt")).unwrap();
+    std::fs::write(b.rootfs().join("opt/data"), "d\n").unwrap();
+    b.push("/linux/maskedPaths", json!("/etc/secret"));
+    b.push("/linux/maskedPaths", json!("/opt"));
+    b.push("/linux/readonlyPaths", json!("/root"));
+    b.push("/linux/maskedPaths", json!("/does/not/exist"));
+    b.sh(
+        "wc -c < /etc/secret; ls -A /opt | wc -l; touch /root/x && echo wrote; \
+          touch /tmp/ok && echo tmp-writable",
+    );
+    let out = b.run().ok();
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert_eq!(lines, ["0", "0", "tmp-writable"], "{out:?}");
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(b.rootfs().join("etc/secret")).unwrap(),
+        "s3cret\n",
+        "masking does not touch the file"
+    );
+}
