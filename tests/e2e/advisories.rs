@@ -16,7 +16,7 @@ fn hash_file(path: &Path) -> String {
 /// CVE-2019-5736: the container's init must not be the host berth binary, so a process
 /// in the container cannot open it for writing through /proc/<pid>/exe.
 #[test]
-fn cve_2019_5736_init_runs_from_a_sealed_memfd() {
+fn cve_2019_5736_init_is_not_the_host_binary() {
     let before = hash_file(Path::new(berth_bin()));
     let mut b = Bundle::new();
     b.spec["process"]["args"] = json!(["sleep", "1000"]);
@@ -207,4 +207,50 @@ fn cve_2025_31133_dev_null_symlink_is_not_used_for_masking() {
         }
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "HOST-SECRET\n");
     }
+}
+
+/// CVE-2019-5736 from inside: a process exec'd into a created container sees berth's
+/// init as its PID 1 and tries to overwrite it through /proc/1/exe.
+#[test]
+fn cve_2019_5736_exec_cannot_overwrite_init_from_inside() {
+    let before = hash_file(Path::new(berth_bin()));
+    let mut b = Bundle::new();
+    b.spec["process"]["args"] = json!(["sleep", "1000"]);
+    let c = b.create("cve5736in");
+    let out = c
+        .berth(&[
+            "exec",
+            // The strongest attacker: ptrace access and DAC override pass the kernel's
+            // own checks, so only the read-only/sealed executable stands in the way.
+            "--cap",
+            "CAP_SYS_PTRACE",
+            "--cap",
+            "CAP_DAC_OVERRIDE",
+            &c.id,
+            "sh",
+            "-c",
+            "cat /proc/1/comm; echo pwned >> /proc/1/exe && echo WROTE; \
+             (exec 3<>/proc/1/exe) && echo OPENED; true",
+        ])
+        .ok();
+    assert!(!out.stdout.contains("WROTE"), "{out:?}");
+    assert!(!out.stdout.contains("OPENED"), "{out:?}");
+    assert!(
+        [
+            "Read-only file system",
+            "Text file busy",
+            "Operation not permitted"
+        ]
+        .iter()
+        .any(|e| out.stderr.contains(e)),
+        "refused by the executable itself, not by a permission check: {out:?}"
+    );
+    assert_eq!(
+        hash_file(Path::new(berth_bin())),
+        before,
+        "host berth modified"
+    );
+    // The init is intact: it still starts the container.
+    c.start().ok();
+    assert_eq!(c.status(), "running");
 }
