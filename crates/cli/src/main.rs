@@ -122,7 +122,7 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
-    let _log = logging::setup(&cli);
+    logging::setup(&cli);
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

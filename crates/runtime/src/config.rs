@@ -60,7 +60,9 @@ pub fn parse_spec(text: &[u8]) -> Result<Spec> {
     })?;
     json.end().map_err(|e| Error::Config(e.to_string()))?;
     if let Some(field) = unknown.first() {
-        return Err(Error::Config(format!("unknown field {field}")));
+        // serde_ignored renders each Option level as "?"; drop those segments.
+        let field: Vec<&str> = field.split('.').filter(|s| *s != "?").collect();
+        return Err(Error::Config(format!("unknown field {}", field.join("."))));
     }
     Ok(spec)
 }

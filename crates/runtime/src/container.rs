@@ -56,6 +56,14 @@ pub(crate) fn load_spec_copy(dir: &Path) -> Result<Spec> {
     config::parse_spec(&std::fs::read(&p).at(&p)?)
 }
 
+/// Send to init; if init already died, report init's own last words instead of EPIPE.
+fn send(ch: &crate::sync::Channel, msg: &ParentMsg) -> Result<()> {
+    ch.send(msg).map_err(|e| match ch.recv::<ChildMsg>() {
+        Ok(Some(ChildMsg::Failed(why))) => Error::Init(why),
+        _ => e,
+    })
+}
+
 /// Undo a half-made container: kill its init, remove its state directory.
 struct CreateGuard<'a> {
     dir: Option<ContainerDir>,
@@ -95,13 +103,15 @@ impl Runtime {
     /// Create a container from a bundle; init waits for `start`.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Created> {
         config::validate_id(id)?;
+        tracing::debug!(id, "create");
         let bundle = std::path::absolute(&opts.bundle).at(&opts.bundle)?;
         let spec = config::load_bundle_spec(&bundle)?;
         config::validate(&spec, &bundle)?;
         let rootfs = config::rootfs_path(&bundle, &spec)?;
-        if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            crate::seccomp::compile(s)?;
-        }
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(s) => Some(crate::seccomp::compile(s)?),
+            None => None,
+        };
         let console = match &opts.console_socket {
             Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
             None => None,
@@ -122,17 +132,24 @@ impl Runtime {
         .at(dir_path.join(state::CONFIG_FILE))?;
 
         let plan = Plan::from_spec(&spec);
-        let memfd = crate::sealed_exe::sealed_self()?;
-        if let Some(c) = &console {
-            // The console socket must survive the exec into init.
+        tracing::debug!(id, "state directory ready");
+        let exe = crate::sealed_exe::sealed_self()?;
+        let start_listener = crate::init::listen_for_start(&dir_path)?;
+        // The console socket and the start listener must survive the exec into init.
+        for fd in console
+            .as_ref()
+            .map(|c| c.as_raw_fd())
+            .into_iter()
+            .chain([start_listener.as_raw_fd()])
+        {
             // SAFETY: fcntl on an fd we own.
-            unsafe { libc::fcntl(c.as_raw_fd(), libc::F_SETFD, 0) };
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
-        let spawned = crate::spawn::spawn_init(&spec, &plan, &memfd)?;
-        drop(memfd);
+        tracing::debug!(id, "config validated");
+        let spawned = crate::spawn::spawn_init(&spec, &plan, &exe)?;
+        tracing::debug!(id, pid = spawned.pid.as_raw(), "init spawned");
+        drop(exe);
         guard.init = Some((spawned.pid, spawned.is_child));
-        let cgroup = crate::cgroup::setup(&spec, id, spawned.pid)?;
-        guard.cgroup = cgroup.clone();
         let pid_start_time = state::proc_stat(spawned.pid.as_raw())
             .map(|s| s.0)
             .unwrap_or(0);
@@ -150,23 +167,35 @@ impl Runtime {
                 .unwrap_or_default(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             started: false,
-            cgroup: cgroup.map(|c| serde_json::to_value(c).expect("serializes")),
+            cgroup: None,
             exit_status: None,
         };
-        guard.dir.as_ref().expect("set").save(&rec)?;
         let ch = &spawned.channel;
-        ch.send(&ParentMsg::Config(Box::new(InitConfig {
-            id: id.to_string(),
-            spec: spec.clone(),
-            bundle: bundle.clone(),
-            rootfs,
-            state_dir: dir_path.clone(),
-            plan,
-            no_pivot: opts.no_pivot,
-            preserve_fds: opts.preserve_fds,
-            console_socket: console.as_ref().map(|c| c.as_raw_fd()),
-        })))?;
+        send(
+            ch,
+            &ParentMsg::Config(Box::new(InitConfig {
+                id: id.to_string(),
+                spec: spec.clone(),
+                bundle: bundle.clone(),
+                rootfs,
+                state_dir: dir_path.clone(),
+                plan,
+                no_pivot: opts.no_pivot,
+                preserve_fds: opts.preserve_fds,
+                console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+                start_listener: start_listener.as_raw_fd(),
+                seccomp,
+            })),
+        )?;
         drop(console);
+        drop(start_listener);
+        // Init mounts the rootfs while we place it in its cgroup.
+        let cgroup = crate::cgroup::setup(&spec, id, spawned.pid)?;
+        guard.cgroup = cgroup.clone();
+        rec.cgroup = cgroup.map(|c| serde_json::to_value(c).expect("serializes"));
+        guard.dir.as_ref().expect("set").save(&rec)?;
+        send(ch, &ParentMsg::CgroupReady)?;
+        tracing::debug!(id, "cgroup ready");
         loop {
             match ch.recv::<ChildMsg>()? {
                 Some(ChildMsg::NamespacesReady) => {
@@ -181,9 +210,12 @@ impl Runtime {
                             }
                         }
                     }
-                    ch.send(&ParentMsg::Continue { state })?;
+                    send(ch, &ParentMsg::Continue { state })?;
                 }
-                Some(ChildMsg::Created) => break,
+                Some(ChildMsg::Created) => {
+                    tracing::debug!(id, "created");
+                    break;
+                }
                 Some(ChildMsg::Failed(msg)) => return Err(Error::Init(msg)),
                 Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
                 None => return Err(Error::Init("the container init exited during setup".into())),

@@ -75,10 +75,10 @@ impl Runtime {
                 "exec: --process-label: SELinux is not enabled on this host".into(),
             ));
         }
-        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        if let Some(s) = &seccomp {
-            crate::seccomp::compile(s)?;
-        }
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(s) => Some(crate::seccomp::compile(s)?),
+            None => None,
+        };
         let console = match &opts.console_socket {
             Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
             None => None,
@@ -87,8 +87,8 @@ impl Runtime {
             // SAFETY: fcntl on an fd we own; it must survive the exec into berth init.
             unsafe { libc::fcntl(c.as_raw_fd(), libc::F_SETFD, 0) };
         }
-        let memfd = crate::sealed_exe::sealed_self()?;
-        let spawned = crate::spawn::spawn_exec(&memfd)?;
+        let exe = crate::sealed_exe::sealed_self()?;
+        let spawned = crate::spawn::spawn_exec(&exe)?;
         let joiner = spawned.pid;
         let cfg = ExecConfig {
             target: rec.pid,

@@ -100,6 +100,10 @@ impl Root {
     /// Resolve `inner` to an `O_PATH` fd, creating missing directories (and, when `file`
     /// is set, an empty regular file as the last component), all inside the root.
     pub fn create_path(&self, inner: &Path, file: bool) -> Result<OwnedFd> {
+        self.create_path_depth(inner, file, 0)
+    }
+
+    fn create_path_depth(&self, inner: &Path, file: bool, depth: u32) -> Result<OwnedFd> {
         let rel = relative(inner);
         match openat2(self.fd(), &rel, OFlag::O_PATH, 0, IN_ROOT) {
             Ok(fd) => return Ok(fd),
@@ -118,7 +122,7 @@ impl Root {
                 Err(Errno::ENOENT) => {
                     let parent = openat2(
                         self.fd(),
-                        &done,
+                        &relative(&done),
                         OFlag::O_PATH | OFlag::O_DIRECTORY,
                         0,
                         IN_ROOT,
@@ -140,7 +144,28 @@ impl Root {
                         nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755))
                     };
                     match created {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => {}
+                        Err(Errno::EEXIST) => {
+                            // A symlink whose target does not exist yet: create the target,
+                            // still inside the root, and continue from there.
+                            if let Ok(target) = nix::fcntl::readlinkat(&parent, name) {
+                                let target = PathBuf::from(target);
+                                let base = if target.is_absolute() {
+                                    PathBuf::from("/")
+                                } else {
+                                    Path::new("/").join(&done)
+                                };
+                                let rest: PathBuf = comps[i + 1..].iter().collect();
+                                if depth >= 40 {
+                                    return Err(io_err(&self.display(inner), Errno::ELOOP));
+                                }
+                                return self.create_path_depth(
+                                    &base.join(target).join(rest),
+                                    file,
+                                    depth + 1,
+                                );
+                            }
+                        }
                         Err(e) => return Err(io_err(&self.display(&next), e)),
                     }
                     // Re-resolve: if something raced us with a symlink, RESOLVE_IN_ROOT still

@@ -93,11 +93,28 @@ impl Plan {
     }
 }
 
+/// The CLONE_NEW* flag of a namespace named as in /proc/PID/ns.
+pub fn flag_of(kind: &str) -> CloneFlags {
+    match kind {
+        "mnt" => CloneFlags::CLONE_NEWNS,
+        "cgroup" => CloneFlags::CLONE_NEWCGROUP,
+        "uts" => CloneFlags::CLONE_NEWUTS,
+        "ipc" => CloneFlags::CLONE_NEWIPC,
+        "user" => CloneFlags::CLONE_NEWUSER,
+        "pid" => CloneFlags::CLONE_NEWPID,
+        "net" => CloneFlags::CLONE_NEWNET,
+        "time" | "time_for_children" => CloneFlags::from_bits_retain(CLONE_NEWTIME),
+        _ => CloneFlags::empty(),
+    }
+}
+
 /// setns(2) into the namespace at `path`.
+/// The kernel checks that the file really is a namespace of `kind` (EINVAL otherwise),
+/// so a path to a namespace of another type is refused rather than joined.
 pub fn join(kind: &str, path: &std::path::Path) -> Result<()> {
     let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| crate::fs::io_err(path, e))?;
-    nix::sched::setns(fd.as_fd(), CloneFlags::empty()).map_err(|e| Error::Sys {
+    nix::sched::setns(fd.as_fd(), flag_of(kind)).map_err(|e| Error::Sys {
         op: format!("join {kind} namespace {}", path.display()),
         source: e,
     })

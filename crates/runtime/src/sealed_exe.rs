@@ -18,7 +18,8 @@ use nix::errno::Errno;
 use crate::error::{Error, IoContext, Result};
 
 const MFD_EXEC: libc::c_uint = 0x10;
-const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
@@ -55,10 +56,28 @@ fn detached_mount(fstype: &str, options: &[(&str, String)]) -> nix::Result<Owned
     for (key, value) in options {
         let (k, v) = (cstr(key), cstr(value));
         // SAFETY: fsconfig on our fs context with valid C strings.
-        Errno::result(unsafe { libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0) })?;
+        Errno::result(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                ctx.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                k.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        })?;
     }
     // SAFETY: fsconfig CMD_CREATE takes no key or value.
-    Errno::result(unsafe { libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_CMD_CREATE, 0usize, 0usize, 0) })?;
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            0usize,
+            0usize,
+            0,
+        )
+    })?;
     let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     // SAFETY: fsmount on a created fs context.
     new_fd(unsafe { libc::syscall(libc::SYS_fsmount, ctx.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
@@ -72,11 +91,22 @@ fn overlay_self() -> std::result::Result<OwnedFd, String> {
     };
     let dir_fd = File::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // Overlayfs without an upper layer needs two lower layers: add an empty detached tmpfs.
-    let empty = detached_mount("tmpfs", &[("size", "4k".into())]).map_err(|e| format!("tmpfs: {e}"))?;
-    let lower = format!("/proc/self/fd/{}:/proc/self/fd/{}", dir_fd.as_raw_fd(), empty.as_raw_fd());
-    let ovl = detached_mount("overlay", &[("lowerdir", lower)]).map_err(|e| format!("overlay: {e}"))?;
-    let file = nix::fcntl::openat(&ovl, name.as_os_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| format!("open through overlay: {e}"))?;
+    let empty =
+        detached_mount("tmpfs", &[("size", "4k".into())]).map_err(|e| format!("tmpfs: {e}"))?;
+    let lower = format!(
+        "/proc/self/fd/{}:/proc/self/fd/{}",
+        dir_fd.as_raw_fd(),
+        empty.as_raw_fd()
+    );
+    let ovl =
+        detached_mount("overlay", &[("lowerdir", lower)]).map_err(|e| format!("overlay: {e}"))?;
+    let file = nix::fcntl::openat(
+        &ovl,
+        name.as_os_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open through overlay: {e}"))?;
     // Make sure the overlay shows the very binary we are running (not a newer one installed
     // over it since we started).
     let ours = std::fs::metadata("/proc/self/exe").map_err(|e| e.to_string())?;
@@ -105,13 +135,20 @@ fn memfd_self() -> Result<OwnedFd> {
         Err(Errno::EINVAL) => memfd_create("berth", base),
         r => r,
     }
-    .map_err(|e| Error::Sys { op: "memfd_create".into(), source: e })?;
+    .map_err(|e| Error::Sys {
+        op: "memfd_create".into(),
+        source: e,
+    })?;
     let mut src = File::open("/proc/self/exe").at("/proc/self/exe")?;
     let mut dst = File::from(fd);
     std::io::copy(&mut src, &mut dst).at("memfd copy of /proc/self/exe")?;
     // SAFETY: fcntl on an fd we own.
-    Errno::result(unsafe { libc::fcntl(dst.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })
-        .map_err(|e| Error::Sys { op: "seal the berth memfd".into(), source: e })?;
+    Errno::result(unsafe { libc::fcntl(dst.as_raw_fd(), libc::F_ADD_SEALS, SEALS) }).map_err(
+        |e| Error::Sys {
+            op: "seal the berth memfd".into(),
+            source: e,
+        },
+    )?;
     Ok(OwnedFd::from(dst))
 }
 
@@ -125,7 +162,11 @@ mod tests {
         if let Ok(mut f) = File::options().write(true).open(&path) {
             assert!(f.write_all(b"x").is_err(), "wrote through {path}");
         }
-        assert!(File::options().write(true).open(&path).and_then(|f| f.set_len(0)).is_err());
+        assert!(File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(0))
+            .is_err());
     }
 
     #[test]

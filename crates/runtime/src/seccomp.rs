@@ -5,20 +5,30 @@ use oci_spec::runtime::LinuxSeccomp;
 
 use crate::error::Result;
 
-pub use berth_seccomp::Filter;
+/// A compiled profile and where to send its notify listener. Compiled once by the parent
+/// (a bad profile fails `create` before anything exists) and installed by init.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Compiled {
+    filter: berth_seccomp::Filter,
+    listener_path: Option<std::path::PathBuf>,
+    listener_metadata: String,
+}
 
-pub fn compile(profile: &LinuxSeccomp) -> Result<Filter> {
-    Ok(berth_seccomp::compile(profile)?)
+pub fn compile(profile: &LinuxSeccomp) -> Result<Compiled> {
+    Ok(Compiled {
+        filter: berth_seccomp::compile(profile)?,
+        listener_path: profile.listener_path().clone(),
+        listener_metadata: profile.listener_metadata().clone().unwrap_or_default(),
+    })
 }
 
 /// Install the filter; with SCMP_ACT_NOTIFY, hand the listener fd to the agent at
 /// `listenerPath` together with the container state.
-pub fn install(filter: &Filter, profile: &LinuxSeccomp, state: &serde_json::Value) -> Result<()> {
-    if let Some(fd) = filter.install()? {
+pub fn install(c: &Compiled, state: &serde_json::Value) -> Result<()> {
+    if let Some(fd) = c.filter.install()? {
         use std::os::fd::AsFd;
-        let path = profile.listener_path().clone().unwrap_or_default();
-        let metadata = profile.listener_metadata().clone().unwrap_or_default();
-        berth_seccomp::send_listener(&path, &metadata, state, fd.as_fd())?;
+        let path = c.listener_path.clone().unwrap_or_default();
+        berth_seccomp::send_listener(&path, &c.listener_metadata, state, fd.as_fd())?;
     }
     Ok(())
 }

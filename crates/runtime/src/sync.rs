@@ -101,6 +101,8 @@ pub enum ChildMsg {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ParentMsg {
     IdsMapped,
+    /// The init process is in its cgroup (and resources are applied).
+    CgroupReady,
     Config(Box<crate::init::InitConfig>),
     /// Run a process in an existing container (`berth exec`).
     Exec(Box<crate::init::ExecConfig>),

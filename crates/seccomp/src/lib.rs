@@ -51,8 +51,11 @@ pub use listener::send_listener;
 /// The kernel's limit on classic BPF program length (BPF_MAXINSNS).
 pub const MAX_INSTRUCTIONS: usize = 4096;
 
-/// A compiled seccomp program with the flags to install it with.
-#[derive(Clone, Debug)]
+/// A compiled seccomp program with the flags to install it with. It serializes (for the
+/// trip from the runtime's parent process, which compiles, to the container's init, which
+/// only installs) as packed instructions.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(into = "WireFilter", from = "WireFilter")]
 pub struct Filter {
     program: Vec<libc::sock_filter>,
     /// SECCOMP_FILTER_FLAG_* bits the profile asks for (NEW_LISTENER is added at install).
@@ -60,6 +63,57 @@ pub struct Filter {
     uses_notify: bool,
     /// `install::action_bit` of every action the program can return.
     action_mask: u32,
+}
+
+/// [`Filter`] as plain data: each instruction packed as code | jt << 16 | jf << 24 | k << 32.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireFilter {
+    program: Vec<u64>,
+    flags: u64,
+    uses_notify: bool,
+    action_mask: u32,
+}
+
+impl From<Filter> for WireFilter {
+    fn from(f: Filter) -> WireFilter {
+        let program = f
+            .program
+            .iter()
+            .map(|i| {
+                u64::from(i.code)
+                    | u64::from(i.jt) << 16
+                    | u64::from(i.jf) << 24
+                    | u64::from(i.k) << 32
+            })
+            .collect();
+        WireFilter {
+            program,
+            flags: f.flags,
+            uses_notify: f.uses_notify,
+            action_mask: f.action_mask,
+        }
+    }
+}
+
+impl From<WireFilter> for Filter {
+    fn from(w: WireFilter) -> Filter {
+        let program = w
+            .program
+            .iter()
+            .map(|&x| libc::sock_filter {
+                code: x as u16,
+                jt: (x >> 16) as u8,
+                jf: (x >> 24) as u8,
+                k: (x >> 32) as u32,
+            })
+            .collect();
+        Filter {
+            program,
+            flags: w.flags as libc::c_ulong,
+            uses_notify: w.uses_notify,
+            action_mask: w.action_mask,
+        }
+    }
 }
 
 impl Filter {

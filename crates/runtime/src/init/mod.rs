@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::namespaces::{self, Plan};
 use crate::sync::{Channel, ChildMsg, ParentMsg};
 
-pub use process::{become_process, request_start, ExecProcess};
+pub use process::{become_process, listen_for_start, request_start, ExecProcess};
 
 /// Everything init needs, sent by the parent once init is in its cgroup.
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +33,9 @@ pub struct InitConfig {
     pub preserve_fds: u32,
     /// fd (inherited) of the connected `--console-socket`.
     pub console_socket: Option<i32>,
+    /// fd (inherited) of the socket `start` connects to.
+    pub start_listener: i32,
+    pub seccomp: Option<crate::seccomp::Compiled>,
 }
 
 /// Entry point of `berth init`. Never returns.
@@ -54,7 +57,7 @@ pub struct ExecConfig {
     /// Host pid of the container's init, whose namespaces to join.
     pub target: i32,
     pub process: oci_spec::runtime::Process,
-    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    pub seccomp: Option<crate::seccomp::Compiled>,
     pub preserve_fds: u32,
     pub console_socket: Option<i32>,
     pub state: serde_json::Value,
@@ -70,7 +73,21 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
     // it stays valid after pivot_root, and every /proc write of init goes through it.
     let proc = crate::fs::ProcFs::open(std::path::Path::new("/proc"))?;
     join_namespaces(&cfg)?;
-    create_late_namespaces(&cfg, &proc)?;
+    create_time_namespace(&cfg, &proc)?;
+    set_host_names(&cfg.spec)?;
+    // SAFETY: the parent passed us this listening socket to own.
+    let start_listener =
+        unsafe { std::os::unix::net::UnixListener::from_raw_fd(cfg.start_listener) };
+    // The parent moves us into our cgroup while we mount: the first migration into a v1
+    // cgroup waits for an RCU grace period (~10 ms), so it runs beside this work.
+    let mut cgroup = CgroupGate {
+        ch,
+        new_namespace: cfg.plan.new_cgroup,
+        entered: false,
+    };
+    rootfs::mount_all(&cfg, &proc, &mut cgroup)?;
+    cgroup.wait()?;
+    // runc's order: mounts, then the createRuntime hooks (run by the parent), then pivot.
     ch.send(&ChildMsg::NamespacesReady)?;
     let state = match ch.recv::<ParentMsg>()? {
         Some(ParentMsg::Continue { state }) => state,
@@ -80,9 +97,7 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
             ))
         }
     };
-    set_host_names(&cfg.spec)?;
-    let start_listener = process::listen_for_start(&cfg.state_dir)?;
-    rootfs::prepare(&cfg, &state, &proc)?;
+    rootfs::finish(&cfg, &state)?;
     let console = console::setup(&cfg)?;
     let exec = process::prepare(&cfg, console, &proc)?;
     ch.send(&ChildMsg::Created)?;
@@ -114,7 +129,7 @@ fn join_container(ch: &Channel, cfg: ExecConfig) -> Result<std::convert::Infalli
     }
     for (kind, fd) in &namespaces {
         use std::os::fd::AsFd;
-        nix::sched::setns(fd.as_fd(), CloneFlags::empty()).map_err(|e| Error::Sys {
+        nix::sched::setns(fd.as_fd(), namespaces::flag_of(kind)).map_err(|e| Error::Sys {
             op: format!("join the container's {kind} namespace"),
             source: e,
         })?;
@@ -159,6 +174,8 @@ fn run_exec(cfg: ExecConfig) -> Result<std::convert::Infallible> {
             Some(slave)
         }
     };
+    let mut cfg = cfg;
+    process::set_home(&mut cfg.process);
     process::apply_attributes(&cfg.process, &proc)?;
     let program = process::find_program(&cfg.process)?;
     let exec = ExecProcess {
@@ -182,13 +199,39 @@ fn join_namespaces(cfg: &InitConfig) -> Result<()> {
     Ok(())
 }
 
-/// The cgroup namespace (now that we are in our cgroup) and the time namespace (whose
-/// offsets can only be written before any process is in it: unshare applies to children,
-/// so write the offsets, then move ourselves in with setns on time_for_children).
-fn create_late_namespaces(cfg: &InitConfig, proc: &crate::fs::ProcFs) -> Result<()> {
-    if cfg.plan.new_cgroup {
-        namespaces::unshare(CloneFlags::CLONE_NEWCGROUP, "cgroup")?;
+/// Waits, once, for the parent to report that this process is in its cgroup, then creates
+/// the cgroup namespace (rooted at the cgroup this process is in when it is created).
+pub struct CgroupGate<'a> {
+    ch: &'a Channel,
+    new_namespace: bool,
+    entered: bool,
+}
+
+impl CgroupGate<'_> {
+    pub fn wait(&mut self) -> Result<()> {
+        if self.entered {
+            return Ok(());
+        }
+        match self.ch.recv::<ParentMsg>()? {
+            Some(ParentMsg::CgroupReady) => {}
+            _ => {
+                return Err(Error::Init(
+                    "parent went away while creating the cgroup".into(),
+                ))
+            }
+        }
+        if self.new_namespace {
+            namespaces::unshare(CloneFlags::CLONE_NEWCGROUP, "cgroup")?;
+        }
+        self.entered = true;
+        Ok(())
     }
+}
+
+/// The time namespace: its offsets can only be written before any process is in it, and
+/// unshare applies to children, so write the offsets, then move ourselves in with setns
+/// on time_for_children.
+fn create_time_namespace(cfg: &InitConfig, proc: &crate::fs::ProcFs) -> Result<()> {
     if cfg.plan.new_time {
         namespaces::unshare(
             CloneFlags::from_bits_retain(namespaces::CLONE_NEWTIME),

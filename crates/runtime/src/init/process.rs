@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
-use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, PosixRlimit, Process};
+use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
 use serde::{Deserialize, Serialize};
 
 use super::InitConfig;
@@ -26,12 +26,18 @@ pub struct StartRequest {
     pub state: serde_json::Value,
 }
 
-/// Bind the socket `start` connects to, in the container's state directory (before
-/// pivot_root, while that directory is visible; the listening fd survives the pivot).
+/// Bind the socket `start` connects to, in the container's state directory.
+///
+/// The parent binds it (init may run as a mapped uid that cannot enter the root-only state
+/// directory) and init inherits the listening fd.
 pub fn listen_for_start(state_dir: &Path) -> Result<UnixListener> {
-    // A state path can be longer than sun_path allows; bind relative to it instead.
-    nix::unistd::chdir(state_dir).map_err(|e| crate::fs::io_err(state_dir, e))?;
-    UnixListener::bind(START_SOCKET).map_err(|e| Error::Io {
+    // A state path can be longer than sun_path allows; bind through a short fd path.
+    let dir = std::fs::File::open(state_dir).map_err(|e| Error::Io {
+        path: state_dir.into(),
+        source: e,
+    })?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/{START_SOCKET}", dir.as_raw_fd()));
+    UnixListener::bind(path).map_err(|e| Error::Io {
         path: state_dir.join(START_SOCKET),
         source: e,
     })
@@ -43,15 +49,16 @@ pub struct ExecProcess {
     pub program: PathBuf,
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
-    pub seccomp: Option<LinuxSeccomp>,
+    pub seccomp: Option<crate::seccomp::Compiled>,
 }
 
 /// Steps that do not depend on `start`: applied now so their errors surface at create.
 pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>, proc: &ProcFs) -> Result<ExecProcess> {
-    let process = cfg.spec.process().clone().expect("validated");
+    let mut process = cfg.spec.process().clone().expect("validated");
+    set_home(&mut process);
     apply_attributes(&process, proc)?;
     let program = find_program(&process)?;
-    let seccomp = cfg.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp = cfg.seccomp.clone();
     Ok(ExecProcess {
         process,
         program,
@@ -175,6 +182,28 @@ fn set_scheduler(s: &oci_spec::runtime::Scheduler) -> Result<()> {
             op: "field process.scheduler: sched_setattr".into(),
             source: e,
         })
+}
+
+/// runc sets HOME from the container's /etc/passwd when the process env has none ("/" for
+/// a uid that is not listed). Called inside the container root.
+pub fn set_home(process: &mut Process) {
+    let mut env = process.env().clone().unwrap_or_default();
+    if env.iter().any(|e| e.starts_with("HOME=")) {
+        return;
+    }
+    let uid = process.user().uid().to_string();
+    let home = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2] == uid).then(|| f[5].to_string())
+            })
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    env.push(format!("HOME={home}"));
+    process.set_env(Some(env));
 }
 
 fn env_path(process: &Process) -> String {
@@ -334,14 +363,10 @@ pub fn become_process(
             })?;
         }
     }
-    let filter = match &exec.seccomp {
-        Some(profile) => Some(crate::seccomp::compile(profile)?),
-        None => None,
-    };
     if !nnp {
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
-        if let (Some(f), Some(profile)) = (&filter, &exec.seccomp) {
-            crate::seccomp::install(f, profile, state)?;
+        if let Some(f) = &exec.seccomp {
+            crate::seccomp::install(f, state)?;
         }
     }
     let caps = p.capabilities().clone().unwrap_or_else(empty_caps);
@@ -374,8 +399,8 @@ pub fn become_process(
             op: "set no_new_privs".into(),
             source: e,
         })?;
-        if let (Some(f), Some(profile)) = (&filter, &exec.seccomp) {
-            crate::seccomp::install(f, profile, state)?;
+        if let Some(f) = &exec.seccomp {
+            crate::seccomp::install(f, state)?;
         }
     }
     close_inherited_fds(exec.preserve_fds)?;

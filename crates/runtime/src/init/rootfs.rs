@@ -10,7 +10,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
-use super::InitConfig;
+use super::{CgroupGate, InitConfig};
 use crate::error::{Error, Result};
 use crate::fs::{fd_path, io_err, ProcFs, Root};
 use crate::mount::{propagation_flag, MountOptions};
@@ -20,7 +20,8 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     move |source| Error::Sys { op, source }
 }
 
-pub fn prepare(cfg: &InitConfig, state: &serde_json::Value, proc: &ProcFs) -> Result<()> {
+/// Everything before pivot_root that needs no hook: propagation, mounts, devices, sysctls.
+pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Result<()> {
     let spec = &cfg.spec;
     let linux = spec.linux().as_ref().expect("validated");
     // Stop our mounts from propagating back to the host (and the host's into us, unless
@@ -32,6 +33,19 @@ pub fn prepare(cfg: &InitConfig, state: &serde_json::Value, proc: &ProcFs) -> Re
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
         .map_err(sys("make / a slave mount"))?;
+    // pivot_root refuses a shared new root (rootfsPropagation "shared"): make the mount
+    // holding the rootfs private first, so the bind below is private too. The requested
+    // propagation is applied to "/" again after the pivot.
+    if let Some(parent) = cfg.rootfs.parent().and_then(mount_point_of) {
+        mount(
+            None::<&str>,
+            &parent,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys(format!("make {} private", parent.display())))?;
+    }
     // pivot_root needs the new root to be a mount point; binding it onto itself makes it one.
     mount(
         Some(&cfg.rootfs),
@@ -48,26 +62,47 @@ pub fn prepare(cfg: &InitConfig, state: &serde_json::Value, proc: &ProcFs) -> Re
         m.destination() == Path::new("/dev")
             && MountOptions::parse(m.options().as_deref().unwrap_or_default()).is_bind()
     });
-    for (i, m) in mounts.iter().enumerate() {
+    // cgroup mounts need the cgroup namespace, which needs the parent to have moved us into
+    // our cgroup (slow, see CgroupGate): do every other mount first, unless a later mount
+    // lies beneath a cgroup mount and so must follow it.
+    let is_cgroup = |m: &Mount| matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2"));
+    let deferrable = |i: usize| {
+        is_cgroup(&mounts[i])
+            && !mounts[i + 1..]
+                .iter()
+                .any(|later| later.destination().starts_with(mounts[i].destination()))
+    };
+    let mount = |i: usize, m: &Mount| {
         mount_one(&root, &cfg.bundle, m, in_userns)
-            .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))?;
+            .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))
+    };
+    for (i, m) in mounts.iter().enumerate() {
+        if deferrable(i) {
+            continue;
+        }
+        if is_cgroup(m) {
+            cgroup.wait()?;
+        }
+        mount(i, m)?;
     }
-    if !dev_is_bound {
-        create_devices(
-            &root,
-            linux.devices().as_deref().unwrap_or_default(),
-            in_userns,
-            true,
-        )?;
-    } else {
-        create_devices(
-            &root,
-            linux.devices().as_deref().unwrap_or_default(),
-            in_userns,
-            false,
-        )?;
-    }
+    create_devices(
+        &root,
+        linux.devices().as_deref().unwrap_or_default(),
+        in_userns,
+        !dev_is_bound,
+    )?;
     write_sysctls(spec, proc)?;
+    cgroup.wait()?;
+    for (i, m) in mounts.iter().enumerate().filter(|(i, _)| deferrable(*i)) {
+        mount(i, m)?;
+    }
+    Ok(())
+}
+
+/// createContainer hooks, pivot_root, masked and read-only paths, read-only root.
+pub fn finish(cfg: &InitConfig, state: &serde_json::Value) -> Result<()> {
+    let spec = &cfg.spec;
+    let linux = spec.linux().as_ref().expect("validated");
     if let Some(hooks) = spec
         .hooks()
         .as_ref()
@@ -75,6 +110,9 @@ pub fn prepare(cfg: &InitConfig, state: &serde_json::Value, proc: &ProcFs) -> Re
     {
         crate::hooks::run("createContainer", &hooks, state)?;
     }
+    // runc creates a missing cwd; do it inside the rootfs, before it can become read-only.
+    let cwd = spec.process().as_ref().expect("validated").cwd();
+    Root::open(&cfg.rootfs)?.create_path(cwd, false)?;
     enter_root(&cfg.rootfs, cfg.no_pivot)?;
     let new_root = Root::open(Path::new("/"))?;
     for p in linux.masked_paths().iter().flatten() {
@@ -630,7 +668,16 @@ fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
             .map_err(sys("move rootfs to /"))?;
         nix::unistd::chroot(".").map_err(sys("chroot"))?;
     } else {
+        // An fd of the old root, to act on it (and only it) after the pivot: "." then
+        // names the new root's mount, whose propagation settings must survive.
+        let old_root = nix::fcntl::open(
+            "/",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("open old root"))?;
         nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
+        nix::unistd::fchdir(&old_root).map_err(sys("enter old root"))?;
         // Keep the detach from propagating to the host's mounts.
         mount(
             None::<&str>,
@@ -643,6 +690,16 @@ fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
         umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root"))?;
     }
     nix::unistd::chdir("/").map_err(sys("chdir /"))
+}
+
+/// The mount point of the mount that contains `path` (longest matching mountinfo entry).
+fn mount_point_of(path: &Path) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| PathBuf::from(mp.replace("\\040", " ")))
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.as_os_str().len())
 }
 
 /// The container's /dev/null, checked to really be the null device before it is used as a
