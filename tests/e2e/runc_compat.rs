@@ -175,3 +175,23 @@ fn state_json_has_runcs_fields() {
         assert_eq!(berth_state[field], runc_state[field], "{field}");
     }
 }
+
+#[test]
+fn sys_mounts_match_runc() {
+    let (runc, berth) = both("cat /proc/self/mountinfo", |_| {});
+    // Two differences on purpose: berth also mounts the (controller-less) cgroup2 tree
+    // of this hybrid host at /sys/fs/cgroup/unified, as the host has it, and keeps the
+    // /sys/fs/cgroup tmpfs read-only like everything under it (runc 1.1 leaves it rw).
+    let berth: Vec<String> = mounts_under(&berth, "/sys")
+        .into_iter()
+        .filter(|l| !l.starts_with("/sys/fs/cgroup/unified "))
+        .map(|l| l.replace("/sys/fs/cgroup tmpfs ro,", "/sys/fs/cgroup tmpfs rw,"))
+        .collect();
+    assert_eq!(berth, mounts_under(&runc, "/sys"));
+}
+
+#[test]
+fn root_mount_matches_runc() {
+    let (runc, berth) = both("cat /proc/self/mountinfo", |_| {});
+    assert_eq!(mounts_under(&berth, "/"), mounts_under(&runc, "/"));
+}
