@@ -487,3 +487,48 @@ fn custom_masked_and_readonly_paths() {
         "masking does not touch the file"
     );
 }
+
+#[test]
+fn hooks_get_only_their_own_env_and_args() {
+    let marks = tempfile::tempdir().unwrap();
+    let m = marks.path().to_str().unwrap().to_owned();
+    let mut b = Bundle::new();
+    b.push(
+        "/hooks/createRuntime",
+        json!({"path": "/bin/sh",
+               "args": ["sh", "-c", format!("env > {m}/env; echo \"$0 $1\" > {m}/args"), "zero", "one"],
+               "env": ["HOOK_VAR=hook value", "PATH=/usr/bin:/bin"]}),
+    );
+    let _c = b.create("hookenv");
+    let env = std::fs::read_to_string(marks.path().join("env")).unwrap();
+    assert!(env.lines().any(|l| l == "HOOK_VAR=hook value"), "{env}");
+    assert!(
+        !env.lines().any(|l| l.starts_with("CARGO")),
+        "the caller's env leaked into the hook: {env}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(marks.path().join("args")).unwrap(),
+        "zero one\n"
+    );
+}
+
+#[test]
+fn hook_timeout_fails_create_and_leaves_nothing() {
+    let mut b = Bundle::with_own_rootfs();
+    b.push(
+        "/hooks/createRuntime",
+        json!({"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}),
+    );
+    b.write();
+    let id = unique_id("hooktimeout");
+    let _g = b.guard(&id);
+    let out = b
+        .berth(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("createRuntime") && out.stderr.contains("timed out"),
+        "{out:?}"
+    );
+    assert_nothing_left(&b, &id);
+}
