@@ -130,7 +130,6 @@ fn bind_mount_of_a_host_file_onto_a_new_path() {
 }
 
 #[test]
-#[ignore = "berth bug: propagation flags in mount options (rshared) are not applied"]
 fn bind_mount_propagation_options() {
     let shared = tempfile::tempdir().unwrap();
     let private = tempfile::tempdir().unwrap();
@@ -161,7 +160,6 @@ fn bind_mount_propagation_options() {
 /// This host's own mounts are private, so the root mount shows no peer group under
 /// runc either; what is checked is that every value is accepted (runc accepts all).
 #[test]
-#[ignore = "berth bug: rootfsPropagation shared/rshared fails with pivot_root EINVAL"]
 fn rootfs_propagation_values_are_accepted() {
     for prop in [
         "shared", "rshared", "slave", "rslave", "private", "rprivate",

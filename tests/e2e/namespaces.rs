@@ -92,7 +92,6 @@ fn joins_the_network_namespace_of_a_running_process() {
 }
 
 #[test]
-#[ignore = "berth bug: setns with nstype 0 joins a namespace of the wrong type"]
 fn joining_a_namespace_of_the_wrong_type_fails() {
     let mut b = Bundle::new();
     b.namespace("network", Some("/proc/self/ns/uts"));
@@ -124,7 +123,6 @@ fn the_user_process_is_pid_1() {
 }
 
 #[test]
-#[ignore = "berth bug: user namespace containers fail to start"]
 fn user_namespace_maps_ids() {
     let mut b = Bundle::new();
     b.namespace("user", None);
@@ -145,7 +143,6 @@ fn user_namespace_maps_ids() {
 }
 
 #[test]
-#[ignore = "berth bug: user namespace containers fail to start"]
 fn user_namespace_process_is_unprivileged_on_the_host() {
     let mut b = Bundle::new();
     b.namespace("user", None);

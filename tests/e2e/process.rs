@@ -49,7 +49,6 @@ fn args_env_and_cwd() {
 }
 
 #[test]
-#[ignore = "berth bug: a missing process.cwd is not created (runc creates it)"]
 fn missing_cwd_is_created() {
     let mut b = Bundle::with_own_rootfs();
     b.spec["process"]["cwd"] = json!("/work/here");
@@ -424,7 +423,6 @@ fn failing_create_runtime_hook_fails_create_and_leaves_nothing() {
 }
 
 #[test]
-#[ignore = "berth bug: HOME is not set from /etc/passwd when process.env lacks it"]
 fn home_comes_from_passwd_when_unset() {
     let mut b = Bundle::new();
     b.spec["process"]["user"] = json!({"uid": 1000, "gid": 1000});

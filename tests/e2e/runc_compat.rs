@@ -118,7 +118,6 @@ fn hostname_matches_runc() {
 }
 
 #[test]
-#[ignore = "berth bug: user namespace containers fail to start"]
 fn uid_map_matches_runc() {
     let (runc, berth) = both("cat /proc/self/uid_map /proc/self/gid_map; id", |b| {
         b.namespace("user", None);
