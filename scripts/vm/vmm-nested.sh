@@ -123,7 +123,8 @@ pid=$!
 for i in $(seq 1 100); do ip link show tap0 >/dev/null 2>&1 && break; sleep 0.2; done
 ip addr add 10.0.2.1/24 dev tap0 && ip link set tap0 up
 for i in $(seq 1 240); do
-    vsock-echo host-connect /tmp/v.sock 6000 hi-from-host >/tmp/host-connect.log 2>&1 && break
+    echo "attempt $i" >>/tmp/host-connect.log
+    timeout 10 vsock-echo host-connect /tmp/v.sock 6000 hi-from-host >>/tmp/host-connect.log 2>&1 && break
     kill -0 $pid 2>/dev/null || break
     sleep 0.5
 done

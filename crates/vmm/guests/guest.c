@@ -232,8 +232,12 @@ static void test_vsock(void) {
 	vs_send(4, 1234, 5000, 3, 0);
 	vs_expect(3);
 	puts("closed\n");
-	/* Host -> guest port 6000. */
+	/* Host -> guest port 6000: refuse the first attempt (as a guest not listening yet
+	   would), accept the second. */
 	fwd_cnt = 0;
+	h = vs_expect(1);
+	vs_send(3, h->dst_port, h->src_port, 0, 0);
+	puts("refused\n");
 	h = vs_expect(1);
 	u32 host_port = h->src_port, port = h->dst_port;
 	vs_send(2, port, host_port, 0, 0);

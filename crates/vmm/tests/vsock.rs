@@ -54,6 +54,13 @@ fn guest_and_host_initiated_streams_carry_data_both_ways() {
     let uds2 = uds.clone();
     let host_side = std::thread::spawn(move || {
         done_rx.recv_timeout(WATCHDOG).unwrap();
+        // The guest refuses the first attempt (RST): the VMM closes our stream.
+        let mut s = UnixStream::connect(&uds2).unwrap();
+        s.set_read_timeout(Some(WATCHDOG)).unwrap();
+        s.write_all(b"CONNECT 6000\n").unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "refused connection got {rest:?}");
         let mut s = UnixStream::connect(&uds2).unwrap();
         s.set_read_timeout(Some(WATCHDOG)).unwrap();
         s.write_all(b"CONNECT 6000\n").unwrap();
@@ -72,13 +79,13 @@ fn guest_and_host_initiated_streams_carry_data_both_ways() {
     assert_eq!(report.reason, ShutdownReason::DebugExit(50), "{out}");
     assert_eq!(
         out,
-        "cid=42\nconnected\ngot: pong\nclosed\naccepted on 6000\ndone\n"
+        "cid=42\nconnected\ngot: pong\nclosed\nrefused\naccepted on 6000\ndone\n"
     );
     let (ping, rest) = guest_side.join().unwrap();
     assert_eq!(ping, "ping from guest");
     assert!(rest.is_empty());
     let (ok, echo) = host_side.join().unwrap();
-    assert_eq!(ok, format!("OK {}", 1u32 << 30));
+    assert_eq!(ok, format!("OK {}", (1u32 << 30) + 1));
     assert_eq!(echo, "echo: hello guest");
     // The VM is gone: its socket is removed.
     assert!(!uds.exists());

@@ -203,7 +203,7 @@ impl Vsock {
             epoll.ctl(
                 ControlOperation::Add,
                 listener.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, LISTENER_TOKEN),
+                EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, LISTENER_TOKEN),
             )?;
             Ok(epoll)
         };
