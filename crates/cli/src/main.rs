@@ -102,6 +102,8 @@ pub enum Command {
     Image(commands::image::ImageArgs),
     /// System-wide maintenance (prune).
     System(commands::image::SystemArgs),
+    /// Docker-style containers from images (run, ps, logs, stop, kill, rm, exec, inspect).
+    Container(commands::container::Args),
 }
 
 /// Whatever a client passes to checkpoint/restore; refused with one clear line.
@@ -121,7 +123,7 @@ fn main() -> ExitCode {
             berth_runtime::init::main(fd);
         }
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(commands::container::route(std::env::args_os().collect()));
     logging::setup(&cli);
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code),

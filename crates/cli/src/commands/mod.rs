@@ -1,5 +1,6 @@
 //! One module per command, each with its clap `Args` and a `run` function.
 
+pub mod container;
 pub mod create;
 pub mod delete;
 pub mod events;
@@ -55,5 +56,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Import(a) => image::import(a),
         Command::Image(a) => image::image(a),
         Command::System(a) => image::system(a),
+        Command::Container(a) => container::run(&cli.root, a),
     }
 }

@@ -1,0 +1,498 @@
+//! Docker-style commands: `berth container run|ps|logs|stop|kill|rm|exec|inspect`, with
+//! `berth run IMAGE`, `ps`, `logs`, `stop`, `rm` and `inspect` routed here by [`route`].
+//! Parsing and printing only; the work is in berth-engine.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_engine::{options, Bind, Container, Engine, ExecRequest, RunOptions, Seccomp, Status};
+use berth_runtime::{ExecOptions, Runtime};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Image store and container directory.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/berth",
+        env = "BERTH_DATA_ROOT"
+    )]
+    pub data_root: PathBuf,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Cmd {
+    /// Create and start a container from an image.
+    Run(Box<RunArgs>),
+    /// List containers.
+    Ps(PsArgs),
+    /// Print a container's output (detached containers).
+    Logs(LogsArgs),
+    /// Stop containers: the image's stop signal, then SIGKILL after a timeout.
+    Stop(StopArgs),
+    /// Send a signal to containers.
+    Kill(KillArgs),
+    /// Remove containers.
+    Rm(RmArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Print containers' details as JSON.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open (otherwise the container reads /dev/null).
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy the caller's).
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Bind mount a host path: SRC:DST[:ro|rw].
+    #[arg(long, short = 'v')]
+    pub volume: Vec<String>,
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// user[:group], names or numbers.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit, e.g. 64m.
+    #[arg(long, short = 'm')]
+    pub memory: Option<String>,
+    /// CPU limit, e.g. 1.5.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// seccomp=unconfined or seccomp=PROFILE.json.
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// none (a new network namespace with loopback only; the default) or host.
+    #[arg(long, alias = "net", default_value = "none")]
+    pub network: String,
+    /// IMAGE [COMMAND [ARG...]].
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub image_and_cmd: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones).
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Only print IDs.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Do not truncate IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    pub container: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before SIGKILL.
+    #[arg(long, short = 't', alias = "time", default_value_t = 10)]
+    pub timeout: u64,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KillArgs {
+    #[arg(long, short = 's', default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    /// Kill and remove running containers.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open (otherwise the process reads /dev/null).
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `println!` that ends quietly on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+    }};
+}
+
+/// Global flags taking a value, skipped while looking for the subcommand.
+const GLOBAL_WITH_VALUE: &[&str] = &["--root", "--log", "--log-format", "--criu"];
+/// Flags only runc's `run --bundle B ID` has.
+const RUNC_RUN_FLAGS: &[&str] = &[
+    "-b",
+    "--bundle",
+    "--pid-file",
+    "--console-socket",
+    "--no-pivot",
+    "--no-new-keyring",
+    "--preserve-fds",
+    "--keep",
+];
+
+/// Rewrite the command line so docker-style commands reach `berth container ...`:
+/// * `logs`, `stop`, `rm`, `inspect` (no runc command has these names);
+/// * `ps` with no positional argument (runc's `ps` needs a container ID);
+/// * `run`, unless it has a runc-only flag (`--bundle`/`-b`, `--pid-file`, `--keep`, ...)
+///   or is runc's `run ID` with a bundle in the current directory: exactly one
+///   positional argument, without ':' or '/', and `./config.json` exists.
+pub fn route(mut args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if !a.starts_with('-') {
+            break;
+        }
+        i += if GLOBAL_WITH_VALUE.contains(&a.as_ref()) {
+            2
+        } else {
+            1
+        };
+    }
+    let Some(cmd) = args.get(i).map(|a| a.to_string_lossy().into_owned()) else {
+        return args;
+    };
+    let rest: Vec<String> = args[i + 1..]
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let positionals = || rest.iter().filter(|a| !a.starts_with('-'));
+    let docker = match cmd.as_str() {
+        "logs" | "stop" | "rm" | "inspect" => true,
+        "ps" => positionals().next().is_none(),
+        "run" => {
+            let runc_flag = rest.iter().any(|a| {
+                let flag = a.split_once('=').map_or(a.as_str(), |(f, _)| f);
+                RUNC_RUN_FLAGS.contains(&flag)
+            });
+            let p: Vec<&String> = positionals().collect();
+            let runc_id_here = p.len() == 1
+                && !p[0].contains([':', '/'])
+                && std::path::Path::new("config.json").exists();
+            !runc_flag && !runc_id_here
+        }
+        _ => false,
+    };
+    if docker {
+        args.insert(i, "container".into());
+    }
+    args
+}
+
+pub fn run(root: &std::path::Path, a: &Args) -> anyhow::Result<u8> {
+    let engine = Engine::open(&a.data_root, root)?;
+    match &a.command {
+        Cmd::Run(r) => run_container(&engine, r),
+        Cmd::Ps(p) => ps(&engine, p),
+        Cmd::Logs(l) => logs(&engine, l),
+        Cmd::Stop(s) => each(&s.containers, |c| {
+            engine.stop(c, Duration::from_secs(s.timeout))
+        }),
+        Cmd::Kill(k) => {
+            let sig = berth_runtime::signal::parse(&k.signal)?;
+            each(&k.containers, |c| engine.kill(c, sig))
+        }
+        Cmd::Rm(r) => each(&r.containers, |c| engine.remove(c, r.force)),
+        Cmd::Exec(e) => exec(&engine, e),
+        Cmd::Inspect(i) => {
+            let all: Vec<serde_json::Value> = i
+                .containers
+                .iter()
+                .map(|c| engine.inspect(c))
+                .collect::<Result<_, _>>()?;
+            out!("{}", serde_json::to_string_pretty(&all)?);
+            Ok(0)
+        }
+    }
+}
+
+/// Apply `f` to each reference, printing what the user typed on success (as docker does);
+/// every failure is reported, and the exit code is 1 if any failed.
+fn each(
+    refs: &[String],
+    f: impl Fn(&str) -> berth_engine::Result<Container>,
+) -> anyhow::Result<u8> {
+    let mut code = 0;
+    for r in refs {
+        match f(r) {
+            Ok(_) => out!("{r}"),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn run_options(r: &RunArgs) -> anyhow::Result<RunOptions> {
+    let (image, cmd) = r
+        .image_and_cmd
+        .split_first()
+        .context("an IMAGE is required")?;
+    let mut env = Vec::new();
+    for f in &r.env_file {
+        env.extend(options::read_env_file(f)?);
+    }
+    for e in &r.env {
+        match e.split_once('=') {
+            Some(_) => env.push(e.clone()),
+            None => env.extend(std::env::var(e).ok().map(|v| format!("{e}={v}"))),
+        }
+    }
+    let mut seccomp = Seccomp::Default;
+    for s in &r.security_opt {
+        seccomp = Seccomp::from_security_opt(s)?;
+    }
+    Ok(RunOptions {
+        image: image.clone(),
+        cmd: cmd.to_vec(),
+        name: r.name.clone(),
+        detach: r.detach,
+        auto_remove: r.rm,
+        interactive: r.interactive,
+        tty: r.tty,
+        env,
+        binds: r
+            .volume
+            .iter()
+            .map(|v| v.parse::<Bind>())
+            .collect::<Result<_, _>>()?,
+        workdir: r.workdir.clone(),
+        user: r.user.clone(),
+        entrypoint: r.entrypoint.clone(),
+        hostname: r.hostname.clone(),
+        memory: r.memory.as_deref().map(options::parse_memory).transpose()?,
+        cpus: r.cpus.as_deref().map(options::parse_cpus).transpose()?,
+        pids_limit: match &r.pids_limit {
+            Some(p) => options::parse_pids_limit(p)?,
+            None => None,
+        },
+        read_only: r.read_only,
+        cap_add: r.cap_add.clone(),
+        cap_drop: r.cap_drop.clone(),
+        seccomp,
+        network: r.network.parse()?,
+    })
+}
+
+fn run_container(engine: &Engine, r: &RunArgs) -> anyhow::Result<u8> {
+    if r.tty {
+        anyhow::bail!("-t: pseudo-terminals are not supported by `berth run` yet (drop -t)");
+    }
+    let opts = run_options(r)?;
+    let mut c = engine.create(&opts)?;
+    if opts.detach {
+        engine.start_detached(&mut c)?;
+        out!("{}", c.id);
+        return Ok(0);
+    }
+    let code = engine.run_attached(&mut c)?;
+    Ok(u8::try_from(code).unwrap_or(255))
+}
+
+/// "Up 3 seconds", "Exited (0) 2 minutes ago", as docker prints them.
+fn status_text(c: &Container) -> String {
+    let ago = |t: &Option<String>| {
+        let Some(t) = t
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return String::new();
+        };
+        let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .max(0);
+        match s {
+            0..=1 => "Less than a second".into(),
+            2..=59 => format!("{s} seconds"),
+            60..=3599 => format!("{} minutes", s / 60),
+            3600..=86399 => format!("{} hours", s / 3600),
+            _ => format!("{} days", s / 86400),
+        }
+    };
+    match c.state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", ago(&c.state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", ago(&c.state.started_at)),
+        Status::Exited => match c.state.exit_code {
+            Some(code) => format!("Exited ({code}) {} ago", ago(&c.state.finished_at)),
+            None => "Exited (unknown)".into(),
+        },
+    }
+}
+
+fn ps(engine: &Engine, p: &PsArgs) -> anyhow::Result<u8> {
+    let list: Vec<Container> = engine
+        .list()?
+        .into_iter()
+        .rev()
+        .filter(|c| p.all || matches!(c.state.status, Status::Running | Status::Paused))
+        .collect();
+    if p.quiet {
+        for c in &list {
+            out!("{}", if p.no_trunc { &c.id } else { c.short_id() });
+        }
+        return Ok(0);
+    }
+    out!(
+        "{:<12}  {:<24}  {:<22}  {:<28}  NAMES",
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "STATUS"
+    );
+    for c in &list {
+        let mut cmd = format!("\"{}\"", c.command.join(" "));
+        if !p.no_trunc && cmd.chars().count() > 22 {
+            cmd = cmd.chars().take(20).collect::<String>() + "…\"";
+        }
+        let id = if p.no_trunc { &c.id } else { c.short_id() };
+        out!(
+            "{:<12}  {:<24}  {:<22}  {:<28}  {}",
+            id,
+            c.options.image,
+            cmd,
+            status_text(c),
+            c.name
+        );
+    }
+    Ok(0)
+}
+
+fn logs(engine: &Engine, l: &LogsArgs) -> anyhow::Result<u8> {
+    let c = engine.get(&l.container)?;
+    let mut f =
+        std::fs::File::open(&c.log_path).with_context(|| format!("{}", c.log_path.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        std::io::copy(&mut f, &mut stdout)?;
+        stdout.flush()?;
+        if !l.follow {
+            return Ok(0);
+        }
+        let running = engine
+            .get(&c.id)
+            .is_ok_and(|c| matches!(c.state.status, Status::Running | Status::Paused));
+        if !running {
+            // One last read: output written between the copy and the status check.
+            let mut rest = Vec::new();
+            f.read_to_end(&mut rest)?;
+            stdout.write_all(&rest)?;
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn exec(engine: &Engine, e: &ExecArgs) -> anyhow::Result<u8> {
+    if e.tty {
+        anyhow::bail!("-t: pseudo-terminals are not supported by `berth container exec` yet; use `berth exec -t --console-socket`");
+    }
+    let (c, process) = engine.exec_process(
+        &e.container,
+        &ExecRequest {
+            args: e.command.clone(),
+            env: e.env.clone(),
+            workdir: e.workdir.clone(),
+            user: e.user.clone(),
+            tty: false,
+        },
+    )?;
+    let rt: &Runtime = engine.runtime();
+    let opts = ExecOptions {
+        process,
+        console_socket: None,
+        preserve_fds: 0,
+        pid_file: None,
+    };
+    if !e.interactive {
+        let null = std::fs::File::open("/dev/null")?;
+        // SAFETY: dup2 onto fd 0 of two fds this process owns.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
+    }
+    if e.detach {
+        rt.exec(&c.id, &opts)?;
+        return Ok(0);
+    }
+    // The exec'd process is a grandchild: become its subreaper to collect its status.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mask = super::run::forwarded_signals();
+    mask.thread_block()?;
+    let pid = rt.exec(&c.id, &opts)?;
+    super::run::wait_forwarding(pid, &mask)
+}

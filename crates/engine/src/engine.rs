@@ -1,0 +1,601 @@
+//! The engine: image store + runtime + per-container metadata.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_image::spec::ANNOTATION_STOP_SIGNAL;
+use berth_image::{PullOptions, Store};
+use berth_runtime::oci::Process;
+use berth_runtime::{CreateOptions, Runtime};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde_json::{json, Value};
+
+use crate::container::{generated_name, validate_name, Container, State, Status, LOG};
+use crate::error::{sys, Error, IoContext, Result};
+use crate::options::RunOptions;
+
+/// Signals a foreground run passes on to the container instead of dying of them.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+/// How long `rm -f` and `stop` wait for the monitor to record an exit after SIGKILL.
+const REAP_LIMIT: Duration = Duration::from_secs(10);
+
+/// `exec` flags (docker's), turned into a runtime process by [`Engine::exec_process`].
+#[derive(Clone, Debug, Default)]
+pub struct ExecRequest {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub tty: bool,
+}
+
+pub struct Engine {
+    data_root: PathBuf,
+    store: Store,
+    runtime: Runtime,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut b = vec![0; n];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .at("/dev/urandom")?;
+    Ok(b)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Exit code the way a shell reports it.
+fn exit_code(ws: WaitStatus) -> Option<i32> {
+    match ws {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// Reap children until `pid` exits; with `forward`, pass those signals on to `pid`
+/// (they must be blocked in this thread). Returns `None` if `pid` was never ours to reap.
+pub(crate) fn wait_for(pid: Pid, forward: Option<&SigSet>) -> Result<Option<i32>> {
+    loop {
+        let flags = forward.map(|_| WaitPidFlag::WNOHANG);
+        loop {
+            match waitpid(None, flags) {
+                Ok(ws) if ws.pid() == Some(pid) => {
+                    if let Some(c) = exit_code(ws) {
+                        return Ok(Some(c));
+                    }
+                }
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::ECHILD) => return Ok(None),
+                Err(e) => return Err(sys("waitpid")(e)),
+            }
+        }
+        let Some(mask) = forward else { continue };
+        let sig = mask.wait().map_err(sys("sigwait"))?;
+        if sig != Signal::SIGCHLD {
+            let _ = kill(pid, sig);
+        }
+    }
+}
+
+/// Point fd `target` at `file` (the container's init inherits fds 0-2).
+fn redirect(file: &impl AsRawFd, target: i32) -> Result<()> {
+    // SAFETY: dup2 on two fds this process owns.
+    if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
+        return Err(sys(format!("dup2 onto fd {target}"))(nix::Error::last()));
+    }
+    Ok(())
+}
+
+fn dev_null() -> Result<File> {
+    File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .at("/dev/null")
+}
+
+impl Engine {
+    /// Open the image store at `data_root` and the runtime state at `runtime_root`.
+    pub fn open(data_root: &Path, runtime_root: &Path) -> Result<Engine> {
+        let store = Store::open(data_root)?;
+        let containers = data_root.join("containers");
+        std::fs::create_dir_all(&containers).at(&containers)?;
+        Ok(Engine {
+            data_root: data_root.to_path_buf(),
+            store,
+            runtime: Runtime::new(runtime_root),
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    fn containers_dir(&self) -> PathBuf {
+        self.data_root.join("containers")
+    }
+
+    /// Serialises name checks and creation among engine processes.
+    fn lock(&self) -> Result<Flock<File>> {
+        let p = self.data_root.join("containers.lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .at(&p)?;
+        Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| sys(format!("flock {}", p.display()))(e))
+    }
+
+    /// Every engine container, oldest first, with its live status.
+    pub fn list(&self) -> Result<Vec<Container>> {
+        let dir = self.containers_dir();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).at(&dir)? {
+            let e = e.at(&dir)?;
+            if let Some(c) = Container::load(&e.path())? {
+                out.push(self.refresh(c));
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        Ok(out)
+    }
+
+    /// Combine recorded state with the runtime's view: a container whose init is gone
+    /// but whose exit nobody recorded (monitor killed, host rebooted) reads as exited.
+    fn refresh(&self, mut c: Container) -> Container {
+        if matches!(c.state.status, Status::Running | Status::Paused) {
+            c.state.status = match self.runtime.state(&c.id).map(|s| s.status) {
+                Ok(berth_runtime::Status::Running) => Status::Running,
+                Ok(berth_runtime::Status::Paused) => Status::Paused,
+                Ok(berth_runtime::Status::Created | berth_runtime::Status::Creating) => {
+                    Status::Created
+                }
+                _ => Status::Exited,
+            };
+        }
+        c
+    }
+
+    /// Find a container by full ID, name, or unique ID prefix.
+    pub fn get(&self, reference: &str) -> Result<Container> {
+        let all = self.list()?;
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.id == reference || c.name == reference)
+        {
+            return Ok(c.clone());
+        }
+        let mut hits = all
+            .into_iter()
+            .filter(|c| !reference.is_empty() && c.id.starts_with(reference));
+        match (hits.next(), hits.next()) {
+            (Some(c), None) => Ok(c),
+            (Some(_), Some(_)) => Err(Error::Ambiguous(reference.into())),
+            _ => Err(Error::NotFound(reference.into())),
+        }
+    }
+
+    /// Pull the image if needed, make the bundle (overlay rootfs + config.json with the
+    /// flags applied), the log file and the metadata. Nothing runs yet.
+    pub fn create(&self, opts: &RunOptions) -> Result<Container> {
+        let _lock = self.lock()?;
+        let existing = self.list()?;
+        let name = match &opts.name {
+            Some(n) => {
+                validate_name(n)?;
+                if let Some(c) = existing.iter().find(|c| &c.name == n) {
+                    return Err(Error::NameInUse {
+                        name: n.clone(),
+                        id: c.id.clone(),
+                    });
+                }
+                n.clone()
+            }
+            None => loop {
+                let n = generated_name(&random_bytes(3)?);
+                if !existing.iter().any(|c| c.name == n) {
+                    break n;
+                }
+            },
+        };
+        let id = hex(&random_bytes(32)?);
+        let image = self
+            .store
+            .find_or_pull(&opts.image, &PullOptions::default())?;
+        let dir = self.containers_dir().join(&id);
+        let bundle =
+            self.store
+                .create_bundle(&opts.image, &id, &opts.overrides(), &dir.join("bundle"))?;
+        let made = (|| {
+            let spec = opts.apply(&bundle.spec)?;
+            let cfg = bundle.dir.join("config.json");
+            let tmp = bundle.dir.join(".config.json.tmp");
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec_pretty(&spec).expect("spec serializes"),
+            )
+            .at(&tmp)?;
+            std::fs::rename(&tmp, &cfg).at(&cfg)?;
+            let log_path = dir.join(LOG);
+            File::create(&log_path).at(&log_path)?;
+            let c = Container {
+                id: id.clone(),
+                name,
+                image_id: image.id.to_string(),
+                command: spec
+                    .process()
+                    .as_ref()
+                    .and_then(|p| p.args().clone())
+                    .unwrap_or_default(),
+                created: now(),
+                options: opts.clone(),
+                bundle: bundle.dir.clone(),
+                log_path,
+                stop_signal: spec
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_STOP_SIGNAL).cloned())
+                    .unwrap_or_else(|| "SIGTERM".into()),
+                state: State::default(),
+            };
+            c.save()?;
+            Ok(c)
+        })();
+        if made.is_err() {
+            let _ = bundle.remove();
+        }
+        made
+    }
+
+    /// Run `c` attached to this process's stdio (stdin only with `-i`) and wait for it.
+    /// Changes process-wide state (fd 0, signal mask, subreaper): meant for the CLI.
+    pub fn run_attached(&self, c: &mut Container) -> Result<i32> {
+        if !c.options.interactive {
+            redirect(&dev_null()?, 0)?;
+        }
+        // Become the subreaper so an init that is our grandchild is reparented to us.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        FORWARDED.iter().for_each(|s| mask.add(*s));
+        mask.thread_block().map_err(sys("sigprocmask"))?;
+        let pid = match self.start(c) {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.discard(c);
+                return Err(e);
+            }
+        };
+        let code = wait_for(pid, Some(&mask))?;
+        self.finish(c, code);
+        Ok(code.unwrap_or(255))
+    }
+
+    /// Create and start `c` in the runtime and record it as running.
+    fn start(&self, c: &mut Container) -> Result<Pid> {
+        let opts = CreateOptions {
+            bundle: c.bundle.clone(),
+            ..Default::default()
+        };
+        let created = self.runtime.create(&c.id, &opts)?;
+        if let Err(e) = self.runtime.start(&c.id) {
+            let _ = self.runtime.delete(&c.id, true);
+            return Err(e.into());
+        }
+        c.state.status = Status::Running;
+        c.state.pid = created.pid.as_raw();
+        c.state.started_at = Some(now());
+        c.save()?;
+        Ok(created.pid)
+    }
+
+    /// Record the exit, release the runtime state, and with `--rm` remove everything.
+    fn finish(&self, c: &mut Container, code: Option<i32>) {
+        let _ = self.runtime.delete(&c.id, true);
+        if c.options.auto_remove {
+            self.discard(c);
+            return;
+        }
+        c.state.status = Status::Exited;
+        c.state.exit_code = code;
+        c.state.pid = 0;
+        c.state.finished_at = Some(now());
+        if let Err(e) = c.save() {
+            tracing::warn!(id = c.id, error = %e, "recording the exit");
+        }
+    }
+
+    /// Remove a container that never ran (or ran with --rm): runtime state, bundle, dir.
+    fn discard(&self, c: &Container) {
+        let _ = self.runtime.delete(&c.id, true);
+        if let Err(e) = self.store.remove_bundle(&c.id) {
+            tracing::warn!(id = c.id, error = %e, "removing the container");
+        }
+    }
+
+    /// Start `c` in the background: a monitor process (forked twice, so it is nobody's
+    /// child here) creates and starts the container with stdout/stderr to the log file,
+    /// reports success over a pipe, then waits for init and records its exit (and with
+    /// `--rm` removes the container). Fork: call only while this process has one thread.
+    pub fn start_detached(&self, c: &mut Container) -> Result<()> {
+        let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+        // SAFETY: the caller is single-threaded (documented above), so the child may run
+        // arbitrary code after fork.
+        match unsafe { fork() }.map_err(sys("fork"))? {
+            ForkResult::Child => {
+                drop(rd);
+                // SAFETY: as above; the grandchild becomes the monitor, the child exits.
+                let code = match unsafe { fork() } {
+                    Ok(ForkResult::Child) => self.monitor(c, wr),
+                    Ok(ForkResult::Parent { .. }) => 0,
+                    Err(_) => 1,
+                };
+                // SAFETY: leave the forked process without running the parent's atexit
+                // handlers or destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(wr);
+                let _ = waitpid(child, None);
+                let mut msg = String::new();
+                File::from(rd)
+                    .read_to_string(&mut msg)
+                    .at("monitor status pipe")?;
+                match msg.strip_prefix("ok ") {
+                    Some(pid) => {
+                        c.state.status = Status::Running;
+                        c.state.pid = pid.trim().parse().unwrap_or(0);
+                        Ok(())
+                    }
+                    None if msg.is_empty() => Err(Error::Start {
+                        id: c.id.clone(),
+                        reason: "the monitor died before reporting".into(),
+                    }),
+                    None => Err(Error::Start {
+                        id: c.id.clone(),
+                        reason: msg.trim().to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The monitor's life: returns its exit code.
+    fn monitor(&self, c: &mut Container, status: OwnedFd) -> i32 {
+        let mut status = File::from(status);
+        let prepared = (|| {
+            nix::unistd::setsid().map_err(sys("setsid"))?;
+            let log = File::options()
+                .append(true)
+                .open(&c.log_path)
+                .at(&c.log_path)?;
+            redirect(&dev_null()?, 0)?;
+            redirect(&log, 1)?;
+            redirect(&log, 2)?;
+            // No other fd needs closing: the caller's are close-on-exec, and fds 0-2 (a
+            // test's pipes, a terminal) were just replaced.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            c.state.monitor_pid = std::process::id() as i32;
+            self.start(c)
+        })();
+        let pid = match prepared {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = write!(status, "{e}");
+                self.discard(c);
+                return 1;
+            }
+        };
+        let _ = write!(status, "ok {pid}");
+        drop(status);
+        let code = wait_for(pid, None).unwrap_or(None);
+        self.finish(c, code);
+        0
+    }
+
+    /// Wait (up to `limit`) until the container's exit is recorded or nobody can record
+    /// it any more (no monitor alive, runtime says stopped).
+    fn wait_recorded(&self, id: &str, limit: Duration) -> Result<()> {
+        let until = Instant::now() + limit;
+        loop {
+            let c = match self.get(id) {
+                Ok(c) => c,
+                Err(Error::NotFound(_)) => return Ok(()), // --rm removed it
+                Err(e) => return Err(e),
+            };
+            let monitor_alive =
+                c.state.monitor_pid > 0 && kill(Pid::from_raw(c.state.monitor_pid), None).is_ok();
+            let recorded =
+                Container::load(c.dir())?.is_some_and(|m| m.state.status == Status::Exited);
+            if recorded || (!monitor_alive && c.state.status == Status::Exited) {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                return Err(Error::BadState {
+                    id: c.id,
+                    why: format!("still running {} s after SIGKILL", limit.as_secs()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Send the stop signal, then SIGKILL to every process after `timeout`; returns once
+    /// the exit is recorded. Stopping a stopped container succeeds, as with Docker.
+    pub fn stop(&self, reference: &str, timeout: Duration) -> Result<Container> {
+        let c = self.get(reference)?;
+        if matches!(c.state.status, Status::Running | Status::Paused) {
+            let sig = berth_runtime::signal::parse(&c.stop_signal)?;
+            if c.state.status == Status::Paused {
+                let _ = self.runtime.resume(&c.id);
+            }
+            let _ = self.runtime.kill(&c.id, sig, false);
+            let running = || matches!(self.get(&c.id).map(|c| c.state.status), Ok(Status::Running));
+            let until = Instant::now() + timeout;
+            while Instant::now() < until && running() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if running() {
+                let _ = self.runtime.kill(&c.id, Signal::SIGKILL, true);
+            }
+            self.wait_recorded(&c.id, REAP_LIMIT)?;
+        }
+        self.get(&c.id).or(Ok(c))
+    }
+
+    /// Send `sig` to the container's init.
+    pub fn kill(&self, reference: &str, sig: Signal) -> Result<Container> {
+        let c = self.get(reference)?;
+        if c.state.status != Status::Running {
+            return Err(Error::BadState {
+                id: c.id,
+                why: format!("is {}, not running", c.state.status),
+            });
+        }
+        self.runtime.kill(&c.id, sig, false)?;
+        Ok(c)
+    }
+
+    /// Remove a container: its runtime state, overlay rootfs, upper dir, log and metadata.
+    /// A running one only with `force` (killed first).
+    pub fn remove(&self, reference: &str, force: bool) -> Result<Container> {
+        let c = self.get(reference)?;
+        if matches!(c.state.status, Status::Running | Status::Paused) {
+            if !force {
+                return Err(Error::BadState {
+                    id: c.id,
+                    why: "is running: stop it first or use rm -f".into(),
+                });
+            }
+            if c.state.status == Status::Paused {
+                let _ = self.runtime.resume(&c.id);
+            }
+            let _ = self.runtime.kill(&c.id, Signal::SIGKILL, true);
+            self.wait_recorded(&c.id, REAP_LIMIT)?;
+        }
+        self.discard(&c);
+        Ok(c)
+    }
+
+    /// Docker-inspect-like JSON.
+    pub fn inspect(&self, reference: &str) -> Result<Value> {
+        let c = self.get(reference)?;
+        let spec_path = c.bundle.join("config.json");
+        let spec: Value = std::fs::read(&spec_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let o = &c.options;
+        let proc_ = &spec["process"];
+        let user = &proc_["user"];
+        Ok(json!({
+            "Id": c.id,
+            "Name": format!("/{}", c.name),
+            "Created": c.created,
+            "Path": c.command.first(),
+            "Args": c.command.get(1..).unwrap_or_default(),
+            "State": {
+                "Status": c.state.status.to_string(),
+                "Running": c.state.status == Status::Running,
+                "Paused": c.state.status == Status::Paused,
+                "Pid": if c.state.status == Status::Exited { 0 } else { c.state.pid },
+                "ExitCode": c.state.exit_code.unwrap_or(0),
+                "StartedAt": c.state.started_at,
+                "FinishedAt": c.state.finished_at,
+            },
+            "Image": c.image_id,
+            "LogPath": c.log_path,
+            "Config": {
+                "Hostname": spec["hostname"],
+                "User": format!("{}:{}", user["uid"], user["gid"]),
+                "Env": proc_["env"],
+                "Cmd": o.cmd,
+                "Entrypoint": o.entrypoint,
+                "Image": o.image,
+                "WorkingDir": proc_["cwd"],
+                "Tty": o.tty,
+                "OpenStdin": o.interactive,
+                "StopSignal": c.stop_signal,
+            },
+            "HostConfig": {
+                "Binds": o.binds.iter().map(|b| format!("{}:{}:{}", b.source.display(), b.destination, if b.read_only {"ro"} else {"rw"})).collect::<Vec<_>>(),
+                "AutoRemove": o.auto_remove,
+                "NetworkMode": o.network,
+                "Memory": o.memory.unwrap_or(0),
+                "NanoCpus": o.cpus.map_or(0, |c| (c * 1e9).round() as i64),
+                "PidsLimit": o.pids_limit,
+                "ReadonlyRootfs": o.read_only,
+                "CapAdd": o.cap_add,
+                "CapDrop": o.cap_drop,
+                "SecurityOpt": o.seccomp,
+            },
+            "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind").cloned().collect::<Vec<_>>()),
+            "GraphDriver": {"Name": "overlay", "Data": {"MergedDir": c.bundle.join("rootfs"), "UpperDir": c.dir().join("upper")}},
+        }))
+    }
+
+    /// The process `exec` runs: the container's own (env, user, caps, seccomp inherited)
+    /// with docker's exec flags applied; `-u` names resolve in the image's /etc/passwd.
+    pub fn exec_process(&self, reference: &str, r: &ExecRequest) -> Result<(Container, Process)> {
+        let c = self.get(reference)?;
+        if c.state.status != Status::Running {
+            return Err(Error::BadState {
+                id: c.id,
+                why: format!("is {}, not running", c.state.status),
+            });
+        }
+        let base = self.runtime.base_process(&c.id)?;
+        let mut v = serde_json::to_value(&base).expect("process serializes");
+        v["args"] = json!(r.args);
+        v["terminal"] = json!(r.tty);
+        if let Some(w) = &r.workdir {
+            v["cwd"] = json!(w);
+        }
+        let mut env: Vec<String> = serde_json::from_value(v["env"].take()).unwrap_or_default();
+        for kv in &r.env {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+            env.push(kv.clone());
+        }
+        v["env"] = json!(env);
+        if let Some(u) = &r.user {
+            let user = berth_image::spec::resolve_user(&c.bundle.join("rootfs"), u)?;
+            v["user"] =
+                json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+        }
+        let p = serde_json::from_value(v).map_err(|e| Error::BadFlag {
+            flag: "exec",
+            value: r.args.join(" "),
+            reason: e.to_string(),
+        })?;
+        Ok((c, p))
+    }
+}

@@ -1,0 +1,30 @@
+//! engine: docker-style container management (`berth run IMAGE`, `ps`, `logs`, `stop`,
+//! `rm`, `exec`, `inspect`) on top of the image store (`berth-image`) and the OCI runtime
+//! (`berth-runtime`).
+//!
+//! Invariants:
+//! * A container is the directory `<data-root>/containers/<id>/` holding the image
+//!   crate's upper/work dirs and record, `bundle/` (config.json + overlay rootfs), `log`
+//!   and the engine metadata `config.json`. The metadata exists only once the bundle is
+//!   complete; a failed `create` removes everything it made.
+//! * The runtime ID is the engine ID (64 hex digits); names are unique, checked and
+//!   created under `containers.lock`.
+//! * Exactly one process records a container's exit: the foreground CLI, or the detached
+//!   monitor (forked twice, subreaper of init). Metadata is replaced atomically, so
+//!   readers never see half a file. When nobody could record the exit (monitor killed),
+//!   a container whose init is gone reads as exited with an unknown code.
+//! * Once the exit is recorded, the runtime state (cgroup, state dir) is released; the
+//!   rootfs stays until `remove` (or at once with `--rm`).
+//! * Flags the image crate does not know are applied to its spec in one place
+//!   ([`RunOptions::apply`]): capabilities (Docker's 14 defaults +/-), Docker's seccomp
+//!   profile for the final capability set, resources, binds, read-only root, network.
+
+mod container;
+mod engine;
+pub mod error;
+pub mod options;
+
+pub use container::{Container, State, Status};
+pub use engine::{Engine, ExecRequest};
+pub use error::{Error, Result};
+pub use options::{Bind, Network, RunOptions, Seccomp};
