@@ -483,6 +483,9 @@ fn bind_mounts_and_network_modes() {
         env.ok(&["run", "--rm", IMAGE, "ls", "/sys/class/net"]),
         "lo\n"
     );
+    // Loopback is up, as Docker's `none` network has it.
+    let lo = env.ok(&["run", "--rm", IMAGE, "ip", "-o", "link", "show", "lo"]);
+    assert!(lo.contains(",UP"), "{lo}");
     let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
     let inside = env.ok(&[
         "run",

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::container::{generated_name, validate_name, Container, State, Status, LOG};
 use crate::error::{sys, Error, IoContext, Result};
-use crate::options::RunOptions;
+use crate::options::{Network, RunOptions};
 
 /// Signals a foreground run passes on to the container instead of dying of them.
 const FORWARDED: [Signal; 7] = [
@@ -305,9 +305,14 @@ impl Engine {
             ..Default::default()
         };
         let created = self.runtime.create(&c.id, &opts)?;
-        if let Err(e) = self.runtime.start(&c.id) {
+        let started = match c.options.network {
+            Network::None => crate::net::loopback_up(created.pid),
+            Network::Host => Ok(()),
+        }
+        .and_then(|()| Ok(self.runtime.start(&c.id)?));
+        if let Err(e) = started {
             let _ = self.runtime.delete(&c.id, true);
-            return Err(e.into());
+            return Err(e);
         }
         c.state.status = Status::Running;
         c.state.pid = created.pid.as_raw();

@@ -22,6 +22,7 @@
 mod container;
 mod engine;
 pub mod error;
+mod net;
 pub mod options;
 
 pub use container::{Container, State, Status};

@@ -496,3 +496,63 @@ fn exec(engine: &Engine, e: &ExecArgs) -> anyhow::Result<u8> {
     let pid = rt.exec(&c.id, &opts)?;
     super::run::wait_forwarding(pid, &mask)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    fn routed(args: &[&str]) -> Vec<String> {
+        route(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn docker_commands_reach_container() {
+        // The test's cwd (the crate dir) holds no config.json.
+        assert_eq!(
+            routed(&["berth", "run", "busybox"]),
+            ["berth", "container", "run", "busybox"]
+        );
+        assert_eq!(
+            routed(&["berth", "--root", "/r", "run", "-d", "img:1", "sh"]),
+            [
+                "berth",
+                "--root",
+                "/r",
+                "container",
+                "run",
+                "-d",
+                "img:1",
+                "sh"
+            ]
+        );
+        for cmd in ["logs", "stop", "rm", "inspect"] {
+            assert_eq!(routed(&["berth", cmd, "x"])[1], "container");
+        }
+        assert_eq!(
+            routed(&["berth", "ps", "-a"]),
+            ["berth", "container", "ps", "-a"]
+        );
+    }
+
+    #[test]
+    fn runc_commands_stay() {
+        for args in [
+            &["berth", "run", "--bundle", "/b", "id"][..],
+            &["berth", "run", "-b", "/b", "id"],
+            &["berth", "run", "--bundle=/b", "id"],
+            &["berth", "run", "--keep", "id"],
+            &["berth", "--log", "/l", "run", "--pid-file", "/p", "id"],
+            &["berth", "ps", "id"],
+            &["berth", "ps", "-f", "json", "id"],
+            &["berth", "exec", "id", "true"],
+            &["berth", "kill", "id"],
+            &["berth", "container", "run", "img"],
+            &["berth"],
+        ] {
+            assert_eq!(routed(args), args, "{args:?}");
+        }
+    }
+}
