@@ -664,3 +664,48 @@ fn run_routes_between_runc_and_docker_styles() {
         r.stdout
     );
 }
+
+#[test]
+fn tty_foreground_and_detached() {
+    let env = Env::new();
+    let r = env.berth(&[
+        "run",
+        "--rm",
+        "-t",
+        IMAGE,
+        "sh",
+        "-c",
+        "tty; echo $TERM; exit 5",
+    ]);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert_eq!(
+        r.stdout, "/dev/pts/0\r\nxterm\r\n",
+        "the pty's line discipline adds \\r"
+    );
+    // -it: our stdin reaches the shell through the pty.
+    let mut c = env.command(&["run", "--rm", "-it", IMAGE, "sh"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"echo from-$((6*7))\nexit 6\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from-42\r\n"));
+    // -d -t: the monitor copies the pty into the log.
+    env.ok(&[
+        "run", "-d", "-t", "--name", "ttylog", IMAGE, "sh", "-c", "tty",
+    ]);
+    let mut exited = false;
+    for _ in 0..1000 {
+        if env.inspect("ttylog")["State"]["Status"] == "exited" {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(exited);
+    assert_eq!(env.ok(&["logs", "ttylog"]), "/dev/pts/0\r\n");
+}

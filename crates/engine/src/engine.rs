@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::container::{generated_name, validate_name, Container, State, Status, LOG};
 use crate::error::{sys, Error, IoContext, Result};
 use crate::options::{Network, RunOptions};
+use crate::tty::{self, ConsoleSocket};
 
 /// Signals a foreground run passes on to the container instead of dying of them.
 const FORWARDED: [Signal; 7] = [
@@ -76,7 +77,12 @@ fn exit_code(ws: WaitStatus) -> Option<i32> {
 
 /// Reap children until `pid` exits; with `forward`, pass those signals on to `pid`
 /// (they must be blocked in this thread). Returns `None` if `pid` was never ours to reap.
-pub(crate) fn wait_for(pid: Pid, forward: Option<&SigSet>) -> Result<Option<i32>> {
+/// With a pty `master`, SIGWINCH resizes it instead of being forwarded.
+pub(crate) fn wait_for(
+    pid: Pid,
+    forward: Option<&SigSet>,
+    master: Option<BorrowedFd<'_>>,
+) -> Result<Option<i32>> {
     loop {
         let flags = forward.map(|_| WaitPidFlag::WNOHANG);
         loop {
@@ -94,9 +100,12 @@ pub(crate) fn wait_for(pid: Pid, forward: Option<&SigSet>) -> Result<Option<i32>
             }
         }
         let Some(mask) = forward else { continue };
-        let sig = mask.wait().map_err(sys("sigwait"))?;
-        if sig != Signal::SIGCHLD {
-            let _ = kill(pid, sig);
+        match (mask.wait().map_err(sys("sigwait"))?, master) {
+            (Signal::SIGCHLD, _) => {}
+            (Signal::SIGWINCH, Some(m)) => tty::copy_winsize(m),
+            (sig, _) => {
+                let _ = kill(pid, sig);
+            }
         }
     }
 }
@@ -286,22 +295,45 @@ impl Engine {
         mask.add(Signal::SIGCHLD);
         FORWARDED.iter().for_each(|s| mask.add(*s));
         mask.thread_block().map_err(sys("sigprocmask"))?;
-        let pid = match self.start(c) {
-            Ok(pid) => pid,
+        let console = c
+            .options
+            .tty
+            .then(|| ConsoleSocket::bind(&c.id))
+            .transpose()?;
+        let started = self.start(c, console.as_ref()).and_then(|pid| {
+            let master = console.as_ref().map(ConsoleSocket::receive).transpose()?;
+            Ok((pid, master))
+        });
+        let (pid, master) = match started {
+            Ok(s) => s,
             Err(e) => {
                 self.discard(c);
                 return Err(e);
             }
         };
-        let code = wait_for(pid, Some(&mask))?;
+        let raw = master.as_ref().and_then(|_| tty::RawMode::enter());
+        let output = match &master {
+            Some(m) => {
+                tty::copy_winsize(m.as_fd());
+                Some(tty::proxy(m, c.options.interactive)?)
+            }
+            None => None,
+        };
+        let code = wait_for(pid, Some(&mask), master.as_ref().map(|m| m.as_fd()))?;
+        drop(master);
+        if let Some(o) = output {
+            let _ = o.join();
+        }
+        drop(raw);
         self.finish(c, code);
         Ok(code.unwrap_or(255))
     }
 
     /// Create and start `c` in the runtime and record it as running.
-    fn start(&self, c: &mut Container) -> Result<Pid> {
+    fn start(&self, c: &mut Container, console: Option<&ConsoleSocket>) -> Result<Pid> {
         let opts = CreateOptions {
             bundle: c.bundle.clone(),
+            console_socket: console.map(|s| s.path.clone()),
             ..Default::default()
         };
         let created = self.runtime.create(&c.id, &opts)?;
@@ -395,7 +427,7 @@ impl Engine {
     /// The monitor's life: returns its exit code.
     fn monitor(&self, c: &mut Container, status: OwnedFd) -> i32 {
         let mut status = File::from(status);
-        let prepared = (|| {
+        let prepared = (|| -> Result<_> {
             nix::unistd::setsid().map_err(sys("setsid"))?;
             let log = File::options()
                 .append(true)
@@ -409,10 +441,21 @@ impl Engine {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
             c.state.monitor_pid = std::process::id() as i32;
-            self.start(c)
+            let console = c
+                .options
+                .tty
+                .then(|| ConsoleSocket::bind(&c.id))
+                .transpose()?;
+            let pid = self.start(c, console.as_ref())?;
+            // With -t the container writes to the pty: copy it into the log.
+            let output = match console.as_ref().map(ConsoleSocket::receive).transpose()? {
+                Some(m) => Some(tty::proxy(&m, false)?),
+                None => None,
+            };
+            Ok((pid, output))
         })();
-        let pid = match prepared {
-            Ok(pid) => pid,
+        let (pid, output) = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 let _ = write!(status, "{e}");
                 self.discard(c);
@@ -421,7 +464,10 @@ impl Engine {
         };
         let _ = write!(status, "ok {pid}");
         drop(status);
-        let code = wait_for(pid, None).unwrap_or(None);
+        let code = wait_for(pid, None, None).unwrap_or(None);
+        if let Some(o) = output {
+            let _ = o.join();
+        }
         self.finish(c, code);
         0
     }

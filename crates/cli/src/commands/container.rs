@@ -350,9 +350,6 @@ fn run_options(r: &RunArgs) -> anyhow::Result<RunOptions> {
 }
 
 fn run_container(engine: &Engine, r: &RunArgs) -> anyhow::Result<u8> {
-    if r.tty {
-        anyhow::bail!("-t: pseudo-terminals are not supported by `berth run` yet (drop -t)");
-    }
     let opts = run_options(r)?;
     let mut c = engine.create(&opts)?;
     if opts.detach {
