@@ -528,6 +528,16 @@ fn exec_and_inspect() {
             .code,
         5
     );
+    let out = env.ok(&["container", "exec", "-t", "box", "tty"]);
+    assert!(
+        out.starts_with("/dev/pts/") && out.ends_with("\r\n"),
+        "{out:?}"
+    );
+    // The runtime ID is the engine ID: runc's `exec` works on it too.
+    assert_eq!(
+        env.ok(&["exec", id.trim(), "echo", "runc-exec"]),
+        "runc-exec\n"
+    );
     let v = env.inspect("box");
     assert_eq!(v["Id"], id.trim());
     assert_eq!(v["Name"], "/box");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use berth_image::spec::ANNOTATION_STOP_SIGNAL;
 use berth_image::{PullOptions, Store};
 use berth_runtime::oci::Process;
-use berth_runtime::{CreateOptions, Runtime};
+use berth_runtime::{CreateOptions, ExecOptions, Runtime};
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -42,6 +42,8 @@ pub struct ExecRequest {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub tty: bool,
+    /// `-i`: keep stdin (otherwise /dev/null).
+    pub interactive: bool,
 }
 
 pub struct Engine {
@@ -125,6 +127,46 @@ fn dev_null() -> Result<File> {
         .write(true)
         .open("/dev/null")
         .at("/dev/null")
+}
+
+/// Prepare this process to attach a container process: stdin from /dev/null unless
+/// `interactive`, subreaper (an init or exec'd process may be our grandchild), and the
+/// forwarded signals blocked so `wait_for` can sigwait them. Returns that mask.
+fn attach_process(interactive: bool) -> Result<SigSet> {
+    if !interactive {
+        redirect(&dev_null()?, 0)?;
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    FORWARDED.iter().for_each(|s| mask.add(*s));
+    mask.thread_block().map_err(sys("sigprocmask"))?;
+    Ok(mask)
+}
+
+/// Wait for `pid`, proxying its pty `master` (if any) with our terminal in raw mode.
+fn wait_attached(
+    pid: Pid,
+    master: Option<File>,
+    interactive: bool,
+    mask: &SigSet,
+) -> Result<Option<i32>> {
+    let raw = master.as_ref().and_then(|_| tty::RawMode::enter());
+    let output = match &master {
+        Some(m) => {
+            tty::copy_winsize(m.as_fd());
+            Some(tty::proxy(m, interactive)?)
+        }
+        None => None,
+    };
+    let code = wait_for(pid, Some(mask), master.as_ref().map(|m| m.as_fd()));
+    drop(master);
+    if let Some(o) = output {
+        let _ = o.join();
+    }
+    drop(raw);
+    code
 }
 
 impl Engine {
@@ -285,16 +327,7 @@ impl Engine {
     /// Run `c` attached to this process's stdio (stdin only with `-i`) and wait for it.
     /// Changes process-wide state (fd 0, signal mask, subreaper): meant for the CLI.
     pub fn run_attached(&self, c: &mut Container) -> Result<i32> {
-        if !c.options.interactive {
-            redirect(&dev_null()?, 0)?;
-        }
-        // Become the subreaper so an init that is our grandchild is reparented to us.
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGCHLD);
-        FORWARDED.iter().for_each(|s| mask.add(*s));
-        mask.thread_block().map_err(sys("sigprocmask"))?;
+        let mask = attach_process(c.options.interactive)?;
         let console = c
             .options
             .tty
@@ -311,22 +344,30 @@ impl Engine {
                 return Err(e);
             }
         };
-        let raw = master.as_ref().and_then(|_| tty::RawMode::enter());
-        let output = match &master {
-            Some(m) => {
-                tty::copy_winsize(m.as_fd());
-                Some(tty::proxy(m, c.options.interactive)?)
-            }
-            None => None,
-        };
-        let code = wait_for(pid, Some(&mask), master.as_ref().map(|m| m.as_fd()))?;
-        drop(master);
-        if let Some(o) = output {
-            let _ = o.join();
-        }
-        drop(raw);
+        let code = wait_attached(pid, master, c.options.interactive, &mask)?;
         self.finish(c, code);
         Ok(code.unwrap_or(255))
+    }
+
+    /// `exec`: run `r` in the container attached to this process's stdio and return its
+    /// exit code; with `detach`, return once it runs. Same process-wide effects as
+    /// [`Engine::run_attached`].
+    pub fn exec(&self, reference: &str, r: &ExecRequest, detach: bool) -> Result<i32> {
+        let (c, process) = self.exec_process(reference, r)?;
+        let mask = attach_process(r.interactive)?;
+        let console = r.tty.then(|| ConsoleSocket::bind(&c.id)).transpose()?;
+        let opts = ExecOptions {
+            process,
+            console_socket: console.as_ref().map(|s| s.path.clone()),
+            preserve_fds: 0,
+            pid_file: None,
+        };
+        let pid = self.runtime.exec(&c.id, &opts)?;
+        let master = console.as_ref().map(ConsoleSocket::receive).transpose()?;
+        if detach {
+            return Ok(0);
+        }
+        Ok(wait_attached(pid, master, r.interactive, &mask)?.unwrap_or(255))
     }
 
     /// Create and start `c` in the runtime and record it as running.

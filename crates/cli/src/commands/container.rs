@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_engine::{options, Bind, Container, Engine, ExecRequest, RunOptions, Seccomp, Status};
-use berth_runtime::{ExecOptions, Runtime};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -456,42 +455,16 @@ fn logs(engine: &Engine, l: &LogsArgs) -> anyhow::Result<u8> {
 }
 
 fn exec(engine: &Engine, e: &ExecArgs) -> anyhow::Result<u8> {
-    if e.tty {
-        anyhow::bail!("-t: pseudo-terminals are not supported by `berth container exec` yet; use `berth exec -t --console-socket`");
-    }
-    let (c, process) = engine.exec_process(
-        &e.container,
-        &ExecRequest {
-            args: e.command.clone(),
-            env: e.env.clone(),
-            workdir: e.workdir.clone(),
-            user: e.user.clone(),
-            tty: false,
-        },
-    )?;
-    let rt: &Runtime = engine.runtime();
-    let opts = ExecOptions {
-        process,
-        console_socket: None,
-        preserve_fds: 0,
-        pid_file: None,
+    let r = ExecRequest {
+        args: e.command.clone(),
+        env: e.env.clone(),
+        workdir: e.workdir.clone(),
+        user: e.user.clone(),
+        tty: e.tty,
+        interactive: e.interactive,
     };
-    if !e.interactive {
-        let null = std::fs::File::open("/dev/null")?;
-        // SAFETY: dup2 onto fd 0 of two fds this process owns.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
-    }
-    if e.detach {
-        rt.exec(&c.id, &opts)?;
-        return Ok(0);
-    }
-    // The exec'd process is a grandchild: become its subreaper to collect its status.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let mask = super::run::forwarded_signals();
-    mask.thread_block()?;
-    let pid = rt.exec(&c.id, &opts)?;
-    super::run::wait_forwarding(pid, &mask)
+    let code = engine.exec(&e.container, &r, e.detach)?;
+    Ok(u8::try_from(code).unwrap_or(255))
 }
 
 #[cfg(test)]
