@@ -101,6 +101,7 @@ done
 if ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport/ 2>/dev/null | grep -q virtio; then
     echo "INNER vsock $(vsock-echo guest-connect 5000 hi-from-guest)"
     timeout 60 vsock-echo guest-listen 6000 && echo "INNER vsock listen ok"
+    echo "INNER vsock listen rc=$?"
 fi
 echo INNER-DONE
 poweroff -f

@@ -11,6 +11,7 @@
  * Exit status 0 on success. Built static with gcc.
  */
 #include <linux/vm_sockets.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,9 @@ static int unix_socket(const char *path, struct sockaddr_un *sa) {
 }
 
 int main(int argc, char **argv) {
+	/* Unbuffered, so a killed run still shows how far it got; EPIPE instead of SIGPIPE. */
+	setvbuf(stdout, NULL, _IONBF, 0);
+	signal(SIGPIPE, SIG_IGN);
 	if (argc == 4 && !strcmp(argv[1], "guest-connect")) {
 		int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
 		struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = atoi(argv[2]) };
@@ -65,6 +69,7 @@ int main(int argc, char **argv) {
 		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1)) die("vsock listen");
 		int c = accept(fd, 0, 0);
 		if (c < 0) die("accept");
+		printf("accepted\n");
 		answer(c, "echo: ");
 		close(c);
 		return 0;

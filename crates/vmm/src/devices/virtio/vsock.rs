@@ -283,9 +283,10 @@ impl Vsock {
             OP_RESPONSE => match self.conns.get_mut(&key) {
                 Some(c) if c.state == State::AwaitingResponse => {
                     c.state = State::Established;
-                    c.to_host
-                        .extend_from_slice(format!("OK {}\n", key.0).as_bytes());
-                    if !c.flush() {
+                    // Our own line, not guest data: it must not count in fwd_cnt. The
+                    // socket is fresh, so a short line cannot block.
+                    let ok = format!("OK {}\n", key.0);
+                    if c.stream.write_all(ok.as_bytes()).is_err() {
                         self.rst(key);
                     }
                 }
