@@ -719,3 +719,39 @@ fn tty_foreground_and_detached() {
     assert!(exited);
     assert_eq!(env.ok(&["logs", "ttylog"]), "/dev/pts/0\r\n");
 }
+
+/// A foreground run stopped from another berth: both see exit 137 (SIGKILL after -t 1).
+#[test]
+fn foreground_run_stopped_from_outside() {
+    let env = Env::new();
+    let mut child = env
+        .command(&["run", "--name", "fg", IMAGE, "sleep", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = false;
+    for _ in 0..1000 {
+        let r = env.berth(&["inspect", "fg"]);
+        if r.code == 0 && r.stdout.contains("\"running\"") {
+            running = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(running, "the foreground container never ran");
+    // sleep as PID 1 has no TERM handler, so the kernel drops TERM: stop must escalate.
+    env.ok(&["stop", "-t", "1", "fg"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = &env.inspect("fg")["State"];
+    assert_eq!(
+        (st["Status"].as_str(), st["ExitCode"].as_i64()),
+        (Some("exited"), Some(137))
+    );
+}

@@ -39,7 +39,8 @@ pub struct State {
     pub status: Status,
     /// Host pid of the container's init while it runs.
     pub pid: i32,
-    /// Pid of the detached monitor that waits for init (0 for foreground runs).
+    /// Pid of the process that waits for init and records its exit: the detached
+    /// monitor, or the CLI of a foreground run.
     pub monitor_pid: i32,
     /// Exit code (128 + signal when killed); `None` when nobody saw the exit.
     pub exit_code: Option<i32>,

@@ -328,6 +328,8 @@ impl Engine {
     /// Changes process-wide state (fd 0, signal mask, subreaper): meant for the CLI.
     pub fn run_attached(&self, c: &mut Container) -> Result<i32> {
         let mask = attach_process(c.options.interactive)?;
+        // This process records the exit: `stop`/`rm -f` wait for it as for a monitor.
+        c.state.monitor_pid = std::process::id() as i32;
         let console = c
             .options
             .tty
