@@ -724,7 +724,7 @@ fn tty_foreground_and_detached() {
 #[test]
 fn foreground_run_stopped_from_outside() {
     let env = Env::new();
-    let mut child = env
+    let child = env
         .command(&["run", "--name", "fg", IMAGE, "sleep", "1000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
