@@ -20,9 +20,17 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The OCI layout of the busybox test image, built once per test process.
+static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_layout() {
+    if let Some(dir) = LAYOUT.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// The OCI layout of the busybox test image, built once per test process and removed
+/// when the process exits.
 fn layout() -> &'static Path {
-    static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
     LAYOUT.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("engine-image-{}", std::process::id()));
@@ -36,6 +44,9 @@ fn layout() -> &'static Path {
             "build-test-image.sh: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // SAFETY: registers a plain extern "C" fn without captured state; it runs once at
+        // exit and only removes this process's own layout directory.
+        unsafe { libc::atexit(remove_layout) };
         dir
     })
 }
