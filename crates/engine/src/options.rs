@@ -396,6 +396,73 @@ mod tests {
             .contains("line 1"));
     }
 
+    /// The spec the image crate builds for a bare image, with `o` applied.
+    fn applied(o: &RunOptions) -> serde_json::Value {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = berth_image::oci::RunConfig {
+            cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let spec =
+            berth_image::spec::build_spec(&cfg, &o.overrides(), root.path(), "c1", &[]).unwrap();
+        serde_json::to_value(o.apply(&spec).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn flags_reach_the_spec() {
+        let d = tempfile::tempdir().unwrap();
+        let v = applied(&RunOptions::default());
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+        assert!(v["linux"]["resources"].get("memory").is_none());
+        assert_eq!(v["root"]["readonly"], false);
+
+        let o = RunOptions {
+            memory: Some(64 << 20),
+            cpus: Some(1.5),
+            pids_limit: Some(7),
+            read_only: true,
+            network: Network::Host,
+            seccomp: Seccomp::Unconfined,
+            cap_drop: vec!["ALL".into()],
+            binds: vec![format!("{}:/data:ro", d.path().display()).parse().unwrap()],
+            ..Default::default()
+        };
+        let v = applied(&o);
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 150_000);
+        assert_eq!(v["linux"]["resources"]["cpu"]["period"], 100_000);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 7);
+        assert_eq!(v["root"]["readonly"], true);
+        assert!(v["linux"].get("seccomp").is_none_or(|s| s.is_null()));
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            serde_json::json!([])
+        );
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+        let bind = v["mounts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(bind["destination"], "/data");
+        assert_eq!(
+            bind["options"],
+            serde_json::json!(["rbind", "rprivate", "ro"])
+        );
+    }
+
     #[test]
     fn security_opts() {
         assert_eq!(
