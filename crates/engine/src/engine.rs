@@ -80,7 +80,7 @@ fn exit_code(ws: WaitStatus) -> Option<i32> {
 /// Reap children until `pid` exits; with `forward`, pass those signals on to `pid`
 /// (they must be blocked in this thread). Returns `None` if `pid` was never ours to reap.
 /// With a pty `master`, SIGWINCH resizes it instead of being forwarded.
-pub(crate) fn wait_for(
+fn wait_for(
     pid: Pid,
     forward: Option<&SigSet>,
     master: Option<BorrowedFd<'_>>,
