@@ -676,6 +676,17 @@ fn run_routes_between_runc_and_docker_styles() {
         .unwrap()
         .into();
     assert_eq!(r.stdout, "docker-style\n", "{}", r.stderr);
+    let r: Run = env
+        .command(&["run", "--rm", "-e", "A=1", "berth-test"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(
+        r.code, 0,
+        "a docker-only flag makes it docker-style: {}",
+        r.stderr
+    );
     // `ps` without an ID is docker's; with one it is runc's (which needs a running one).
     assert!(env.ok(&["ps"]).starts_with("CONTAINER ID"));
     let r = env.berth(&["ps", &id]);

@@ -200,14 +200,51 @@ const RUNC_RUN_FLAGS: &[&str] = &[
     "--no-new-keyring",
     "--preserve-fds",
     "--keep",
+    "--no-subreaper",
 ];
+/// Flags (docker's, runc ps's `--format`, globals) whose value is not a positional.
+const WITH_VALUE: &[&str] = &[
+    "--data-root",
+    "-e",
+    "--env",
+    "--env-file",
+    "-v",
+    "--volume",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "--name",
+    "--entrypoint",
+    "--hostname",
+    "-m",
+    "--memory",
+    "--cpus",
+    "--pids-limit",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "--network",
+    "--net",
+    "-f",
+    "--format",
+    "--root",
+    "--log",
+    "--log-format",
+];
+
+/// The name of a flag argument (`--memory=1g` -> `--memory`), `None` for a positional.
+fn flag_name(a: &str) -> Option<&str> {
+    a.starts_with('-')
+        .then(|| a.split_once('=').map_or(a, |(f, _)| f))
+}
 
 /// Rewrite the command line so docker-style commands reach `berth container ...`:
 /// * `logs`, `stop`, `rm`, `inspect` (no runc command has these names);
 /// * `ps` with no positional argument (runc's `ps` needs a container ID);
 /// * `run`, unless it has a runc-only flag (`--bundle`/`-b`, `--pid-file`, `--keep`, ...)
-///   or is runc's `run ID` with a bundle in the current directory: exactly one
-///   positional argument, without ':' or '/', and `./config.json` exists.
+///   or is runc's `run [-d] ID` with a bundle in the current directory: exactly one
+///   positional argument, without ':' or '/', no docker-only flag, and `./config.json`.
 pub fn route(mut args: Vec<OsString>) -> Vec<OsString> {
     let mut i = 1;
     while i < args.len() {
@@ -228,18 +265,30 @@ pub fn route(mut args: Vec<OsString>) -> Vec<OsString> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let positionals = || rest.iter().filter(|a| !a.starts_with('-'));
+    let mut positionals = Vec::new();
+    let mut flags = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match flag_name(a) {
+            Some(f) => {
+                if f.len() == a.len() && WITH_VALUE.contains(&f) {
+                    it.next();
+                }
+                flags.push(f);
+            }
+            None => positionals.push(a.as_str()),
+        }
+    }
     let docker = match cmd.as_str() {
         "logs" | "stop" | "rm" | "inspect" => true,
-        "ps" => positionals().next().is_none(),
+        "ps" => positionals.is_empty(),
         "run" => {
-            let runc_flag = rest.iter().any(|a| {
-                let flag = a.split_once('=').map_or(a.as_str(), |(f, _)| f);
-                RUNC_RUN_FLAGS.contains(&flag)
-            });
-            let p: Vec<&String> = positionals().collect();
-            let runc_id_here = p.len() == 1
-                && !p[0].contains([':', '/'])
+            let runc_flag = flags.iter().any(|f| RUNC_RUN_FLAGS.contains(f));
+            let runc_id_here = positionals.len() == 1
+                && !positionals[0].contains([':', '/'])
+                && flags
+                    .iter()
+                    .all(|f| ["-d", "--detach", "--debug"].contains(f))
                 && std::path::Path::new("config.json").exists();
             !runc_flag && !runc_id_here
         }
@@ -517,6 +566,7 @@ mod tests {
             &["berth", "--log", "/l", "run", "--pid-file", "/p", "id"],
             &["berth", "ps", "id"],
             &["berth", "ps", "-f", "json", "id"],
+            &["berth", "ps", "--format=json", "id"],
             &["berth", "exec", "id", "true"],
             &["berth", "kill", "id"],
             &["berth", "container", "run", "img"],
