@@ -260,7 +260,7 @@ fn cve_2019_5736_exec_cannot_overwrite_init_from_inside() {
 /// created container with CAP_SYS_PTRACE can open them through /proc/1/fd. runc's
 /// waiting init holds only stdio, its fifo and pipes.
 #[test]
-#[ignore = "berth bug: the waiting init holds the host /proc and inherited caller fds"]
+
 fn created_init_holds_no_host_directory_fds() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;

@@ -80,7 +80,7 @@ corpus! {
         b.spec["root"]["path"] = json!("rootfs-file");
         None
     } => "rootfs-file";
-    #[ignore = "berth bug: an early init failure is sometimes reported as ECONNRESET (race)"]
+    
     missing_mount_source: |b| {
         b.push("/mounts", json!({"destination": "/home", "type": "bind",
             "source": "/nonexistent-e2e-source", "options": ["rbind"]}));
@@ -90,7 +90,7 @@ corpus! {
         b.push("/mounts", json!({"destination": "home", "type": "tmpfs", "source": "tmpfs"}));
         None
     } => "home";
-    #[ignore = "berth bug: an early init failure is sometimes reported as ECONNRESET (race)"]
+    
     unknown_mount_option_value: |b| {
         b.push("/mounts", json!({"destination": "/home", "type": "tmpfs", "source": "tmpfs",
             "options": ["size=lots"]}));

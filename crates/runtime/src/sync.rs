@@ -61,10 +61,14 @@ impl Channel {
     /// Receive one message; `Ok(None)` when the other side closed the channel.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut reset_seen = false;
         let n = loop {
             match socket::recv(self.fd.as_raw_fd(), &mut buf, socket::MsgFlags::empty()) {
                 Ok(n) => break n,
                 Err(nix::errno::Errno::EINTR) => continue,
+                // The peer closed with messages of ours unread: the kernel reports that
+                // once, then still delivers what the peer had sent us (its last words).
+                Err(nix::errno::Errno::ECONNRESET) if !reset_seen => reset_seen = true,
                 Err(e) => {
                     return Err(Error::Sys {
                         op: "receive from container init".into(),

@@ -7,7 +7,7 @@ mod console;
 mod process;
 mod rootfs;
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
@@ -69,8 +69,13 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
         Some(ParentMsg::Exec(cfg)) => return join_container(ch, *cfg),
         _ => return Err(Error::Init("no configuration from the parent".into())),
     };
-    // A handle on the host's procfs, opened before anything in the container can interfere;
-    // it stays valid after pivot_root, and every /proc write of init goes through it.
+    let keep: Vec<i32> = [ch.fd().as_raw_fd(), cfg.start_listener]
+        .into_iter()
+        .chain(cfg.console_socket)
+        .collect();
+    process::close_stray_fds(cfg.preserve_fds, &keep)?;
+    // A handle on the host's procfs, opened before anything in the container can interfere,
+    // for the /proc writes made before pivot_root; closed before the container is created.
     let proc = crate::fs::ProcFs::open(std::path::Path::new("/proc"))?;
     join_namespaces(&cfg)?;
     create_time_namespace(&cfg, &proc)?;
@@ -97,11 +102,13 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
             ))
         }
     };
+    process::set_oom_score_adj(cfg.spec.process().as_ref().expect("validated"), &proc)?;
+    drop(proc);
     rootfs::finish(&cfg, &state)?;
     let console = console::setup(&cfg)?;
-    let exec = process::prepare(&cfg, console, &proc)?;
+    let exec = process::prepare(&cfg, console)?;
     ch.send(&ChildMsg::Created)?;
-    process::wait_for_start_and_exec(start_listener, exec, &cfg, &proc)
+    process::wait_for_start_and_exec(start_listener, exec, &cfg)
 }
 
 /// `berth exec`: join every namespace of the container's init (user first, so the others
@@ -176,7 +183,9 @@ fn run_exec(cfg: ExecConfig) -> Result<std::convert::Infallible> {
     };
     let mut cfg = cfg;
     process::set_home(&mut cfg.process);
-    process::apply_attributes(&cfg.process, &proc)?;
+    process::set_oom_score_adj(&cfg.process, &proc)?;
+    drop(proc);
+    process::apply_attributes(&cfg.process)?;
     let program = process::find_program(&cfg.process)?;
     let exec = ExecProcess {
         process: cfg.process,
@@ -185,7 +194,7 @@ fn run_exec(cfg: ExecConfig) -> Result<std::convert::Infallible> {
         preserve_fds: cfg.preserve_fds,
         seccomp: cfg.seccomp,
     };
-    become_process(&exec, &proc, &cfg.state)
+    become_process(&exec, &cfg.state)
 }
 
 /// Join the namespaces given by path (when the parent did not already do it for us).

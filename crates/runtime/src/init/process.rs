@@ -53,10 +53,10 @@ pub struct ExecProcess {
 }
 
 /// Steps that do not depend on `start`: applied now so their errors surface at create.
-pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>, proc: &ProcFs) -> Result<ExecProcess> {
+pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>) -> Result<ExecProcess> {
     let mut process = cfg.spec.process().clone().expect("validated");
     set_home(&mut process);
-    apply_attributes(&process, proc)?;
+    apply_attributes(&process)?;
     let program = find_program(&process)?;
     let seccomp = cfg.seccomp.clone();
     Ok(ExecProcess {
@@ -68,11 +68,37 @@ pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>, proc: &ProcFs) -> Res
     })
 }
 
-/// rlimits, oom_score_adj, personality, I/O priority and scheduler.
-pub fn apply_attributes(process: &Process, proc: &ProcFs) -> Result<()> {
-    if let Some(adj) = process.oom_score_adj() {
-        proc.write("self/oom_score_adj", &adj.to_string())?;
+/// oom_score_adj, through a checked procfs handle.
+pub fn set_oom_score_adj(process: &Process, proc: &ProcFs) -> Result<()> {
+    match process.oom_score_adj() {
+        Some(adj) => proc.write("self/oom_score_adj", &adj.to_string()),
+        None => Ok(()),
     }
+}
+
+/// Close every fd this process holds except stdio, the `--preserve-fds` range and `keep`:
+/// a container waiting for `start` must not hold anything of the host's (runc's waiting
+/// init holds only its stdio and sync fds).
+pub fn close_stray_fds(preserve: u32, keep: &[i32]) -> Result<()> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| Error::Io {
+            path: "/proc/self/fd".into(),
+            source: e,
+        })?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd >= 3 + preserve as i32 && !keep.contains(&fd) {
+            // SAFETY: closing an fd nothing in this process uses (the read_dir fd is
+            // already closed; a stale number just gets EBADF).
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// rlimits, I/O priority and scheduler.
+pub fn apply_attributes(process: &Process) -> Result<()> {
     for rl in process.rlimits().iter().flatten() {
         set_rlimit(rl)?;
     }
@@ -251,7 +277,6 @@ pub fn wait_for_start_and_exec(
     listener: UnixListener,
     exec: ExecProcess,
     cfg: &InitConfig,
-    proc: &ProcFs,
 ) -> Result<std::convert::Infallible> {
     let mut conn = loop {
         match listener.accept() {
@@ -276,7 +301,7 @@ pub fn wait_for_start_and_exec(
         {
             crate::hooks::run("startContainer", &hooks, &req.state)?;
         }
-        become_process(&exec, proc, &req.state)
+        become_process(&exec, &req.state)
     })();
     let e = match result {
         Ok(never) => match never {},
@@ -342,7 +367,6 @@ fn capset_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> Error + '_ 
 /// Turn this (root, fully privileged) process into the configured user process and exec.
 pub fn become_process(
     exec: &ExecProcess,
-    proc: &ProcFs,
     state: &serde_json::Value,
 ) -> Result<std::convert::Infallible> {
     let p = &exec.process;
@@ -376,7 +400,7 @@ pub fn become_process(
             caps::drop(None, CapSet::Bounding, cap).map_err(capset_err("bounding"))?;
         }
     }
-    set_user(p, proc)?;
+    set_user(p)?;
     caps::set(None, CapSet::Inheritable, &to_caps(caps.inheritable()))
         .map_err(capset_err("inheritable"))?;
     // Effective first: every capset call needs effective to stay within permitted.
@@ -414,7 +438,7 @@ fn empty_caps() -> LinuxCapabilities {
 
 /// Groups, gid and uid, keeping capabilities across the uid change so the configured sets
 /// can then be applied.
-fn set_user(p: &Process, proc: &ProcFs) -> Result<()> {
+fn set_user(p: &Process) -> Result<()> {
     let user = p.user();
     let uid = user.uid();
     let gid = user.gid();
@@ -435,7 +459,6 @@ fn set_user(p: &Process, proc: &ProcFs) -> Result<()> {
             source: e,
         })?;
     }
-    let _ = proc;
     caps::securebits::set_keepcaps(true).map_err(|e| Error::Init(format!("keepcaps: {e}")))?;
     nix::unistd::setresgid(gid.into(), gid.into(), gid.into()).map_err(|e| Error::Sys {
         op: format!("field process.user.gid: setresgid {gid}"),
