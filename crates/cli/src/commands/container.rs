@@ -409,32 +409,34 @@ fn run_container(engine: &Engine, r: &RunArgs) -> anyhow::Result<u8> {
     Ok(u8::try_from(code).unwrap_or(255))
 }
 
+/// Time since an RFC 3339 timestamp, as docker words it ("5 seconds").
+fn since(t: &Option<String>) -> String {
+    let Some(t) = t
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return String::new();
+    };
+    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match s {
+        0..=1 => "Less than a second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=3599 => format!("{} minutes", s / 60),
+        3600..=86399 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
 /// "Up 3 seconds", "Exited (0) 2 minutes ago", as docker prints them.
 fn status_text(c: &Container) -> String {
-    let ago = |t: &Option<String>| {
-        let Some(t) = t
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        else {
-            return String::new();
-        };
-        let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-            .num_seconds()
-            .max(0);
-        match s {
-            0..=1 => "Less than a second".into(),
-            2..=59 => format!("{s} seconds"),
-            60..=3599 => format!("{} minutes", s / 60),
-            3600..=86399 => format!("{} hours", s / 3600),
-            _ => format!("{} days", s / 86400),
-        }
-    };
     match c.state.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", ago(&c.state.started_at)),
-        Status::Paused => format!("Up {} (Paused)", ago(&c.state.started_at)),
+        Status::Running => format!("Up {}", since(&c.state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&c.state.started_at)),
         Status::Exited => match c.state.exit_code {
-            Some(code) => format!("Exited ({code}) {} ago", ago(&c.state.finished_at)),
+            Some(code) => format!("Exited ({code}) {} ago", since(&c.state.finished_at)),
             None => "Exited (unknown)".into(),
         },
     }
@@ -453,27 +455,39 @@ fn ps(engine: &Engine, p: &PsArgs) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    out!(
-        "{:<12}  {:<24}  {:<22}  {:<28}  NAMES",
-        "CONTAINER ID",
-        "IMAGE",
-        "COMMAND",
-        "STATUS"
-    );
+    let mut rows = vec![[
+        "CONTAINER ID".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "NAMES".into(),
+    ]];
     for c in &list {
         let mut cmd = format!("\"{}\"", c.command.join(" "));
         if !p.no_trunc && cmd.chars().count() > 22 {
             cmd = cmd.chars().take(20).collect::<String>() + "…\"";
         }
         let id = if p.no_trunc { &c.id } else { c.short_id() };
-        out!(
-            "{:<12}  {:<24}  {:<22}  {:<28}  {}",
-            id,
-            c.options.image,
+        rows.push([
+            id.to_string(),
+            c.options.image.clone(),
             cmd,
+            format!("{} ago", since(&Some(c.created.clone()))),
             status_text(c),
-            c.name
-        );
+            c.name.clone(),
+        ]);
+    }
+    // Columns as wide as their widest cell, three spaces apart (docker's tabwriter).
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate().take(5) {
+            line += &format!("{cell:<w$}   ", w = widths[i]);
+        }
+        out!("{line}{}", r[5]);
     }
     Ok(0)
 }
