@@ -10,6 +10,7 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -105,163 +106,27 @@ fn validate(cfg: &VmConfig) -> Result<()> {
 }
 
 impl Vm {
-    /// Builds the VM; on error everything created so far is released by drop.
+    /// Builds the VM in named steps; on error everything created so far is released by
+    /// drop (locals drop in reverse order, so the VM fd goes before guest memory).
     pub fn build(cfg: &VmConfig) -> Result<Vm> {
         validate(cfg)?;
-        let kvm_sys = Kvm::new().map_err(kvm("open /dev/kvm"))?;
-        let vm = kvm_sys.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
-
         let ram = GuestRam::new(&x86_layout(cfg.memory_mib))?;
-        for (slot, (region, (host, _))) in ram.regions().iter().zip(ram.host_ranges()).enumerate() {
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start,
-                memory_size: region.size,
-                userspace_addr: host as u64,
-            };
-            // SAFETY: the host range is a live mapping owned by `ram`, which outlives the
-            // VM fd (field order in `Vm`), and it was checked disjoint from other slots.
-            unsafe { vm.set_user_memory_region(r) }.map_err(kvm("KVM_SET_USER_MEMORY_REGION"))?;
-        }
-
-        if cfg.irqchip {
-            vm.set_tss_address(KVM_TSS_ADDR as usize)
-                .map_err(kvm("KVM_SET_TSS_ADDR"))?;
-            vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
-            let pit = kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            };
-            vm.create_pit2(pit).map_err(kvm("KVM_CREATE_PIT2"))?;
-        }
-
-        let mem = ram.memory();
-        let kernel = boot::load_kernel(mem, &cfg.kernel)?;
-        let low_end = ram.regions()[0].size;
-        if kernel.end > low_end {
-            return Err(Error::Config {
-                field: "memory_mib",
-                reason: format!(
-                    "{} MiB cannot hold the kernel ending at {:#x}",
-                    cfg.memory_mib, kernel.end
-                ),
-            });
-        }
-        let initrd = cfg
-            .initrd
-            .as_deref()
-            .map(|p| boot::load_initrd(mem, p, &kernel, low_end))
-            .transpose()?;
-        boot::write_page_tables_and_gdt(mem)?;
-
+        let kvm_sys = Kvm::new().map_err(kvm("open /dev/kvm"))?;
+        let vm = create_vm(&kvm_sys, &ram, cfg.irqchip)?;
+        let (kernel, initrd) = load_guest(&ram, cfg)?;
         let filter = if cfg.confine {
             Some(Arc::new(crate::confine::thread_filter()?))
         } else {
             None
         };
         let control = Arc::new(Control::default());
-        let mut io_bus = Bus::default();
-        let console = Console::open(&cfg.console, irq_line(&vm, cfg.irqchip, COM1_IRQ)?)?;
-        let serial = Arc::new(Mutex::new(console.device));
-        io_bus.insert("serial", u64::from(COM1_PORT), 8, serial.clone())?;
-        io_bus.insert(
-            "i8042",
-            u64::from(I8042_PORT),
-            5,
-            shared(I8042::new(control.clone())),
-        )?;
-        io_bus.insert("rtc", u64::from(RTC_PORT), 2, shared(Rtc::default()))?;
-        io_bus.insert(
-            "acpi-sleep",
-            u64::from(SLEEP_CONTROL_PORT),
-            SLEEP_REGS_LEN,
-            shared(SleepControl::new(control.clone())),
-        )?;
-        io_bus.insert(
-            "debug-exit",
-            u64::from(DEBUG_EXIT_PORT),
-            1,
-            shared(DebugExit::new(control.clone())),
-        )?;
-
-        // (name, device, epoll set of a device with host-side sockets)
-        type Entry = (&'static str, Box<dyn VirtioDevice>, Option<Arc<Epoll>>);
-        let mut virtio: Vec<Entry> = Vec::new();
-        for (i, d) in cfg.disks.iter().enumerate() {
-            virtio.push((
-                "virtio-blk",
-                Box::new(Block::open(&d.path, d.read_only, i)?),
-                None,
-            ));
-        }
-        if cfg.rng {
-            virtio.push(("virtio-rng", Box::new(Rng), None));
-        }
-        if let Some(v) = &cfg.vsock {
-            let dev = Vsock::new(v.guest_cid, &v.uds)?;
-            let epoll = dev.epoll();
-            virtio.push(("virtio-vsock", Box::new(dev), Some(epoll)));
-        }
-        if let Some(n) = &cfg.net {
-            let dev = Net::open(&n.tap)?;
-            let epoll = dev.epoll();
-            virtio.push(("virtio-net", Box::new(dev), Some(epoll)));
-        }
         let mut backends = Vec::new();
-        if let Some(epoll) = console.input_epoll {
-            backends.push(Backend::spawn(
-                "console",
-                epoll,
-                filter.clone(),
-                move || lock(&serial).pump_input(),
-            )?);
-        }
-        let mut mmio_bus = Bus::default();
-        let mut mmio_devices = Vec::new();
-        for (i, (kind, dev, epoll)) in virtio.into_iter().enumerate() {
-            let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
-            let gsi = VIRTIO_IRQ_BASE + i as u32;
-            let t = Arc::new(Mutex::new(MmioTransport::new(
-                dev,
-                mem.clone(),
-                irq_line(&vm, cfg.irqchip, gsi)?,
-            )));
-            if let Some(epoll) = epoll {
-                let t = t.clone();
-                backends.push(Backend::spawn(kind, epoll, filter.clone(), move || {
-                    lock(&t).service()
-                })?);
-            }
-            mmio_bus.insert(&format!("{kind}@{base:#x}"), base, VIRTIO_MMIO_SIZE, t)?;
-            mmio_devices.push(crate::acpi::MmioDevice {
-                base,
-                len: VIRTIO_MMIO_SIZE,
-                gsi,
-            });
-        }
-        crate::acpi::write_tables(mem, cfg.vcpus, &mmio_devices)?;
-        boot::write_boot_params(mem, &kernel, &cfg.cmdline, initrd, ram.regions())?;
-
-        let supported = kvm_sys
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
-        let mut vcpus = Vec::new();
-        for id in 0..cfg.vcpus {
-            let vcpu = vm
-                .create_vcpu(u64::from(id))
-                .map_err(kvm("KVM_CREATE_VCPU"))?;
-            let mut cpuid = supported.clone();
-            cpu::normalize_cpuid(&mut cpuid, id, cfg.vcpus);
-            vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
-            cpu::set_msrs(&vcpu, id)?;
-            cpu::set_boot_registers(&vcpu, kernel.entry)?;
-            if cfg.irqchip {
-                cpu::set_lint(&vcpu)?;
-            }
-            vcpus.push(vcpu);
-        }
-
+        let (io_bus, console_pty) = legacy_devices(&vm, cfg, &control, &filter, &mut backends)?;
+        let (mmio_bus, mmio_devices) =
+            virtio_devices(&vm, cfg, ram.memory(), &filter, &mut backends)?;
+        crate::acpi::write_tables(ram.memory(), cfg.vcpus, &mmio_devices)?;
+        boot::write_boot_params(ram.memory(), &kernel, &cfg.cmdline, initrd, ram.regions())?;
+        let vcpus = create_vcpus(&kvm_sys, &vm, cfg, kernel.entry)?;
         Ok(Vm {
             _backends: backends,
             vcpus,
@@ -271,7 +136,7 @@ impl Vm {
             }),
             control,
             filter,
-            console_pty: console.pty,
+            console_pty,
             _vm: vm,
             ram,
             kernel,
@@ -361,6 +226,180 @@ impl Vm {
         let reason = self.control.reason().unwrap_or(ShutdownReason::Halted);
         Ok(ExitReport { reason, stats })
     }
+}
+
+/// The VM with its memory slots and, for Linux guests, the in-kernel irqchip and PIT.
+fn create_vm(kvm_sys: &Kvm, ram: &GuestRam, irqchip: bool) -> Result<VmFd> {
+    let vm = kvm_sys.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
+    for (slot, (region, (host, _))) in ram.regions().iter().zip(ram.host_ranges()).enumerate() {
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start,
+            memory_size: region.size,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the host range is a live mapping owned by `ram`, which outlives the
+        // VM fd (field order in `Vm`, declaration order in `build`), and it was checked
+        // disjoint from the other slots.
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    if irqchip {
+        vm.set_tss_address(KVM_TSS_ADDR as usize)
+            .map_err(kvm("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm("KVM_CREATE_PIT2"))?;
+    }
+    Ok(vm)
+}
+
+/// Kernel, initrd and the boot page tables and GDT; returns the kernel and initrd range.
+fn load_guest(ram: &GuestRam, cfg: &VmConfig) -> Result<(LoadedKernel, Option<(u64, u64)>)> {
+    let mem = ram.memory();
+    let kernel = boot::load_kernel(mem, &cfg.kernel)?;
+    let low_end = ram.regions()[0].size;
+    if kernel.end > low_end {
+        return Err(Error::Config {
+            field: "memory_mib",
+            reason: format!(
+                "{} MiB cannot hold the kernel ending at {:#x}",
+                cfg.memory_mib, kernel.end
+            ),
+        });
+    }
+    let initrd = cfg
+        .initrd
+        .as_deref()
+        .map(|p| boot::load_initrd(mem, p, &kernel, low_end))
+        .transpose()?;
+    boot::write_page_tables_and_gdt(mem)?;
+    Ok((kernel, initrd))
+}
+
+/// The port bus: COM1 (with its input thread for a pty), i8042, RTC, ACPI sleep
+/// registers, debug-exit. Returns the bus and the console pty's path.
+fn legacy_devices(
+    vm: &VmFd,
+    cfg: &VmConfig,
+    control: &Arc<Control>,
+    filter: &Option<Arc<Filter>>,
+    backends: &mut Vec<Backend>,
+) -> Result<(Bus, Option<PathBuf>)> {
+    let mut bus = Bus::default();
+    let console = Console::open(&cfg.console, irq_line(vm, cfg.irqchip, COM1_IRQ)?)?;
+    let serial = Arc::new(Mutex::new(console.device));
+    bus.insert("serial", u64::from(COM1_PORT), 8, serial.clone())?;
+    if let Some(epoll) = console.input_epoll {
+        backends.push(Backend::spawn(
+            "console",
+            epoll,
+            filter.clone(),
+            move || lock(&serial).pump_input(),
+        )?);
+    }
+    bus.insert(
+        "i8042",
+        u64::from(I8042_PORT),
+        5,
+        shared(I8042::new(control.clone())),
+    )?;
+    bus.insert("rtc", u64::from(RTC_PORT), 2, shared(Rtc::default()))?;
+    let sleep = shared(SleepControl::new(control.clone()));
+    bus.insert(
+        "acpi-sleep",
+        u64::from(SLEEP_CONTROL_PORT),
+        SLEEP_REGS_LEN,
+        sleep,
+    )?;
+    bus.insert(
+        "debug-exit",
+        u64::from(DEBUG_EXIT_PORT),
+        1,
+        shared(DebugExit::new(control.clone())),
+    )?;
+    Ok((bus, console.pty))
+}
+
+/// The MMIO bus: one virtio-mmio window and GSI per device (disks, rng, vsock, net, in
+/// that order), with a backend thread for devices that have host-side fds.
+fn virtio_devices(
+    vm: &VmFd,
+    cfg: &VmConfig,
+    mem: &GuestMemoryMmap,
+    filter: &Option<Arc<Filter>>,
+    backends: &mut Vec<Backend>,
+) -> Result<(Bus, Vec<crate::acpi::MmioDevice>)> {
+    // (name, device, epoll set of a device with host-side fds)
+    type Entry = (&'static str, Box<dyn VirtioDevice>, Option<Arc<Epoll>>);
+    let mut devices: Vec<Entry> = Vec::new();
+    for (i, d) in cfg.disks.iter().enumerate() {
+        devices.push((
+            "virtio-blk",
+            Box::new(Block::open(&d.path, d.read_only, i)?),
+            None,
+        ));
+    }
+    if cfg.rng {
+        devices.push(("virtio-rng", Box::new(Rng), None));
+    }
+    if let Some(v) = &cfg.vsock {
+        let dev = Vsock::new(v.guest_cid, &v.uds)?;
+        let epoll = dev.epoll();
+        devices.push(("virtio-vsock", Box::new(dev), Some(epoll)));
+    }
+    if let Some(n) = &cfg.net {
+        let dev = Net::open(&n.tap)?;
+        let epoll = dev.epoll();
+        devices.push(("virtio-net", Box::new(dev), Some(epoll)));
+    }
+    let mut bus = Bus::default();
+    let mut described = Vec::new();
+    for (i, (kind, dev, epoll)) in devices.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
+        let gsi = VIRTIO_IRQ_BASE + i as u32;
+        let irq = irq_line(vm, cfg.irqchip, gsi)?;
+        let t = Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone(), irq)));
+        if let Some(epoll) = epoll {
+            let t = t.clone();
+            backends.push(Backend::spawn(kind, epoll, filter.clone(), move || {
+                lock(&t).service()
+            })?);
+        }
+        bus.insert(&format!("{kind}@{base:#x}"), base, VIRTIO_MMIO_SIZE, t)?;
+        described.push(crate::acpi::MmioDevice {
+            base,
+            len: VIRTIO_MMIO_SIZE,
+            gsi,
+        });
+    }
+    Ok((bus, described))
+}
+
+/// vCPUs with normalised CPUID, boot MSRs and registers, and (irqchip) LAPIC LINTs.
+fn create_vcpus(kvm_sys: &Kvm, vm: &VmFd, cfg: &VmConfig, entry: u64) -> Result<Vec<VcpuFd>> {
+    let supported = kvm_sys
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut vcpus = Vec::new();
+    for id in 0..cfg.vcpus {
+        let vcpu = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm("KVM_CREATE_VCPU"))?;
+        let mut cpuid = supported.clone();
+        cpu::normalize_cpuid(&mut cpuid, id, cfg.vcpus);
+        vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
+        cpu::set_msrs(&vcpu, id)?;
+        cpu::set_boot_registers(&vcpu, entry)?;
+        if cfg.irqchip {
+            cpu::set_lint(&vcpu)?;
+        }
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
 }
 
 /// Stops a VM from outside; cheap to clone and send to another thread.
