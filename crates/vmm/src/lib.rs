@@ -13,11 +13,15 @@
 //! - Devices are reached only through the buses; device ranges never overlap.
 //! - The first recorded [`ShutdownReason`] wins; once set, every vCPU thread leaves
 //!   KVM_RUN (kicked by a signal) and `run` joins them all before returning.
-//! - With `VmConfig::confine` (the default) every vCPU thread sets no_new_privs, drops
-//!   all capabilities and installs a seccomp allow-list ([`confine`]) before its first
-//!   KVM_RUN; a thread that cannot be confined stops the VM instead of running unconfined.
-//! - Bad input (config, kernel, initrd, disk) yields one [`Error`] naming the field or
-//!   path; nothing is left behind since every resource is owned and dropped.
+//! - With `VmConfig::confine` (the default) every vCPU thread and device backend thread
+//!   sets no_new_privs, drops all capabilities and installs a seccomp allow-list
+//!   ([`confine`]) before it touches guest code or data; a vCPU that cannot be confined
+//!   stops the VM, a backend that cannot fails `build`. Nothing runs unconfined.
+//! - Devices with host-side fds (vsock sockets, tap, console pty) have one backend thread
+//!   each, stopped and joined when the [`Vm`] is dropped, before anything else.
+//! - Bad input (config, kernel, initrd, disk, tap, socket path) yields one [`Error`]
+//!   naming the field or path; nothing is left behind since every resource is owned and
+//!   dropped (the vsock socket file is removed, a tap created here disappears).
 
 pub mod acpi;
 pub mod boot;
