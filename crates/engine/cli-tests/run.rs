@@ -777,3 +777,24 @@ fn foreground_run_stopped_from_outside() {
         (Some("exited"), Some(137))
     );
 }
+
+#[test]
+fn logs_follow_returns_when_the_container_exits() {
+    let env = Env::new();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo one; sleep 0.5; echo two",
+    ]);
+    assert_eq!(env.ok(&["logs", "-f", "chatty"]), "one\ntwo\n");
+    let st = &env.inspect("chatty")["State"];
+    assert_eq!(
+        (st["Status"].as_str(), st["ExitCode"].as_i64()),
+        (Some("exited"), Some(0))
+    );
+}
