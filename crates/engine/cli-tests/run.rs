@@ -798,3 +798,38 @@ fn logs_follow_returns_when_the_container_exits() {
         (Some("exited"), Some(0))
     );
 }
+
+/// With its monitor killed, a container still stops and is removed; its exit reads as
+/// unknown, and `rm` releases the runtime state the monitor would have.
+#[test]
+fn monitor_killed_exit_unknown() {
+    let env = Env::new();
+    let id = env.ok(&["run", "-d", "--name", "orphan", IMAGE, "sleep", "1000"]);
+    let meta = env
+        .data()
+        .join("containers")
+        .join(id.trim())
+        .join("config.json");
+    let meta: Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    let monitor = meta["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    assert!(monitor > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(env.inspect("orphan")["State"]["Status"], "running");
+    env.ok(&["stop", "-t", "0", "orphan"]);
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.contains("Exited (unknown)") && l.ends_with("orphan")),
+        "{ps}"
+    );
+    env.ok(&["rm", "orphan"]);
+    assert!(env.container_dirs().is_empty());
+    assert!(
+        std::fs::read_dir(env.root()).unwrap().next().is_none(),
+        "runtime state released"
+    );
+}

@@ -112,6 +112,16 @@ fn wait_for(
     }
 }
 
+/// Whether `pid` is a live process (not a zombie nobody reaped yet).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+    })
+}
+
 /// Point fd `target` at `file` (the container's init inherits fds 0-2).
 fn redirect(file: &impl AsRawFd, target: i32) -> Result<()> {
     // SAFETY: dup2 on two fds this process owns.
@@ -525,8 +535,7 @@ impl Engine {
                 Err(Error::NotFound(_)) => return Ok(()), // --rm removed it
                 Err(e) => return Err(e),
             };
-            let monitor_alive =
-                c.state.monitor_pid > 0 && kill(Pid::from_raw(c.state.monitor_pid), None).is_ok();
+            let monitor_alive = c.state.monitor_pid > 0 && alive(c.state.monitor_pid);
             let recorded =
                 Container::load(c.dir())?.is_some_and(|m| m.state.status == Status::Exited);
             if recorded || (!monitor_alive && c.state.status == Status::Exited) {
