@@ -21,25 +21,54 @@ fn skip_cgroups(spec: &Spec) -> bool {
             .is_none()
 }
 
-/// Create the cgroup, apply the resources, and move `pid` in. On failure nothing is left.
-pub fn setup(spec: &Spec, id: &str, pid: Pid) -> Result<Option<CgroupState>> {
+/// A created cgroup with its resources applied, waiting for the container's init.
+pub struct Placement {
+    mgr: Box<dyn Manager>,
+}
+
+/// Create the container's cgroup and apply its resources (nothing is left on failure).
+pub fn prepare(spec: &Spec, id: &str) -> Result<Option<Placement>> {
     if skip_cgroups(spec) {
         return Ok(None);
     }
     let linux = spec.linux().as_ref().expect("validated");
-    let path = linux
-        .cgroups_path()
-        .as_ref()
-        .map(|p| p.to_string_lossy().into_owned());
+    let path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
     let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path))?;
     mgr.create()?;
-    let resources = with_default_devices(linux);
-    let applied = mgr.apply(&resources);
-    if let Err(e) = applied.and_then(|_| mgr.add_process(pid.as_raw())) {
+    if let Err(e) = mgr.apply(&with_default_devices(linux)) {
         let _ = mgr.destroy();
         return Err(e.into());
     }
-    Ok(Some(mgr.state()))
+    Ok(Some(Placement { mgr }))
+}
+
+/// Whether the host has only cgroup v2, where a child can be born in its cgroup.
+pub fn pure_v2() -> bool {
+    matches!(berth_cgroups::detect(), Ok(berth_cgroups::Hierarchy::V2))
+}
+
+impl Placement {
+    /// On a pure v2 host, the cgroup directory for clone3(CLONE_INTO_CGROUP): the child is
+    /// born in its cgroup and never migrates (no wait for cgroup_threadgroup_rwsem).
+    pub fn clone_target(&self) -> Option<std::os::fd::OwnedFd> {
+        if self.mgr.state().hierarchy == berth_cgroups::Hierarchy::V2 {
+            self.mgr.v2_dir_fd()
+        } else {
+            None
+        }
+    }
+
+    /// Move `pid` in; on failure the cgroup is removed.
+    pub fn add(&self, pid: Pid) -> Result<()> {
+        self.mgr.add_process(pid.as_raw()).map_err(|e| {
+            let _ = self.mgr.destroy();
+            e.into()
+        })
+    }
+
+    pub fn state(&self) -> CgroupState {
+        self.mgr.state()
+    }
 }
 
 /// The devices every container may use whatever its rules say (as runc allows them): the

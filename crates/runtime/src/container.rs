@@ -146,7 +146,14 @@ impl Runtime {
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
         tracing::debug!(id, "config validated");
-        let spawned = crate::spawn::spawn_init(&spec, &plan, &exe)?;
+        // On a pure v2 host init is born in its cgroup; elsewhere it is moved in while it
+        // mounts (the first v1 migration waits for an RCU grace period).
+        let early = if crate::cgroup::pure_v2() && !plan.uses_user_ns() { crate::cgroup::prepare(&spec, id)? } else { None };
+        if let Some(p) = &early {
+            guard.cgroup = Some(p.state());
+        }
+        let target = early.as_ref().and_then(|p| p.clone_target());
+        let spawned = crate::spawn::spawn_init(&spec, &plan, &exe, target.as_ref())?;
         tracing::debug!(id, pid = spawned.pid.as_raw(), "init spawned");
         drop(exe);
         guard.init = Some((spawned.pid, spawned.is_child));
@@ -189,9 +196,17 @@ impl Runtime {
         )?;
         drop(console);
         drop(start_listener);
-        // Init mounts the rootfs while we place it in its cgroup.
-        let cgroup = crate::cgroup::setup(&spec, id, spawned.pid)?;
-        guard.cgroup = cgroup.clone();
+        let placement = match early {
+            Some(p) => Some(p),
+            None => crate::cgroup::prepare(&spec, id)?,
+        };
+        if let Some(p) = &placement {
+            guard.cgroup = Some(p.state());
+            if !spawned.in_cgroup {
+                p.add(spawned.pid)?;
+            }
+        }
+        let cgroup = placement.map(|p| p.state());
         rec.cgroup = cgroup.map(|c| serde_json::to_value(c).expect("serializes"));
         guard.dir.as_ref().expect("set").save(&rec)?;
         send(ch, &ParentMsg::CgroupReady)?;

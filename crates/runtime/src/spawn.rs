@@ -18,6 +18,39 @@ use crate::sync::{self, Channel, ChildMsg, ParentMsg};
 /// which fd its channel to the parent is.
 pub const INIT_FD_ENV: &str = "_BERTH_INIT_FD";
 
+/// clone3(2) arguments (linux/sched.h).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x200000000;
+
+/// fork(2) through clone3(2) into the cgroup2 directory `cgroup`, creating namespaces in
+/// the same step.
+fn clone_fork_into(flags: libc::c_int, cgroup: &OwnedFd) -> nix::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: as for clone_fork: no stack given, so the child runs on a copy of ours.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    Errno::result(r).map(|p| p as libc::pid_t)
+}
+
 /// fork(2) through clone(2), creating namespaces in the same step.
 fn clone_fork(flags: libc::c_int) -> nix::Result<libc::pid_t> {
     // SAFETY: with a null stack pointer clone behaves like fork: the child continues on a
@@ -88,17 +121,23 @@ pub struct Spawned {
     pub channel: Channel,
     /// Whether `pid` is our own child (so we can waitpid it).
     pub is_child: bool,
+    /// Whether init was born in its cgroup (clone3 CLONE_INTO_CGROUP).
+    pub in_cgroup: bool,
 }
 
 /// Start the container's init process in the namespaces of `plan`.
-pub fn spawn_init(spec: &Spec, plan: &Plan, memfd: &OwnedFd) -> Result<Spawned> {
+pub fn spawn_init(spec: &Spec, plan: &Plan, memfd: &OwnedFd, cgroup: Option<&OwnedFd>) -> Result<Spawned> {
     let (parent, child) = sync::pair()?;
     if let Some(path) = &plan.join_pid {
         // Changes the pid namespace of our future children only.
         namespaces::join("pid", path)?;
     }
     if !plan.uses_user_ns() {
-        let pid = clone_fork(plan.create).map_err(|e| Error::Sys {
+        let pid = match cgroup {
+            Some(cg) => clone_fork_into(plan.create, cg),
+            None => clone_fork(plan.create),
+        }
+        .map_err(|e| Error::Sys {
             op: "clone the container init".into(),
             source: e,
         })?;
@@ -110,6 +149,7 @@ pub fn spawn_init(spec: &Spec, plan: &Plan, memfd: &OwnedFd) -> Result<Spawned> 
             pid: Pid::from_raw(pid),
             channel: parent,
             is_child: true,
+            in_cgroup: cgroup.is_some(),
         });
     }
 
@@ -179,6 +219,7 @@ pub fn spawn_init(spec: &Spec, plan: &Plan, memfd: &OwnedFd) -> Result<Spawned> 
         pid: result?,
         channel: parent,
         is_child: false,
+        in_cgroup: false,
     })
 }
 
@@ -250,5 +291,6 @@ pub fn spawn_exec(memfd: &OwnedFd) -> Result<Spawned> {
         pid: Pid::from_raw(pid),
         channel: parent,
         is_child: true,
+        in_cgroup: false,
     })
 }
