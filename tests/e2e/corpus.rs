@@ -80,7 +80,7 @@ corpus! {
         b.spec["root"]["path"] = json!("rootfs-file");
         None
     } => "rootfs-file";
-    
+
     missing_mount_source: |b| {
         b.push("/mounts", json!({"destination": "/home", "type": "bind",
             "source": "/nonexistent-e2e-source", "options": ["rbind"]}));
@@ -90,7 +90,7 @@ corpus! {
         b.push("/mounts", json!({"destination": "home", "type": "tmpfs", "source": "tmpfs"}));
         None
     } => "home";
-    
+
     unknown_mount_option_value: |b| {
         b.push("/mounts", json!({"destination": "/home", "type": "tmpfs", "source": "tmpfs",
             "options": ["size=lots"]}));

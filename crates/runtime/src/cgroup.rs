@@ -32,7 +32,10 @@ pub fn prepare(spec: &Spec, id: &str) -> Result<Option<Placement>> {
         return Ok(None);
     }
     let linux = spec.linux().as_ref().expect("validated");
-    let path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
+    let path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
     let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path))?;
     mgr.create()?;
     if let Err(e) = mgr.apply(&with_default_devices(linux)) {

@@ -148,7 +148,11 @@ impl Runtime {
         tracing::debug!(id, "config validated");
         // On a pure v2 host init is born in its cgroup; elsewhere it is moved in while it
         // mounts (the first v1 migration waits for an RCU grace period).
-        let early = if crate::cgroup::pure_v2() && !plan.uses_user_ns() { crate::cgroup::prepare(&spec, id)? } else { None };
+        let early = if crate::cgroup::pure_v2() && !plan.uses_user_ns() {
+            crate::cgroup::prepare(&spec, id)?
+        } else {
+            None
+        };
         if let Some(p) = &early {
             guard.cgroup = Some(p.state());
         }

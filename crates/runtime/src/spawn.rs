@@ -47,7 +47,13 @@ fn clone_fork_into(flags: libc::c_int, cgroup: &OwnedFd) -> nix::Result<libc::pi
         ..Default::default()
     };
     // SAFETY: as for clone_fork: no stack given, so the child runs on a copy of ours.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     Errno::result(r).map(|p| p as libc::pid_t)
 }
 
@@ -126,7 +132,12 @@ pub struct Spawned {
 }
 
 /// Start the container's init process in the namespaces of `plan`.
-pub fn spawn_init(spec: &Spec, plan: &Plan, memfd: &OwnedFd, cgroup: Option<&OwnedFd>) -> Result<Spawned> {
+pub fn spawn_init(
+    spec: &Spec,
+    plan: &Plan,
+    memfd: &OwnedFd,
+    cgroup: Option<&OwnedFd>,
+) -> Result<Spawned> {
     let (parent, child) = sync::pair()?;
     if let Some(path) = &plan.join_pid {
         // Changes the pid namespace of our future children only.
