@@ -52,12 +52,18 @@ cl_umount_under() {
 
 # Remove a cgroup directory tree named $1 (relative to each hierarchy) in every v1
 # controller and in the v2 tree, deepest first; rmdir only, so a live process keeps it.
+# Retried a few times: a client's monitor (conmon, shim) may still be exiting.
 cl_rm_cgroup() {
-    local h
+    cl_until 25 cl_rm_cgroup_once "$1"
+}
+cl_rm_cgroup_once() {
+    local h left=0
     for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
         [ -d "$h$1" ] || continue
-        find "$h$1" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+        find "$h$1" -depth -type d -exec rmdir {} \; 2>/dev/null
+        [ ! -d "$h$1" ] || left=1
     done
+    return "$left"
 }
 
 # Does any hierarchy already hold cgroup $1?
@@ -79,12 +85,14 @@ cl_init() {
     cl_on_exit "cl_umount_under '$CL_WORK'"
 }
 
-# A runtime executable for clients that take a bare path: it fixes the log file and the
-# berth binary, then runs the logging wrapper.
-cl_make_wrapper() { # DEST LOGFILE
+# A runtime executable for clients that take a bare path: it fixes the log file, the
+# berth binary and (optionally) berth's state root, then runs the logging wrapper. The root
+# goes through BERTH_ROOT because some calls carry no --root (podman's cleanup process
+# drops --runtime-flag); an explicit --root from a client still wins.
+cl_make_wrapper() { # DEST LOGFILE [STATE_ROOT]
     cat >"$1" <<W
 #!/bin/sh
-export BERTH_WRAPPER_LOG='$2' BERTH_BIN='$BERTH_BIN'
+export BERTH_WRAPPER_LOG='$2' BERTH_BIN='$BERTH_BIN'${3:+ BERTH_ROOT='$3'}
 exec '$CL_REPO/scripts/clients/berth-logging-wrapper.sh' "\$@"
 W
     chmod +x "$1"

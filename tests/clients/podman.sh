@@ -1,6 +1,6 @@
 # podman 4.3 driving berth. Sourced by tests/clients/run.sh (suite) and by each case's shell.
-# Private state: storage, runroot, tmpdir, containers.conf, berth's --root and the wrapper
-# log all live under $PM_DIR; the only shared names are podman's cgroup parent
+# Private state: storage, runroot, tmpdir, containers.conf, berth's state root (BERTH_ROOT
+# set by the wrapper) and the wrapper log all live under $PM_DIR; the only shared names are podman's cgroup parent
 # "libpod_parent" (removed at the end if this run created it) and conmon processes (each
 # container's conmon exits when the container is removed).
 PM_IMG=localhost/berth-busybox:clients
@@ -8,7 +8,7 @@ PM_IMG=localhost/berth-busybox:clients
 pm() {
     podman --root "$PM_DIR/root" --runroot "$PM_DIR/runroot" --tmpdir "$PM_DIR/tmp" \
         --storage-driver overlay --cgroup-manager cgroupfs --events-backend file \
-        --runtime "$PM_DIR/berth" --runtime-flag "root=$PM_DIR/state" "$@"
+        --runtime "$PM_DIR/berth" "$@"
 }
 
 # FILE of CONTROLLER for the cgroup that holds PID, read from the host side.
@@ -20,6 +20,8 @@ pm_cg_file() { # PID CONTROLLER FILE
 
 pm_pid() { pm inspect -f '{{.State.Pid}}' "$1"; }
 pm_status() { pm inspect -f '{{.State.Status}}' "$1"; }
+pm_is() { [ "$(pm_status "$2")" = "$1" ]; } # STATUS ID
+pm_logs_have() { pm logs "$2" 2>&1 | grep -q -- "$1"; } # TEXT ID
 pm_exitcode() { pm inspect -f '{{.State.ExitCode}}' "$1"; }
 pm_sleeper() { pm run -d --network none "$@" "$PM_IMG" sleep 1000; }
 
@@ -48,7 +50,7 @@ pm_tty() {
 pm_detach_logs() {
     local id
     id=$(pm run -d --network none "$PM_IMG" sh -c 'echo started; exec sleep 1000')
-    cl_until 50 sh -c "podman_out=\$(\"\$0\" logs $id 2>&1); case \$podman_out in *started*) exit 0;; esac; exit 1" "$PM_DIR/pm"
+    cl_until 50 pm_logs_have started "$id"
     cl_eq "$(pm_status "$id")" running "status of a detached container"
     pm rm -f -t 0 "$id" >/dev/null
 }
@@ -93,10 +95,10 @@ pm_stop() {
 
 pm_kill() {
     local id
-    id=$(pm run -d --network none "$PM_IMG" sh -c 'trap "exit 10" USR1; while :; do sleep 0.1; done')
-    cl_until 50 test "$(pm_status "$id")" = running
-    # Signal delivery to a handler only works once the trap is installed; retry until it exits.
-    cl_until 50 sh -c '"$0" kill -s USR1 "$1" >/dev/null 2>&1; sleep 0.2; test "$("$0" inspect -f "{{.State.Status}}" "$1")" = exited' "$PM_DIR/pm" "$id"
+    id=$(pm run -d --network none "$PM_IMG" sh -c 'trap "exit 10" USR1; echo ready; while :; do sleep 0.1; done')
+    cl_until 50 pm_logs_have ready "$id"
+    pm kill -s USR1 "$id" >/dev/null
+    pm wait "$id" >/dev/null
     cl_eq "$(pm_exitcode "$id")" 10 "exit code after kill -s USR1"
     pm rm "$id" >/dev/null
     id=$(pm_sleeper)
@@ -196,10 +198,7 @@ podman_suite() {
     PM_DIR=$CL_WORK/podman
     export PM_DIR
     mkdir -p "$PM_DIR/tmp"
-    cl_make_wrapper "$PM_DIR/berth" "$CL_WORK/wrapper-podman.log"
-    # A script form of pm() for the `sh -c` retries in the cases.
-    printf '#!/bin/bash\n%s\npm "$@"\n' "$(declare -f pm)" >"$PM_DIR/pm"
-    chmod +x "$PM_DIR/pm"
+    cl_make_wrapper "$PM_DIR/berth" "$CL_WORK/wrapper-podman.log" "$PM_DIR/state"
     # podman's default rlimits (nofile and nproc 1048576) exceed this sandbox's hard limits;
     # raising them needs CAP_SYS_RESOURCE, which runc would lack as well.
     cat >"$PM_DIR/containers.conf" <<C
