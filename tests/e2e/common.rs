@@ -466,10 +466,13 @@ impl Drop for Helper {
 
 /// Receives the pty master that berth sends over `--console-socket`.
 fn receive_fd(listener: &UnixListener) -> OwnedFd {
-    let (conn, _) = listener
-        .accept()
-        .expect("berth connects to the console socket");
-    let mut data = [0u8; 256];
+    receive_fd_with_data(listener).1
+}
+
+/// Accept one connection and receive one message with one fd (SCM_RIGHTS).
+pub fn receive_fd_with_data(listener: &UnixListener) -> (Vec<u8>, OwnedFd) {
+    let (conn, _) = listener.accept().expect("berth connects to the socket");
+    let mut data = vec![0u8; 64 * 1024];
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
@@ -494,8 +497,9 @@ fn receive_fd(listener: &UnixListener) -> OwnedFd {
     assert_eq!((level, typ), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
     // SAFETY: an SCM_RIGHTS message carries at least one int fd in its data.
     let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
+    data.truncate(n as usize);
     // SAFETY: the kernel installed this fd for us; we are its only owner.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    (data, unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Read a pty master until the other side is closed (EIO) and return the text without

@@ -530,3 +530,41 @@ fn hook_timeout_fails_create_and_leaves_nothing() {
     );
     assert_nothing_left(&b, &id);
 }
+
+/// SCMP_ACT_NOTIFY: the listener fd and the container state reach the agent at
+/// listenerPath (a host path, connected before pivot_root), as runc sends them.
+#[test]
+fn seccomp_notify_listener_reaches_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // The agent looks at the listener fd and closes it at once: the container's
+    // notifying syscalls then fail with ENOSYS instead of waiting for an answer.
+    let agent = std::thread::spawn(move || {
+        let (data, fd) = receive_fd_with_data(&listener);
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        (data, link)
+    });
+    let mut b = Bundle::new();
+    b.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "listenerPath": sock,
+        "listenerMetadata": "e2e-meta",
+        "syscalls": [{"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    b.sh("mkdir /tmp/notified 2>/dev/null; echo mkdir=$?");
+    let out = b.run();
+    let (data, link) = agent.join().unwrap();
+    let msg: Value = serde_json::from_slice(&data).expect("process state JSON");
+    assert_eq!(msg["fds"], json!(["seccompFd"]), "{msg}");
+    assert_eq!(msg["metadata"], "e2e-meta");
+    assert!(msg["pid"].as_i64().unwrap() > 0);
+    assert!(
+        msg["state"]["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{msg}"
+    );
+    assert!(link.to_string_lossy().contains("seccomp"), "{link:?}");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("mkdir=1"), "{}", out.stdout);
+}

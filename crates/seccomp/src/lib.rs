@@ -46,7 +46,7 @@ use oci_spec::runtime::LinuxSeccomp;
 
 pub use default_profile::{default_profile, default_profile_for};
 pub use error::Error;
-pub use listener::send_listener;
+pub use listener::{send_listener, send_listener_on};
 
 /// The kernel's limit on classic BPF program length (BPF_MAXINSNS).
 pub const MAX_INSTRUCTIONS: usize = 4096;

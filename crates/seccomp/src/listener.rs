@@ -25,13 +25,29 @@ pub fn send_listener(
     state_json: &serde_json::Value,
     fd: BorrowedFd<'_>,
 ) -> Result<(), Error> {
+    let stream = UnixStream::connect(path).map_err(|source| Error::Listener {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    send_listener_on(&stream, path, metadata, state_json, fd)
+}
+
+/// Like [`send_listener`] on a stream connected earlier (a container's init connects
+/// before pivot_root, while the agent's socket path is still reachable); `path` only
+/// names it in errors.
+pub fn send_listener_on(
+    stream: &UnixStream,
+    path: &Path,
+    metadata: &str,
+    state_json: &serde_json::Value,
+    fd: BorrowedFd<'_>,
+) -> Result<(), Error> {
     let message = process_state(metadata, state_json)?;
     let bytes = message.to_string().into_bytes();
     let io_err = |source: io::Error| Error::Listener {
         path: path.to_path_buf(),
         source,
     };
-    let stream = UnixStream::connect(path).map_err(io_err)?;
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let mut sent = 0;

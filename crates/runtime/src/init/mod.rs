@@ -102,6 +102,10 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
             ))
         }
     };
+    let mut cfg = cfg;
+    if let Some(s) = cfg.seccomp.as_mut() {
+        s.connect_listener()?;
+    }
     process::set_oom_score_adj(cfg.spec.process().as_ref().expect("validated"), &proc)?;
     drop(proc);
     rootfs::finish(&cfg, &state)?;
