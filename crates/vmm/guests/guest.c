@@ -398,6 +398,9 @@ void guest_main(const u8 *bp, u32 id) {
 		}
 		line[n] = 0;
 		puts("echo: "); puts(line); puts("\n");
+		/* Exit only once the host has read the echo and says so: closing the pty at VM
+		 * exit hangs it up, and a reader that is not done yet would lose the line. */
+		while (!(inb(0x3f8 + 5) & 1)) {}
 		debug_exit(80);
 	}
 	if (streq(t, "reset")) { outb(0x64, 0xfe); }

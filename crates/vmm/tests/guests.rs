@@ -223,6 +223,7 @@ fn pty_console_carries_input_to_the_guest_and_output_back() {
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     (&tty).write_all(b"hi there\n").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "echo: hi there");
+    (&tty).write_all(b"bye\n").unwrap();
     let report = runner.join().unwrap();
     assert_eq!(report.reason, ShutdownReason::DebugExit(80));
 }
