@@ -34,6 +34,13 @@ cl_pick_berth() {
 
 cl_on_exit() { CL_CLEANUPS+=("$1"); }
 
+# Remove these directories at exit (deepest last given, removed first) if they do not exist
+# now and are empty then: fixed paths that containerd's shims create (/run/containerd/s).
+cl_rmdir_if_new() {
+    local d
+    for d in "$@"; do [ -e "$d" ] || cl_on_exit "rmdir '$d'"; done
+}
+
 cl_cleanup() {
     local i
     for ((i = ${#CL_CLEANUPS[@]} - 1; i >= 0; i--)); do

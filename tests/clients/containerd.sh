@@ -123,15 +123,13 @@ ct_checkpoint_refused() {
 
 # --- suite (runs in the runner's shell) ---
 containerd_suite() {
-    local f=${BASH_SOURCE[0]} d
+    local f=${BASH_SOURCE[0]}
     CT_DIR=$CL_WORK/containerd
     CT_NS=berthclients$$
     export CT_DIR CT_NS
     mkdir -p "$CT_DIR"
     cl_make_wrapper "$CT_DIR/berth-wrapper" "$CL_WORK/wrapper-containerd.log"
-    for d in /run/containerd /run/containerd/s /run/containerd/fifo /run/containerd/runc; do
-        [ -e "$d" ] || cl_on_exit "rmdir '$d'"
-    done
+    cl_rmdir_if_new /run/containerd /run/containerd/s /run/containerd/fifo
     cl_cgroup_exists "$CT_NS" || cl_on_exit "cl_rm_cgroup '$CT_NS'"
     cat >"$CT_DIR/config.toml" <<C
 version = 2

@@ -3,7 +3,7 @@
 # Private daemon: daemon.json, data-root, exec-root (holding its managed containerd, the
 # shims' state and berth's --root), pidfile and API socket under $DK_DIR; no iptables, no
 # bridge (every container runs with --network none); cgroup parent /$DK_CGROUP, unique to
-# this run. The docker client is Debian's /usr/bin/docker 20.10 (a newer client may sit
+# this run; /run/containerd/s (the shims' sockets) is removed if this run created it. The docker client is Debian's /usr/bin/docker 20.10 (a newer client may sit
 # earlier in PATH). DK_RUNTIME=runc runs the same cases against runc, to check the cases.
 DK_IMG=localhost/berth-busybox:clients
 
@@ -78,6 +78,7 @@ docker_suite() {
     mkdir -p "$DK_DIR"
     cl_make_wrapper "$DK_DIR/berth-wrapper" "$CL_WORK/wrapper-docker.log"
     echo '{}' >"$DK_DIR/daemon.json"
+    cl_rmdir_if_new /run/containerd /run/containerd/s
     cl_cgroup_exists "$DK_CGROUP" || cl_on_exit "cl_rm_cgroup '$DK_CGROUP'"
     dockerd --config-file "$DK_DIR/daemon.json" --data-root "$DK_DIR/data" \
         --exec-root "$DK_DIR/exec" --pidfile "$DK_DIR/docker.pid" -H "unix://$DK_DIR/docker.sock" \
