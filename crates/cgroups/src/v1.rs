@@ -199,11 +199,12 @@ fn blkio(r: &LinuxResources, probe: &Probe, p: &mut Vec<Write>) -> Result<()> {
     } else {
         ("blkio.weight", "blkio.weight_device")
     };
-    if let Some(w) = b.weight() {
+    // 0 means "not set" (dockerd sends it that way), as runc treats it.
+    if let Some(w) = b.weight().filter(|&w| w != 0) {
         res::check_blkio_weight("blockIO.weight", w)?;
         p.push(Write::new("blockIO.weight", wfile, w));
     }
-    if let Some(w) = b.leaf_weight() {
+    if let Some(w) = b.leaf_weight().filter(|&w| w != 0) {
         res::check_blkio_weight("blockIO.leafWeight", w)?;
         p.push(Write::new("blockIO.leafWeight", "blkio.leaf_weight", w));
     }

@@ -153,7 +153,7 @@ fn cpu(r: &LinuxResources, p: &mut Vec<Write>) -> Result<()> {
 
 fn io(r: &LinuxResources, probe: &Probe, p: &mut Vec<Write>) -> Result<()> {
     let Some(b) = r.block_io() else { return Ok(()) };
-    if b.leaf_weight().is_some() {
+    if b.leaf_weight().is_some_and(|w| w != 0) {
         return Err(unsupported("blockIO.leafWeight"));
     }
     // BFQ takes blkio-style weights (1..=1000) as they are; io.weight needs converting.
@@ -166,7 +166,8 @@ fn io(r: &LinuxResources, probe: &Probe, p: &mut Vec<Write>) -> Result<()> {
         }
     };
     let wfile = if bfq { "io.bfq.weight" } else { "io.weight" };
-    if let Some(w) = b.weight() {
+    // 0 means "not set" (dockerd sends it that way), as runc treats it.
+    if let Some(w) = b.weight().filter(|&w| w != 0) {
         res::check_blkio_weight("blockIO.weight", w)?;
         p.push(Write::new("blockIO.weight", wfile, conv(w)));
     }

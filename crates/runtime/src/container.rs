@@ -59,7 +59,7 @@ pub(crate) fn load_spec_copy(dir: &Path) -> Result<Spec> {
 /// Send to init; if init already died, report init's own last words instead of EPIPE.
 fn send(ch: &crate::sync::Channel, msg: &ParentMsg) -> Result<()> {
     ch.send(msg).map_err(|e| match ch.recv::<ChildMsg>() {
-        Ok(Some(ChildMsg::Failed(why))) => Error::Init(why),
+        Ok(Some(ChildMsg::Failed(why))) => Error::Reported(why),
         _ => e,
     })
 }
@@ -235,7 +235,7 @@ impl Runtime {
                     tracing::debug!(id, "created");
                     break;
                 }
-                Some(ChildMsg::Failed(msg)) => return Err(Error::Init(msg)),
+                Some(ChildMsg::Failed(msg)) => return Err(Error::Reported(msg)),
                 Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
                 None => return Err(Error::Init("the container init exited during setup".into())),
             }

@@ -217,7 +217,7 @@ pub fn spawn_init(
                 parent.send(&ParentMsg::IdsMapped)?;
             }
             Some(ChildMsg::InitPid { pid }) => return Ok(Pid::from_raw(pid)),
-            Some(ChildMsg::Failed(msg)) => return Err(Error::Init(msg)),
+            Some(ChildMsg::Failed(msg)) => return Err(Error::Reported(msg)),
             _ => {
                 return Err(Error::Init(
                     "the namespace setup process exited unexpectedly".into(),

@@ -108,5 +108,15 @@ pub fn setup(cfg: &InitConfig) -> Result<Option<OwnedFd>> {
     send_master(socket, &master)?;
     // SAFETY: closing an fd we were handed and no longer need.
     unsafe { libc::close(socket) };
+    // Stop holding the caller's stdio now: a client that reads `create`'s output to EOF
+    // (containerd's shim with a terminal) would otherwise wait until `start`.
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard fds, which this process owns.
+        let r = unsafe { libc::dup2(slave.as_raw_fd(), fd) };
+        nix::errno::Errno::result(r).map_err(|e| Error::Sys {
+            op: "dup2 console".into(),
+            source: e,
+        })?;
+    }
     Ok(Some(slave))
 }

@@ -241,6 +241,12 @@ fn env_path(process: &Process) -> String {
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
 }
 
+/// An io::Error's text without Rust's " (os error N)" suffix.
+fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    s.split(" (os error").next().unwrap_or(&s).to_lowercase()
+}
+
 fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -251,24 +257,35 @@ fn is_executable(p: &Path) -> bool {
 /// reported at create time.
 pub fn find_program(process: &Process) -> Result<PathBuf> {
     let arg0 = &process.args().as_ref().expect("validated")[0];
+    // Clients classify the failure by runc's wording ("no such file or directory" and
+    // "executable file not found" mean 127, "permission denied" 126), so keep it.
     if arg0.contains('/') {
         let p = if Path::new(arg0).is_absolute() {
             PathBuf::from(arg0)
         } else {
             process.cwd().join(arg0)
         };
-        if !is_executable(&p) {
-            return Err(Error::Init(format!(
-                "exec {arg0}: no such executable file in the container"
-            )));
-        }
-        return Ok(p);
+        return match std::fs::metadata(&p) {
+            Err(e) => Err(Error::Reported(format!(
+                "exec: {arg0:?}: stat {}: {}",
+                p.display(),
+                io_text(&e)
+            ))),
+            Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => Err(Error::Reported(
+                format!("exec: {arg0:?}: permission denied"),
+            )),
+            Ok(_) => Ok(p),
+        };
     }
     env_path(process)
         .split(':')
         .map(|dir| Path::new(dir).join(arg0))
         .find(|p| is_executable(p))
-        .ok_or_else(|| Error::Init(format!("exec {arg0:?}: executable file not found in $PATH")))
+        .ok_or_else(|| {
+            Error::Reported(format!(
+                "exec: {arg0:?}: executable file not found in $PATH"
+            ))
+        })
 }
 
 /// Block until `start` connects, then become the user process. Failures after this point
