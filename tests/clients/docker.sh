@@ -65,12 +65,13 @@ dk_resources() {
 }
 
 # --- suite (runs in the runner's shell) ---
-docker_suite() {
-    local f=${BASH_SOURCE[0]} bug=3
-    if [ ! -x /usr/sbin/dockerd ] || [ ! -x /usr/bin/docker ]; then
-        cl_skip docker "dockerd/docker 20.10 from Debian's docker.io are not installed (scripts/setup.sh)"
-        return
-    fi
+docker_installed() { [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ]; }
+
+# A private dockerd running with berth added as runtime "berth" (and any further
+# NAME=PATH runtimes given), the image imported; cleanup registered.
+docker_setup() {
+    local rt extra=()
+    for rt in "$@"; do extra+=(--add-runtime "$rt"); done
     DK_DIR=$CL_WORK/docker
     DK_CGROUP=berth-clients-docker-$$
     DK_RUNTIME=${DK_RUNTIME:-berth}
@@ -84,15 +85,21 @@ docker_suite() {
         --exec-root "$DK_DIR/exec" --pidfile "$DK_DIR/docker.pid" -H "unix://$DK_DIR/docker.sock" \
         --iptables=false --ip-masq=false --bridge=none --userland-proxy=false \
         --storage-driver overlay2 --cgroup-parent "/$DK_CGROUP" \
-        --add-runtime "berth=$DK_DIR/berth-wrapper" >"$CL_WORK/logs/dockerd.log" 2>&1 &
+        --add-runtime "berth=$DK_DIR/berth-wrapper" "${extra[@]}" >"$CL_WORK/logs/dockerd.log" 2>&1 &
     DK_DAEMON=$!
     cl_on_exit "docker_teardown"
-    if ! cl_until 150 dk version >/dev/null 2>&1; then
-        cl_case "$f" dockerd-start false
+    cl_until 150 dk version >/dev/null 2>&1 &&
+        dk import "$(cl_busybox_tar)" "$DK_IMG" >"$CL_WORK/logs/docker-import.log" 2>&1
+}
+
+docker_suite() {
+    local f=${BASH_SOURCE[0]} bug=3
+    if ! docker_installed; then
+        cl_skip docker "dockerd/docker 20.10 from Debian's docker.io are not installed (scripts/setup.sh)"
         return
     fi
-    if ! dk import "$(cl_busybox_tar)" "$DK_IMG" >"$CL_WORK/logs/docker-import.log" 2>&1; then
-        cl_case "$f" docker-import false
+    if ! docker_setup; then
+        cl_case "$f" docker-setup false
         return
     fi
     [ "$DK_RUNTIME" = berth ] || bug=0

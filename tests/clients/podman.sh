@@ -193,8 +193,8 @@ pm_stats() {
 }
 
 # --- suite (runs in the runner's shell) ---
-podman_suite() {
-    local f=${BASH_SOURCE[0]}
+# Private storage and configuration, the image imported; cleanup registered.
+podman_setup() {
     PM_DIR=$CL_WORK/podman
     export PM_DIR
     mkdir -p "$PM_DIR/tmp"
@@ -211,8 +211,13 @@ C
     export CONTAINERS_CONF=$PM_DIR/containers.conf
     cl_cgroup_exists libpod_parent || cl_on_exit "cl_rm_cgroup libpod_parent"
     cl_on_exit "podman_teardown"
-    if ! pm import "$(cl_busybox_tar)" "$PM_IMG" >"$CL_WORK/logs/podman-import.log" 2>&1; then
-        cl_case "$f" podman-import false
+    pm import "$(cl_busybox_tar)" "$PM_IMG" >"$CL_WORK/logs/podman-import.log" 2>&1
+}
+
+podman_suite() {
+    local f=${BASH_SOURCE[0]}
+    if ! podman_setup; then
+        cl_case "$f" podman-setup false
         return
     fi
     cl_case "$f" podman-run-echo pm_run_echo
