@@ -36,6 +36,15 @@ ct_run_exit_code() {
     cl_eq "$rc" 7 "ctr run exit code"
 }
 
+# The runtime's reason for a failed create reaches ctr (read from berth's JSON log).
+ct_error_reason() {
+    local out rc=0
+    out=$(ct_run --rm "$CT_IMG" err1 /no/such/binary 2>&1) || rc=$?
+    [ "$rc" -ne 0 ] || cl_fail "ctr run of a missing binary succeeded"
+    cl_contains "$out" "/no/such/binary" "ctr's error for a missing binary"
+    ct container delete err1 >/dev/null 2>&1 || true
+}
+
 ct_run_tty() {
     local out
     out=$(ct_on_pty "ctr -a $CT_DIR/containerd.sock -n $CT_NS run --rm -t --runc-binary $CT_DIR/berth-wrapper --runc-root $CT_DIR/berth $CT_IMG tty1 tty")
@@ -160,6 +169,7 @@ containerd_suite() {
     fi
     cl_case "$f" ctr-run-echo ct_run_echo
     cl_case "$f" ctr-run-exit-code ct_run_exit_code
+    cl_case_bug 4 "$f" ctr-error-reason ct_error_reason
     cl_case_bug 2 "$f" ctr-run-tty ct_run_tty
     cl_case "$f" ctr-run-detach ct_run_detach
     cl_case "$f" ctr-task-exec ct_exec

@@ -24,6 +24,9 @@ dk_exit_code() {
     local rc=0
     dk_run --rm "$DK_IMG" sh -c 'exit 7' || rc=$?
     cl_eq "$rc" 7 "docker run exit code"
+    rc=0
+    dk_run --rm "$DK_IMG" /no/such/binary || rc=$?
+    cl_eq "$rc" 127 "docker run exit code for a missing executable"
 }
 
 dk_it() {
