@@ -60,23 +60,25 @@ impl Channel {
 
     /// Receive one message; `Ok(None)` when the other side closed the channel.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
         let mut reset_seen = false;
-        let n = loop {
-            match socket::recv(self.fd.as_raw_fd(), &mut buf, socket::MsgFlags::empty()) {
-                Ok(n) => break n,
+        let mut recv = |buf: &mut [u8], flags: socket::MsgFlags| loop {
+            match socket::recv(self.fd.as_raw_fd(), buf, flags) {
+                Ok(n) => return Ok(n),
                 Err(nix::errno::Errno::EINTR) => continue,
                 // The peer closed with messages of ours unread: the kernel reports that
                 // once, then still delivers what the peer had sent us (its last words).
                 Err(nix::errno::Errno::ECONNRESET) if !reset_seen => reset_seen = true,
-                Err(e) => {
-                    return Err(Error::Sys {
-                        op: "receive from container init".into(),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(Error::Sys { op: "receive from container init".into(), source: e }),
             }
         };
+        // Peek at the packet's real length first (MSG_TRUNC), so each message costs
+        // exactly its size instead of a zeroed worst-case buffer.
+        let len = recv(&mut [0u8; 1], socket::MsgFlags::MSG_PEEK | socket::MsgFlags::MSG_TRUNC)?;
+        if len > MAX_MESSAGE {
+            return Err(Error::Init(format!("message of {len} bytes from the other side is too large")));
+        }
+        let mut buf = vec![0u8; len.max(1)];
+        let n = recv(&mut buf, socket::MsgFlags::empty())?;
         if n == 0 {
             return Ok(None);
         }
