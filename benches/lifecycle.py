@@ -58,12 +58,14 @@ def one_run(cmd, bundle, cid):
 
 
 def bench(args):
-    with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
+    # State roots on /run (tmpfs), where all three keep state by default.
+    with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="berth-bench-", dir="/run") as state:
         bundle = make_bundle(tmp, args.resources)
         runtimes = {
-            "berth": [args.berth, "--root", os.path.join(tmp, "berth")],
-            "crun": ["crun", "--root", os.path.join(tmp, "crun")],
-            "runc": ["runc", "--root", os.path.join(tmp, "runc")],
+            "berth": [args.berth, "--root", os.path.join(state, "berth")],
+            "crun": ["crun", "--root", os.path.join(state, "crun")],
+            "runc": ["runc", "--root", os.path.join(state, "runc")],
         }
         times = {name: [] for name in runtimes}
         rss = {name: 0 for name in runtimes}
