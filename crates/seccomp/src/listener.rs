@@ -25,6 +25,8 @@ pub fn send_listener(
     state_json: &serde_json::Value,
     fd: BorrowedFd<'_>,
 ) -> Result<(), Error> {
+    // A bad state is reported before anything is connected.
+    process_state(metadata, state_json)?;
     let stream = UnixStream::connect(path).map_err(|source| Error::Listener {
         path: path.to_path_buf(),
         source,
