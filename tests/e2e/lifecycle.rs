@@ -398,7 +398,10 @@ fn json_log_file_gets_one_object_per_message() {
     // runc's (logrus's) keys: containerd's shim reads "level", "msg" and "time".
     assert_eq!(last["level"], "error");
     assert!(last["msg"].as_str().unwrap().contains("nope-missing"));
-    assert!(last["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{last}");
+    assert!(
+        last["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{last}"
+    );
 }
 
 #[test]

@@ -68,14 +68,24 @@ impl Channel {
                 // The peer closed with messages of ours unread: the kernel reports that
                 // once, then still delivers what the peer had sent us (its last words).
                 Err(nix::errno::Errno::ECONNRESET) if !reset_seen => reset_seen = true,
-                Err(e) => return Err(Error::Sys { op: "receive from container init".into(), source: e }),
+                Err(e) => {
+                    return Err(Error::Sys {
+                        op: "receive from container init".into(),
+                        source: e,
+                    })
+                }
             }
         };
         // Peek at the packet's real length first (MSG_TRUNC), so each message costs
         // exactly its size instead of a zeroed worst-case buffer.
-        let len = recv(&mut [0u8; 1], socket::MsgFlags::MSG_PEEK | socket::MsgFlags::MSG_TRUNC)?;
+        let len = recv(
+            &mut [0u8; 1],
+            socket::MsgFlags::MSG_PEEK | socket::MsgFlags::MSG_TRUNC,
+        )?;
         if len > MAX_MESSAGE {
-            return Err(Error::Init(format!("message of {len} bytes from the other side is too large")));
+            return Err(Error::Init(format!(
+                "message of {len} bytes from the other side is too large"
+            )));
         }
         let mut buf = vec![0u8; len.max(1)];
         let n = recv(&mut buf, socket::MsgFlags::empty())?;
