@@ -55,6 +55,20 @@ dk_detach_logs_exec_stop_rm() {
     if dk inspect "$id" >/dev/null 2>&1; then cl_fail "container $id still exists after rm -f"; fi
 }
 
+dk_pause_top_stats() {
+    local id
+    id=$(dk_sleeper --memory 64m)
+    dk pause "$id" >/dev/null
+    cl_eq "$(dk_state Status "$id")" paused "status after pause"
+    cl_eq "$(dk_cg_file "$id" freezer freezer.state)" FROZEN "freezer.state after pause"
+    dk unpause "$id" >/dev/null
+    cl_eq "$(dk_state Status "$id")" running "status after unpause"
+    cl_eq "$(dk_cg_file "$id" freezer freezer.state)" THAWED "freezer.state after unpause"
+    cl_contains "$(dk top "$id")" "sleep 1000" "docker top"
+    cl_contains "$(dk stats --no-stream --format '{{.MemUsage}} {{.PIDs}}' "$id")" "/ 64MiB 1" "docker stats"
+    dk rm -f "$id" >/dev/null
+}
+
 dk_resources() {
     local id rc=0
     id=$(dk_sleeper --memory 64m --memory-swap 64m --pids-limit 20 --cpus 0.5)
@@ -115,6 +129,7 @@ docker_suite() {
         dk_case docker-run-it dk_it
     fi
     dk_case docker-detach-logs-exec-stop-rm dk_detach_logs_exec_stop_rm
+    dk_case docker-pause-top-stats dk_pause_top_stats
     dk_case docker-resources dk_resources
 }
 
