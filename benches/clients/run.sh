@@ -7,6 +7,7 @@
 # interleaved in rounds of 10 (berth, runc, crun, berth, ...) so drift in machine load
 # spreads evenly. BERTH_BIN picks the binary (default: target/release/berth; build it with
 # `cargo build --release -p berth` first).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@" # also when started with sh
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)

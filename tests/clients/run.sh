@@ -6,6 +6,7 @@
 # removed by the EXIT trap, also when a case fails or the run is interrupted.
 # Environment: BERTH_BIN (default: newer of target/release/berth and target/debug/berth),
 # CL_CASE_TIMEOUT (seconds per case, default 180), CL_KEEP_LOGS=1 (copy logs to ./clients-logs).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@" # also when started with sh
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../../scripts/clients/lib.sh"
