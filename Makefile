@@ -22,6 +22,7 @@ demo: build
 # The whole test suite: unit and end-to-end tests on the host, then the VM stages.
 test: setup lint
 	cargo test --workspace -- --test-threads=2
+	bash tests/clients/run.sh
 	$(MAKE) vm-tests
 
 lint:

@@ -14,8 +14,6 @@ CL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export CL_REPO
 CL_LIB=$CL_REPO/scripts/clients/lib.sh
 export CL_LIB
-CL_BUGS=${CL_BUGS:-/work/briefs/client-bugs.md}
-export CL_BUGS
 CL_PASS=0 CL_FAIL=0 CL_SKIP=0
 CL_CLEANUPS=()
 
@@ -128,23 +126,6 @@ cl_case() {
         CL_FAIL=$((CL_FAIL + 1))
         printf 'FAIL %s (exit %s)\n' "$name" "$rc"
         tail -n 25 "$log" | sed 's/^/    | /'
-    fi
-}
-
-# A line "FIXED <N>" (or "FIXED bug <N>", "FIXED #<N>") in client-bugs.md re-enables bug N's cases.
-cl_bug_fixed() {
-    [ -f "$CL_BUGS" ] && grep -Eiq "^[[:space:]-]*FIXED:?[[:space:]]+(bug[[:space:]]*)?#?$1([^0-9]|$)" "$CL_BUGS"
-}
-
-# cl_case_bug BUG CLIENT_FILE NAME FUNCTION: a known failure; SKIP until the bug is FIXED
-# (CL_RUN_KNOWN_BUGS=1 runs it anyway, to check a fix before writing FIXED).
-cl_case_bug() {
-    local bug=$1
-    shift
-    if [ "${CL_RUN_KNOWN_BUGS:-0}" = 1 ] || cl_bug_fixed "$bug"; then
-        cl_case "$@"
-    else
-        cl_skip "$2" "known berth bug #$bug in client-bugs.md"
     fi
 }
 

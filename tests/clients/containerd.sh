@@ -169,8 +169,8 @@ containerd_suite() {
     fi
     cl_case "$f" ctr-run-echo ct_run_echo
     cl_case "$f" ctr-run-exit-code ct_run_exit_code
-    cl_case_bug 4 "$f" ctr-error-reason ct_error_reason
-    cl_case_bug 2 "$f" ctr-run-tty ct_run_tty
+    cl_case "$f" ctr-error-reason ct_error_reason
+    cl_case "$f" ctr-run-tty ct_run_tty
     cl_case "$f" ctr-run-detach ct_run_detach
     cl_case "$f" ctr-task-exec ct_exec
     cl_case "$f" ctr-task-pause-resume ct_pause_resume

@@ -110,7 +110,7 @@ docker_setup() {
 }
 
 docker_suite() {
-    local f=${BASH_SOURCE[0]} bug=3
+    local f=${BASH_SOURCE[0]}
     if ! docker_installed; then
         cl_skip docker "dockerd/docker 20.10 from Debian's docker.io are not installed (scripts/setup.sh)"
         return
@@ -119,15 +119,10 @@ docker_suite() {
         cl_case "$f" docker-setup false
         return
     fi
-    [ "$DK_RUNTIME" = berth ] || bug=0
-    dk_case() { if [ "$bug" = 0 ]; then cl_case "$f" "$@"; else cl_case_bug "$bug" "$f" "$@"; fi; }
+    dk_case() { cl_case "$f" "$@"; }
     dk_case docker-run-echo dk_run_echo
     dk_case docker-exit-code dk_exit_code
-    if [ "$DK_RUNTIME" = berth ] && [ "${CL_RUN_KNOWN_BUGS:-0}" != 1 ] && ! cl_bug_fixed 2; then
-        cl_skip docker-run-it "known berth bug #2 in client-bugs.md (same shim path as ctr run -t)"
-    else
-        dk_case docker-run-it dk_it
-    fi
+    dk_case docker-run-it dk_it
     dk_case docker-detach-logs-exec-stop-rm dk_detach_logs_exec_stop_rm
     dk_case docker-pause-top-stats dk_pause_top_stats
     dk_case docker-resources dk_resources

@@ -222,7 +222,7 @@ podman_suite() {
     fi
     cl_case "$f" podman-run-echo pm_run_echo
     cl_case "$f" podman-exit-codes pm_exit_codes
-    cl_case_bug 1 "$f" podman-exit-code-not-found pm_exit_code_not_found
+    cl_case "$f" podman-exit-code-not-found pm_exit_code_not_found
     cl_case "$f" podman-tty pm_tty
     cl_case "$f" podman-detach-logs pm_detach_logs
     cl_case "$f" podman-exec pm_exec

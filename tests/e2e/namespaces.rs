@@ -192,3 +192,114 @@ fn time_namespace_offsets_show_in_uptime() {
     );
     assert_ne!(lines.next().unwrap(), host_ns("time"));
 }
+
+/// Rootless: an unprivileged user (uid 1500, no passwd entry needed) runs a container from
+/// `berth spec --rootless`: a user namespace mapping only its own ids, no cgroups, state
+/// under $XDG_RUNTIME_DIR/berth by default.
+#[test]
+fn rootless_user_runs_a_container() {
+    use std::os::unix::fs::PermissionsExt;
+    const UID: u32 = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = dir.path().join("bundle");
+    let xdg = dir.path().join("xdg");
+    for d in [&bundle, &xdg] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(UID), Some(UID)).unwrap();
+    }
+    let as_user = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            "1500",
+            "--regid",
+            "1500",
+            "--clear-groups",
+            berth_bin(),
+        ])
+        .args(args)
+        .env("XDG_RUNTIME_DIR", &xdg);
+        output_of(&mut cmd)
+    };
+    as_user(&["spec", "--rootless", "--bundle", bundle.to_str().unwrap()]).ok();
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(spec["linux"]["uidMappings"][0]["hostID"], UID);
+    spec["root"]["path"] = json!(shared_rootfs());
+    spec["process"]["terminal"] = json!(false);
+    spec["process"]["args"] = json!(["sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let id = unique_id("rootless");
+    let out = as_user(&["run", "--bundle", bundle.to_str().unwrap(), &id]).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "0", "{out:?}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "1500", "1"],
+        "{out:?}"
+    );
+    // The state lived under $XDG_RUNTIME_DIR/berth and is gone after run.
+    let state = xdg.join("berth");
+    assert!(state.is_dir(), "no state root at {state:?}");
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+}
+
+/// Rootless with a mapping beyond the caller's own id needs newuidmap and a range in
+/// /etc/subuid; uid 1500 has none, so create fails naming where to look, leaving nothing.
+#[test]
+fn rootless_without_subordinate_ids_names_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = dir.path().join("bundle");
+    let state = dir.path().join("state");
+    for d in [&bundle, &state] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(1500), Some(1500)).unwrap();
+    }
+    let mut b = Bundle::new();
+    b.namespace("user", None);
+    b.drop_namespace("network");
+    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 1500, "size": 1}, {"containerID": 1, "hostID": 200000, "size": 1000}]);
+    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 1500, "size": 1}, {"containerID": 1, "hostID": 200000, "size": 1000}]);
+    b.spec["linux"].as_object_mut().unwrap().remove("resources");
+    b.spec["root"]["path"] = json!(shared_rootfs());
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&b.spec).unwrap(),
+    )
+    .unwrap();
+    let id = unique_id("subuid");
+    let out = output_of(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "1500",
+                "--regid",
+                "1500",
+                "--clear-groups",
+                berth_bin(),
+            ])
+            .args([
+                "--root",
+                state.to_str().unwrap(),
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                &id,
+            ]),
+    )
+    .failed();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("newuidmap") && out.stderr.contains("/etc/subuid"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        0,
+        "state left behind"
+    );
+}

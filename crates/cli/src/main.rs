@@ -15,9 +15,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Containers and microVMs from one runtime (runc-compatible CLI)"
 )]
 pub struct Cli {
-    /// Directory for container state (runc's --root).
-    #[arg(long, global = true, default_value = "/run/berth", env = "BERTH_ROOT")]
-    pub root: PathBuf,
+    /// Directory for container state (runc's --root). Default: /run/berth for root,
+    /// $XDG_RUNTIME_DIR/berth for other users.
+    #[arg(long, global = true, env = "BERTH_ROOT")]
+    pub root: Option<PathBuf>,
     /// Write log messages to this file instead of stderr.
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
@@ -111,6 +112,24 @@ pub enum Command {
 pub struct CriuArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub rest: Vec<String>,
+}
+
+impl Cli {
+    /// The state directory: --root, or the default for the calling user.
+    pub fn state_root(&self) -> PathBuf {
+        if let Some(root) = &self.root {
+            return root.clone();
+        }
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/run/berth");
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("berth"),
+            // SAFETY: geteuid cannot fail.
+            _ => PathBuf::from(format!("/tmp/berth-{}", unsafe { libc::geteuid() })),
+        }
+    }
 }
 
 fn main() -> ExitCode {

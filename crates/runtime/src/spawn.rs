@@ -225,6 +225,10 @@ pub fn spawn_init(
             }
         }
     })();
+    if result.is_err() {
+        // The first child may be waiting for its id maps: do not wait for it forever.
+        let _ = nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGKILL);
+    }
     let _ = waitpid(first, None);
     Ok(Spawned {
         pid: result?,

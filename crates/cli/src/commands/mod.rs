@@ -27,7 +27,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     if cli.systemd_cgroup {
         anyhow::bail!("--systemd-cgroup: the systemd cgroup driver is not supported; berth manages cgroupfs directly (drop the flag)");
     }
-    let rt = Runtime::new(&cli.root);
+    let rt = Runtime::new(cli.state_root());
     match &cli.command {
         Command::Create(a) => create::run(&rt, a),
         Command::Start(a) => start::run(&rt, a),
@@ -56,6 +56,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Import(a) => image::import(a),
         Command::Image(a) => image::image(a),
         Command::System(a) => image::system(a),
-        Command::Container(a) => container::run(&cli.root, a),
+        Command::Container(a) => container::run(&cli.state_root(), a),
     }
 }
