@@ -90,7 +90,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--resources", action="store_true")
-    p.add_argument("--berth", default=os.path.join(REPO, "target/release/berth"))
+    built = [os.path.join(REPO, p) for p in ("build/bin/berth", "target/release/berth")]
+    p.add_argument("--berth", default=next((b for b in built if os.path.exists(b)), built[0]),
+                   help="berth binary (default: build/bin/berth from `make build`, else target/release/berth)")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.inside:

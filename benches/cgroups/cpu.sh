@@ -6,7 +6,8 @@
 set -euo pipefail
 secs=${1:-5}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-berth=${BERTH_BIN:-$repo/target/release/berth}
+berth=${BERTH_BIN:-$repo/build/bin/berth}
+[ -x "$berth" ] || berth=$repo/target/release/berth
 [ -x "$berth" ] || { echo "build berth first: cargo build --release -p berth" >&2; exit 1; }
 work=$(mktemp -d /tmp/berth-cpu-bench.XXXXXX)
 root=$work/state
