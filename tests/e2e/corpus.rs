@@ -112,6 +112,19 @@ corpus! {
         b.spec["process"]["cwd"] = json!("tmp");
         None
     } => "cwd";
+    // This host has neither AppArmor nor SELinux: asking for them is an error, not a no-op.
+    apparmor_profile_without_apparmor: |b| {
+        b.spec["process"]["apparmorProfile"] = json!("berth-default");
+        None
+    } => "apparmorProfile";
+    selinux_label_without_selinux: |b| {
+        b.spec["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
+        None
+    } => "selinuxLabel";
+    mount_label_without_selinux: |b| {
+        b.spec["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0");
+        None
+    } => "mountLabel";
     unknown_capability: |b| {
         b.spec["process"]["capabilities"]["bounding"] = json!(["CAP_BOGUS"]);
         None
