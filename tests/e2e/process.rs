@@ -568,3 +568,13 @@ fn seccomp_notify_listener_reaches_the_agent() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("mkdir=1"), "{}", out.stdout);
 }
+
+/// linux.personality LINUX32: the process sees a 32-bit execution domain (`uname -m`).
+#[test]
+fn personality_linux32() {
+    let mut b = Bundle::new();
+    b.spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+    b.sh("uname -m");
+    let out = b.run().ok();
+    assert_eq!(out.stdout.trim(), "i686", "{out:?}");
+}

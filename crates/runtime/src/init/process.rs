@@ -54,6 +54,14 @@ pub struct ExecProcess {
 
 /// Steps that do not depend on `start`: applied now so their errors surface at create.
 pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>) -> Result<ExecProcess> {
+    if let Some(p) = cfg
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.personality().as_ref())
+    {
+        set_personality(p)?;
+    }
     let mut process = cfg.spec.process().clone().expect("validated");
     set_home(&mut process);
     apply_attributes(&process)?;
@@ -66,6 +74,28 @@ pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>) -> Result<ExecProcess
         preserve_fds: cfg.preserve_fds,
         seccomp,
     })
+}
+
+/// `linux.personality`: the execution domain (LINUX or LINUX32, e.g. for `uname -m` of
+/// 32-bit userlands). Flags are not defined by the spec yet and are refused.
+fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
+    if p.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(Error::Config(
+            "field linux.personality.flags: no flags are supported".into(),
+        ));
+    }
+    let domain: libc::c_ulong = match p.domain() {
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    // SAFETY: personality(2) only changes this process's execution domain.
+    let r = unsafe { libc::personality(domain) };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::Sys {
+            op: "field linux.personality: personality".into(),
+            source: e,
+        })
 }
 
 /// oom_score_adj, through a checked procfs handle.
