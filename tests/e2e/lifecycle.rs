@@ -499,3 +499,18 @@ fn init_killed_from_the_host_shows_stopped() {
     c.wait_status("stopped");
     c.berth(&["delete", &c.id]).ok();
 }
+
+/// `run` of a terminal process without --console-socket: berth holds the pty itself and
+/// connects it to its own stdio, as runc does.
+#[test]
+fn run_with_terminal_proxies_the_pty() {
+    let mut b = Bundle::new();
+    b.spec["process"]["terminal"] = json!(true);
+    b.sh("tty; echo hello-pty; exit 3");
+    let out = b.run();
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stdout.contains("/dev/pts/0") && out.stdout.contains("hello-pty"),
+        "{out:?}"
+    );
+}

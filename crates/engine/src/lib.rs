@@ -24,7 +24,7 @@ mod engine;
 pub mod error;
 mod net;
 pub mod options;
-mod tty;
+pub mod tty;
 
 pub use container::{Container, State, Status};
 pub use engine::{Engine, ExecRequest};

@@ -15,18 +15,18 @@ use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use crate::error::{sys, IoContext, Result};
 
 /// A listening console socket, removed on drop.
-pub(crate) struct ConsoleSocket {
+pub struct ConsoleSocket {
     listener: UnixListener,
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
 }
 
 impl ConsoleSocket {
     /// Listen at a short path in the temp dir (unix socket paths are limited to 108 bytes).
-    pub(crate) fn bind(id: &str) -> Result<ConsoleSocket> {
+    pub fn bind(id: &str) -> Result<ConsoleSocket> {
         let path = std::env::temp_dir().join(format!(
             "berth-console-{}-{}.sock",
             std::process::id(),
-            &id[..12]
+            &id[..id.len().min(12)]
         ));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).at(&path)?;
@@ -35,7 +35,7 @@ impl ConsoleSocket {
 
     /// The pty master the container's init sent (it connected during `create`, so the
     /// connection and the message are already queued).
-    pub(crate) fn receive(&self) -> Result<File> {
+    pub fn receive(&self) -> Result<File> {
         let (conn, _) = self.listener.accept().at(&self.path)?;
         let mut buf = [0u8; 256];
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -69,13 +69,13 @@ impl Drop for ConsoleSocket {
 }
 
 /// The local terminal in raw mode; restored on drop.
-pub(crate) struct RawMode {
+pub struct RawMode {
     saved: Termios,
 }
 
 impl RawMode {
     /// Raw mode on stdin if it is a terminal.
-    pub(crate) fn enter() -> Option<RawMode> {
+    pub fn enter() -> Option<RawMode> {
         let stdin = std::io::stdin();
         let saved = tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
@@ -92,7 +92,7 @@ impl Drop for RawMode {
 }
 
 /// Give the pty our terminal's size (when stdin is a terminal).
-pub(crate) fn copy_winsize(master: BorrowedFd<'_>) {
+pub fn copy_winsize(master: BorrowedFd<'_>) {
     // SAFETY: winsize is plain data; TIOCGWINSZ/TIOCSWINSZ read/write the one we own.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
@@ -105,7 +105,7 @@ pub(crate) fn copy_winsize(master: BorrowedFd<'_>) {
 /// Proxy the pty: our stdin to the master (only with `-i`; that thread ends with our
 /// stdin or the process), and the master to our stdout until every slave is closed
 /// (read fails with EIO) — join the returned handle to drain the output.
-pub(crate) fn proxy(master: &File, interactive: bool) -> Result<JoinHandle<()>> {
+pub fn proxy(master: &File, interactive: bool) -> Result<JoinHandle<()>> {
     // Unbuffered copies of fds 0 and 1: std's stdout would hold a prompt until newline.
     let dup = |fd: BorrowedFd<'_>, what: &str| -> Result<File> {
         Ok(File::from(fd.try_clone_to_owned().at(what)?))

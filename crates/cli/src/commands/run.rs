@@ -44,18 +44,66 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mask = forwarded_signals();
     mask.thread_block()?;
-    let created = rt.create(&a.id, &a.create.options())?;
+    let mut opts = a.create.options();
+    // As runc: a terminal without --console-socket means berth itself holds the pty and
+    // connects it to our stdio.
+    let console = match opts.console_socket {
+        None if wants_terminal(&opts.bundle) => {
+            let socket = berth_engine::tty::ConsoleSocket::bind(&a.id)?;
+            opts.console_socket = Some(socket.path.clone());
+            Some(socket)
+        }
+        _ => None,
+    };
+    let created = rt.create(&a.id, &opts)?;
+    let pty = match &console {
+        Some(socket) => match socket.receive() {
+            Ok(master) => Some(master),
+            Err(e) => {
+                let _ = rt.delete(&a.id, true);
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
+    let raw = pty
+        .as_ref()
+        .and_then(|_| berth_engine::tty::RawMode::enter());
+    let output = match &pty {
+        Some(master) => {
+            use std::os::fd::AsFd;
+            berth_engine::tty::copy_winsize(master.as_fd());
+            Some(berth_engine::tty::proxy(master, true)?)
+        }
+        None => None,
+    };
     let code = match rt.start(&a.id) {
         Ok(()) => wait_forwarding(created.pid, &mask)?,
         Err(e) => {
+            drop(raw);
             let _ = rt.delete(&a.id, true);
             return Err(e.into());
         }
     };
+    drop(pty);
+    if let Some(out) = output {
+        // Drains what the container wrote before it exited.
+        let _ = out.join();
+    }
+    drop(raw);
     if !a.keep {
         rt.delete(&a.id, true)?;
     }
     Ok(code)
+}
+
+/// Whether the bundle's process asks for a terminal (an unreadable bundle is left to
+/// `create` to report).
+fn wants_terminal(bundle: &std::path::Path) -> bool {
+    berth_runtime::config::load_bundle_spec(bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
 }
 
 /// SIGCHLD plus the signals passed on to the container.
