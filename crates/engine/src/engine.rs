@@ -21,16 +21,6 @@ use crate::error::{sys, Error, IoContext, Result};
 use crate::options::{Network, RunOptions};
 use crate::tty::{self, ConsoleSocket};
 
-/// Signals a foreground run passes on to the container instead of dying of them.
-const FORWARDED: [Signal; 7] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
 /// How long `rm -f` and `stop` wait for the monitor to record an exit after SIGKILL.
 const REAP_LIMIT: Duration = Duration::from_secs(10);
 
@@ -150,7 +140,9 @@ fn attach_process(interactive: bool) -> Result<SigSet> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    FORWARDED.iter().for_each(|s| mask.add(*s));
+    berth_runtime::signal::FORWARDED
+        .iter()
+        .for_each(|s| mask.add(*s));
     mask.thread_block().map_err(sys("sigprocmask"))?;
     Ok(mask)
 }

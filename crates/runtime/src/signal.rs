@@ -4,6 +4,17 @@ use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
 
+/// Signals a foreground run passes on to the container instead of dying of them.
+pub const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
 pub fn parse(s: &str) -> Result<Signal> {
     let bad = || Error::UnknownSignal(s.to_string());
     if let Ok(n) = s.parse::<i32>() {

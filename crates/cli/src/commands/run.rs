@@ -18,17 +18,6 @@ pub struct Args {
     pub id: String,
 }
 
-/// Signals a foreground `run` passes on to the container instead of acting on them.
-const FORWARDED: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
-
 pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     if a.detach {
         rt.create(&a.id, &a.create.options())?;
@@ -110,7 +99,7 @@ fn wants_terminal(bundle: &std::path::Path) -> bool {
 pub fn forwarded_signals() -> SigSet {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    for s in FORWARDED {
+    for s in &berth_runtime::signal::FORWARDED {
         mask.add(*s);
     }
     mask
