@@ -54,6 +54,10 @@ hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$work/result.json" \
     --prepare "rm -rf $work/skopeo-layout" -n skopeo \
     "skopeo copy -q --src-tls-verify=false docker://127.0.0.1:$port/bench:1 oci:$work/skopeo-layout:bench"
 
+rm -rf "$work/berth-store"
+rss=$( { /usr/bin/time -f %M "$berth" pull --data-root "$work/berth-store" --insecure-registry "127.0.0.1:$port" \
+    "127.0.0.1:$port/bench:1" >/dev/null; } 2>&1 | tail -1)
+echo "peak RSS of berth pull: ${rss} KiB (layers stream to disk, never whole in memory)"
 b=$(jq '.results[] | select(.command == "berth") | .mean' "$work/result.json")
 s=$(jq '.results[] | select(.command == "skopeo") | .mean' "$work/result.json")
 echo "berth pull: ${b}s  skopeo copy: ${s}s  ratio skopeo/berth: $(echo "$s $b" | awk '{printf "%.2f", $1 / $2}')x"
