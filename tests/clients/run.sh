@@ -13,8 +13,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "tests/clients/run.sh: needs root" >&2; exit 1; }
 cl_init || exit 1
 if [ "${CL_KEEP_LOGS:-0}" = 1 ]; then
-    cl_on_exit "rm -rf ./clients-logs; cp -r '$CL_WORK/logs' ./clients-logs; cp '$CL_WORK'/wrapper-*.log ./clients-logs/"
+    cl_on_exit "rm -rf '$PWD/clients-logs'; cp -r '$CL_WORK/logs' '$PWD/clients-logs'; cp '$CL_WORK'/wrapper-*.log '$PWD/clients-logs/'"
 fi
+# Work from the run's own directory: conmon writes an "oom" file into its working
+# directory when a container is OOM-killed, and nothing may land in the caller's.
+cd "$CL_WORK" || exit 1
 clients=("$@")
 [ ${#clients[@]} -gt 0 ] || clients=(podman containerd docker)
 for c in "${clients[@]}"; do
