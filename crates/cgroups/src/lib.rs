@@ -109,11 +109,23 @@ fn resolve(cfg: &CgroupConfig, l: &layout::Layout) -> Result<CgroupState> {
         .unified
         .as_ref()
         .map(|m| layout::container_dir(m, absolute, &parts, v2));
+    let paths = CgroupPaths { v1, unified };
+    // The default parent (`/berth`) is berth's own and shared by every container that uses
+    // the default path: whichever container is deleted last removes it, not only the one
+    // that happened to create it (rmdir of a parent still in use fails and is ignored).
+    let created = match &cfg.path {
+        None => paths
+            .dirs()
+            .iter()
+            .filter_map(|d| d.parent().map(Path::to_path_buf))
+            .collect(),
+        Some(_) => Vec::new(),
+    };
     Ok(CgroupState {
         hierarchy: l.hierarchy,
-        paths: CgroupPaths { v1, unified },
+        paths,
         unified_mount: l.unified.as_ref().map(|m| m.mountpoint.clone()),
-        created: Vec::new(),
+        created,
     })
 }
 

@@ -27,7 +27,8 @@ pub struct CgroupState {
     /// The cgroup2 mount point (controllers are delegated from here down on v2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unified_mount: Option<PathBuf>,
-    /// Directories `create()` made, outermost first; `destroy()` removes them.
+    /// Directories `destroy()` removes once empty, outermost first: those `create()` made,
+    /// plus the shared default parent `/berth`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub created: Vec<PathBuf>,
 }

@@ -141,21 +141,10 @@ pub fn signal_all(rec: &Record, sig: Signal) -> Result<()> {
 }
 
 pub fn destroy(rec: &Record) -> Result<()> {
-    let Some(m) = manager_of(rec) else {
-        return Ok(());
-    };
-    let paths = m.paths();
-    m.destroy()?;
-    // The shared default parent (`/berth`) is recorded only by the container that created
-    // it; remove it once the last container is gone (rmdir of a non-empty one fails).
-    for parent in paths
-        .iter()
-        .filter_map(|p| p.parent())
-        .filter(|p| p.file_name().is_some_and(|n| n == "berth"))
-    {
-        let _ = std::fs::remove_dir(parent);
+    match manager_of(rec) {
+        Some(m) => Ok(m.destroy()?),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl crate::Runtime {
