@@ -13,23 +13,8 @@ use crate::oci::RunConfig;
 use crate::unpack::open_in_root;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Docker's default capability set.
-pub const DEFAULT_CAPABILITIES: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// Docker's default capability set (one list, shared with the default seccomp profile).
+pub use berth_seccomp::DEFAULT_CAPABILITIES;
 /// Annotations the image-spec conversion rules define.
 pub const ANNOTATION_STOP_SIGNAL: &str = "org.opencontainers.image.stopSignal";
 pub const ANNOTATION_EXPOSED_PORTS: &str = "org.opencontainers.image.exposedPorts";

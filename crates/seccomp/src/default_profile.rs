@@ -440,7 +440,7 @@ const PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 const CLONE_NAMESPACE_FLAGS: u64 = 0x7e02_0000;
 
 /// The capabilities Docker grants a container by default.
-const DEFAULT_CAPABILITIES: &[&str] = &[
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",

@@ -44,7 +44,7 @@ mod tests;
 
 use oci_spec::runtime::LinuxSeccomp;
 
-pub use default_profile::{default_profile, default_profile_for};
+pub use default_profile::{default_profile, default_profile_for, DEFAULT_CAPABILITIES};
 pub use error::Error;
 pub use listener::{send_listener, send_listener_on};
 
