@@ -20,11 +20,12 @@
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
@@ -110,6 +111,8 @@ struct Unpacker<'a> {
     dir_times: Vec<(Vec<Vec<u8>>, i64)>,
     /// Last parent directory opened, reused for consecutive entries in one directory.
     cached_parent: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    /// File data passes through here on its way to disk.
+    buf: Vec<u8>,
 }
 
 impl<'a> Unpacker<'a> {
@@ -127,6 +130,7 @@ impl<'a> Unpacker<'a> {
             created: HashSet::new(),
             dir_times: Vec::new(),
             cached_parent: None,
+            buf: vec![0; CHUNK],
         })
     }
 
@@ -185,16 +189,40 @@ impl<'a> Unpacker<'a> {
         Ok(fd)
     }
 
-    fn parent(&mut self, comps: &[Vec<u8>], entry: &str) -> Result<OwnedFd> {
+    /// The parent directory of `comps`, from the one-entry cache when consecutive entries
+    /// share it (tars list a directory's files together). The caller hands it back with
+    /// [`Self::keep_parent`]. Only entries in that directory can remove anything (a
+    /// whiteout, a replaced entry, an opaque marker all act on its children), so a cached
+    /// fd never outlives the path it was opened by.
+    fn take_parent(&mut self, comps: &[Vec<u8>], entry: &str) -> Result<(Vec<Vec<u8>>, OwnedFd)> {
         let parent = &comps[..comps.len() - 1];
-        if let Some((p, fd)) = &self.cached_parent {
-            if p == parent {
-                return fd.try_clone().at(self.target);
-            }
+        match self.cached_parent.take() {
+            Some((p, fd)) if p == parent => Ok((p, fd)),
+            _ => Ok((parent.to_vec(), self.open_dir(parent, entry, true)?)),
         }
-        let fd = self.open_dir(parent, entry, true)?;
-        self.cached_parent = Some((parent.to_vec(), fd.try_clone().at(self.target)?));
-        Ok(fd)
+    }
+
+    fn keep_parent(&mut self, parent: (Vec<Vec<u8>>, OwnedFd)) {
+        self.cached_parent = Some(parent);
+    }
+
+    /// Run `create` (an `*at` call making `name` in `dir`); if something is already there,
+    /// remove it (without following symlinks) and try once more. Creating first saves a
+    /// stat per entry when the target is empty, the common case.
+    fn create_replacing<T>(
+        &mut self,
+        dir: BorrowedFd,
+        name: &[u8],
+        host: &Path,
+        mut create: impl FnMut() -> nix::Result<T>,
+    ) -> Result<T> {
+        match create() {
+            Err(Errno::EEXIST) => {
+                self.remove_at(dir, name, host)?;
+                create().at(host)
+            }
+            r => r.at(host),
+        }
     }
 
     /// Remove `name` in `dir` (recursively for directories), never following symlinks.
@@ -212,8 +240,6 @@ impl<'a> Unpacker<'a> {
                     })
                 }
             };
-        // Anything we remove may be the cached parent (or one of its ancestors).
-        self.cached_parent = None;
         if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
             self.clear_dir(dir, name, host, &|_| false)?;
             unlinkat(dir, &c[..], UnlinkatFlags::RemoveDir).at(host)?;
@@ -253,202 +279,188 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    fn apply_entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<u64> {
+    fn apply_entry<R: Read>(&mut self, e: tar::Entry<'_, R>) -> Result<u64> {
         let raw = e.path_bytes().into_owned();
         let entry = String::from_utf8_lossy(&raw).into_owned();
         let comps = clean_path(&raw, &entry)?;
-        let Some(name) = comps.last().cloned() else {
+        if comps.is_empty() {
             return Ok(0); // the layer root itself ("./"): the target already exists
-        };
-        let host = self.host_path(&comps);
-        let pfd = self.parent(&comps, &entry)?;
-        let parent_comps = &comps[..comps.len() - 1];
+        }
+        let parent = self.take_parent(&comps, &entry)?;
+        let r = self.apply_in(e, &comps, parent.1.as_fd(), &entry);
+        self.keep_parent(parent);
+        r
+    }
+
+    /// Apply entry `e` at `comps`, whose parent directory is open as `pfd`.
+    fn apply_in<R: Read>(
+        &mut self,
+        mut e: tar::Entry<'_, R>,
+        comps: &[Vec<u8>],
+        pfd: BorrowedFd,
+        entry: &str,
+    ) -> Result<u64> {
+        let (name, parent_comps) = comps.split_last().expect("caller checked");
+        let host = self.host_path(comps);
 
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             if name == OPAQUE_MARKER.as_bytes() {
-                return self.opaque(pfd.as_fd(), parent_comps);
+                return self.opaque(pfd, parent_comps);
             }
             if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 tracing::debug!(entry, "ignoring reserved whiteout-prefixed entry");
                 return Ok(0);
             }
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return Err(reject(&entry, "whiteout names no file of its directory"));
+                return Err(reject(entry, "whiteout names no file of its directory"));
             }
             let victim = self.host_path(parent_comps).join(OsStr::from_bytes(hidden));
-            self.remove_at(pfd.as_fd(), hidden, &victim)?;
+            self.remove_at(pfd, hidden, &victim)?;
             if self.mode == WhiteoutMode::Overlay {
-                mknodat(
-                    pfd.as_fd(),
-                    &cstr(hidden)[..],
-                    SFlag::S_IFCHR,
-                    Mode::empty(),
-                    0,
-                )
-                .at(&victim)?;
+                mknodat(pfd, &cstr(hidden)[..], SFlag::S_IFCHR, Mode::empty(), 0).at(&victim)?;
             }
             return Ok(0);
         }
 
         let hdr = e.header().clone();
         let kind = hdr.entry_type();
-        let pax = self.pax(&mut e, &entry)?;
-        let c = cstr(&name);
+        let pax = self.pax(&mut e, entry)?;
+        let c = cstr(name);
         let perm = Mode::from_bits_truncate(
             hdr.mode()
-                .map_err(|err| reject(&entry, &format!("bad mode: {err}")))?
+                .map_err(|err| reject(entry, &format!("bad mode: {err}")))?
                 & 0o7777,
         );
         let id = |field: &str, pax: Option<u64>, hdr: std::io::Result<u64>| -> Result<u32> {
             let v = match pax {
                 Some(v) => v,
-                None => hdr.map_err(|err| reject(&entry, &format!("bad {field}: {err}")))?,
+                None => hdr.map_err(|err| reject(entry, &format!("bad {field}: {err}")))?,
             };
-            u32::try_from(v).map_err(|_| reject(&entry, &format!("{field} {v} out of range")))
+            u32::try_from(v).map_err(|_| reject(entry, &format!("{field} {v} out of range")))
         };
         let uid = Uid::from_raw(id("uid", pax.uid, hdr.uid())?);
         let gid = Gid::from_raw(id("gid", pax.gid, hdr.gid())?);
         let mtime = pax.mtime.unwrap_or_else(|| hdr.mtime().unwrap_or(0) as i64);
         let ts = TimeSpec::new(mtime, 0);
+        let nofollow = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
         let mut written = 0;
 
         if kind.is_dir() {
-            let existing = nix::sys::stat::fstatat(
-                pfd.as_fd(),
-                &c[..],
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .ok();
-            let is_dir = existing
-                .is_some_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits());
-            if !is_dir {
-                self.remove_at(pfd.as_fd(), &name, &host)?;
-                mkdirat(pfd.as_fd(), &c[..], Mode::from_bits_truncate(0o700)).at(&host)?;
+            match mkdirat(pfd, &c[..], Mode::from_bits_truncate(0o700)) {
+                Ok(()) => {}
+                // An existing directory is kept with its content (a layer re-lists the
+                // directories it changes); anything else in the way is replaced.
+                Err(Errno::EEXIST) => {
+                    let is_dir = nix::sys::stat::fstatat(pfd, &c[..], nofollow)
+                        .is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits());
+                    if !is_dir {
+                        self.remove_at(pfd, name, &host)?;
+                        mkdirat(pfd, &c[..], Mode::from_bits_truncate(0o700)).at(&host)?;
+                    }
+                }
+                Err(err) => return Err(err).at(&host),
             }
-            fchownat(
-                pfd.as_fd(),
-                &c[..],
-                Some(uid),
-                Some(gid),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .at(&host)?;
-            fchmodat(pfd.as_fd(), &c[..], perm, FchmodatFlags::FollowSymlink).at(&host)?;
-            self.dir_times.push((comps.clone(), mtime));
-        } else {
-            self.remove_at(pfd.as_fd(), &name, &host)?;
-            if kind.is_file() || kind == tar::EntryType::Continuous {
-                let fd = openat(
-                    pfd.as_fd(),
-                    &c[..],
-                    OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_WRONLY
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .at(&host)?;
-                let mut f = File::from(fd);
-                written = io::copy(&mut e, &mut f).at(&host)?;
-                fchown(f.as_fd(), Some(uid), Some(gid)).at(&host)?;
-                fchmod(f.as_fd(), perm).at(&host)?;
-                futimens(f.as_fd(), &ts, &ts).at(&host)?;
-            } else if kind.is_symlink() {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| reject(&entry, "symlink without target"))?;
-                symlinkat(&cstr(&target)[..], pfd.as_fd(), &c[..]).at(&host)?;
-                fchownat(
-                    pfd.as_fd(),
-                    &c[..],
-                    Some(uid),
-                    Some(gid),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .at(&host)?;
-                utimensat(
-                    pfd.as_fd(),
-                    &c[..],
-                    &ts,
-                    &ts,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .at(&host)?;
-            } else if kind.is_hard_link() {
-                let raw_target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| reject(&entry, "hardlink without target"))?;
-                let tcomps = clean_path(&raw_target, &entry)?;
-                let Some(tname) = tcomps.last() else {
-                    return Err(reject(&entry, "hardlink to the layer root"));
-                };
-                let tdir = self.open_dir(&tcomps[..tcomps.len() - 1], &entry, false)?;
+            fchownat(pfd, &c[..], Some(uid), Some(gid), nofollow).at(&host)?;
+            fchmodat(pfd, &c[..], perm, FchmodatFlags::FollowSymlink).at(&host)?;
+            self.dir_times.push((comps.to_vec(), mtime));
+        } else if kind.is_file() || kind == tar::EntryType::Continuous {
+            // 0600 until the data, owner and mode are in place.
+            let flags = OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_WRONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
+            let fd = self.create_replacing(pfd, name, &host, || {
+                openat(pfd, &c[..], flags, Mode::from_bits_truncate(0o600))
+            })?;
+            let f = File::from(fd);
+            written = self.copy_data(&mut e, &f).at(&host)?;
+            fchown(f.as_fd(), Some(uid), Some(gid)).at(&host)?;
+            fchmod(f.as_fd(), perm).at(&host)?;
+            futimens(f.as_fd(), &ts, &ts).at(&host)?;
+        } else if kind.is_symlink() {
+            let target = e
+                .link_name_bytes()
+                .ok_or_else(|| reject(entry, "symlink without target"))?;
+            let target = cstr(&target);
+            self.create_replacing(pfd, name, &host, || symlinkat(&target[..], pfd, &c[..]))?;
+            fchownat(pfd, &c[..], Some(uid), Some(gid), nofollow).at(&host)?;
+            utimensat(pfd, &c[..], &ts, &ts, UtimensatFlags::NoFollowSymlink).at(&host)?;
+        } else if kind.is_hard_link() {
+            let raw_target = e
+                .link_name_bytes()
+                .ok_or_else(|| reject(entry, "hardlink without target"))?;
+            let tcomps = clean_path(&raw_target, entry)?;
+            let Some((tname, tparent)) = tcomps.split_last() else {
+                return Err(reject(entry, "hardlink to the layer root"));
+            };
+            let tdir = self.open_dir(tparent, entry, false)?;
+            let tname = cstr(tname);
+            let link = || {
                 linkat(
                     tdir.as_fd(),
-                    &cstr(tname)[..],
-                    pfd.as_fd(),
+                    &tname[..],
+                    pfd,
                     &c[..],
                     nix::fcntl::AtFlags::empty(),
                 )
-                .map_err(|err| {
-                    reject(
-                        &entry,
-                        &format!(
-                            "hardlink target {:?}: {err}",
-                            String::from_utf8_lossy(&raw_target)
-                        ),
-                    )
-                })?;
-            } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
-                let sflag = if kind.is_fifo() {
-                    SFlag::S_IFIFO
-                } else if kind.is_block_special() {
-                    SFlag::S_IFBLK
-                } else {
-                    SFlag::S_IFCHR
-                };
-                let major = hdr.device_major().ok().flatten().unwrap_or(0) as u64;
-                let minor = hdr.device_minor().ok().flatten().unwrap_or(0) as u64;
-                mknodat(
-                    pfd.as_fd(),
-                    &c[..],
-                    sflag,
-                    perm,
-                    nix::sys::stat::makedev(major, minor),
-                )
-                .at(&host)?;
-                fchownat(
-                    pfd.as_fd(),
-                    &c[..],
-                    Some(uid),
-                    Some(gid),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .at(&host)?;
-                fchmodat(pfd.as_fd(), &c[..], perm, FchmodatFlags::FollowSymlink).at(&host)?;
-                utimensat(
-                    pfd.as_fd(),
-                    &c[..],
-                    &ts,
-                    &ts,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .at(&host)?;
+            };
+            let linked = match link() {
+                Err(Errno::EEXIST) => {
+                    self.remove_at(pfd, name, &host)?;
+                    link()
+                }
+                r => r,
+            };
+            linked.map_err(|err| {
+                let target = String::from_utf8_lossy(&raw_target);
+                reject(entry, &format!("hardlink target {target:?}: {err}"))
+            })?;
+        } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            let sflag = if kind.is_fifo() {
+                SFlag::S_IFIFO
+            } else if kind.is_block_special() {
+                SFlag::S_IFBLK
             } else {
-                return Err(reject(&entry, &format!("unsupported entry type {kind:?}")));
-            }
+                SFlag::S_IFCHR
+            };
+            let major = hdr.device_major().ok().flatten().unwrap_or(0) as u64;
+            let minor = hdr.device_minor().ok().flatten().unwrap_or(0) as u64;
+            let dev = nix::sys::stat::makedev(major, minor);
+            self.create_replacing(pfd, name, &host, || mknodat(pfd, &c[..], sflag, perm, dev))?;
+            fchownat(pfd, &c[..], Some(uid), Some(gid), nofollow).at(&host)?;
+            fchmodat(pfd, &c[..], perm, FchmodatFlags::FollowSymlink).at(&host)?;
+            utimensat(pfd, &c[..], &ts, &ts, UtimensatFlags::NoFollowSymlink).at(&host)?;
+        } else {
+            return Err(reject(entry, &format!("unsupported entry type {kind:?}")));
         }
         for (k, v) in pax.xattrs {
-            set_xattr(pfd.as_fd(), &name, &k, &v, &host)?;
+            set_xattr(pfd, name, &k, &v, &host)?;
         }
         if self.mode == WhiteoutMode::Apply {
-            // Ancestors too: a tar may omit the dir entries of the paths it creates.
-            for n in 1..=comps.len() {
-                self.created.insert(comps[..n].join(&b'/'));
+            // Ancestors too: a tar may omit the dir entries of the paths it creates. Every
+            // path in the set has its ancestors there, so stop at the first one present.
+            for n in (1..=comps.len()).rev() {
+                if !self.created.insert(comps[..n].join(&b'/')) {
+                    break;
+                }
             }
         }
         Ok(written)
+    }
+
+    /// Copy an entry's data into `f` through one large buffer: one write per file for
+    /// most files (io::copy's 8 KiB buffer costs a syscall per 8 KiB).
+    fn copy_data(&mut self, src: &mut impl Read, mut f: &File) -> io::Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = fill(src, &mut self.buf)?;
+            f.write_all(&self.buf[..n])?;
+            total += n as u64;
+            if n < self.buf.len() {
+                return Ok(total);
+            }
+        }
     }
 
     /// `.wh..wh..opq` in the directory `dir_comps` (opened as `dir`).
@@ -472,8 +484,7 @@ impl<'a> Unpacker<'a> {
                     p.extend_from_slice(child);
                     created.contains(&p)
                 };
-                let parent = self.open_dir(dir_comps, "", false)?;
-                let r = self.clear_dir(parent.as_fd(), b".", &host, &keep);
+                let r = self.clear_dir(dir, b".", &host, &keep);
                 self.created = created;
                 r?;
             }
@@ -631,33 +642,170 @@ pub(crate) fn open_in_root(dir: &Path, rel: &str, flags: OFlag) -> Result<Option
     }
 }
 
+/// Size of the chunks of decoded layer passed from the decoder thread to the unpacker,
+/// and of the buffer file data is written from.
+const CHUNK: usize = 256 << 10;
+/// Decoded chunks queued ahead of the unpacker: bounds memory to ~1 MiB per unpack.
+const CHUNKS_AHEAD: usize = 4;
+
+/// Read from `src` until `buf` is full or the stream ends; returns the bytes read.
+fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match src.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A chunk of the decoded layer stream: `buf[..len]`, `len > 0`.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// The decoder thread: decompress and hash the whole blob, sending it on in chunks and
+/// reusing the buffers the unpacker hands back. Returns the digest and length of the
+/// decoded stream, or `None` when the unpacker hung up first (it failed, and its error
+/// is the one to report).
+fn decode(
+    blob: impl Read,
+    compression: Compression,
+    chunks: SyncSender<Chunk>,
+    spent: Receiver<Vec<u8>>,
+) -> io::Result<Option<(Digest, u64)>> {
+    let decoded = compression.decoder(BufReader::with_capacity(1 << 17, blob))?;
+    let mut hashing = HashingReader::new(decoded);
+    loop {
+        let mut buf = spent.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
+        let len = fill(&mut hashing, &mut buf)?;
+        let end = len < buf.len();
+        if len > 0 && chunks.send(Chunk { buf, len }).is_err() {
+            return Ok(None);
+        }
+        if end {
+            return hashing.finish().map(Some);
+        }
+    }
+}
+
+/// The unpacker's side of the pipeline: the decoded stream as a `Read`.
+struct ChunkReader {
+    chunks: Receiver<Chunk>,
+    spent: Sender<Vec<u8>>,
+    cur: Chunk,
+    pos: usize,
+    /// The decoder stopped sending: the stream ended, or decoding failed.
+    ended: bool,
+}
+
+impl ChunkReader {
+    fn new(chunks: Receiver<Chunk>, spent: Sender<Vec<u8>>) -> Self {
+        ChunkReader {
+            chunks,
+            spent,
+            cur: Chunk {
+                buf: Vec::new(),
+                len: 0,
+            },
+            pos: 0,
+            ended: false,
+        }
+    }
+
+    /// Consume what follows the tar's end marker, so the digest covers the whole stream.
+    fn drain(&mut self) {
+        while let Ok(c) = self.chunks.recv() {
+            // The decoder is still running, so the send cannot fail.
+            let _ = self.spent.send(c.buf);
+        }
+        self.ended = true;
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.cur.len {
+            let Ok(next) = self.chunks.recv() else {
+                self.ended = true;
+                return Ok(0);
+            };
+            let old = std::mem::replace(&mut self.cur, next);
+            if !old.buf.is_empty() {
+                // Ignored when the decoder already returned: the buffer is just freed.
+                let _ = self.spent.send(old.buf);
+            }
+            self.pos = 0;
+        }
+        let n = out.len().min(self.cur.len - self.pos);
+        out[..n].copy_from_slice(&self.cur.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Apply every entry of the tar `stream` with `u`, then the directory mtimes.
+fn apply_all(u: &mut Unpacker, stream: impl Read, target: &Path) -> Result<UnpackStats> {
+    let mut stats = UnpackStats::default();
+    let mut archive = tar::Archive::new(stream);
+    for e in archive.entries().at(target)? {
+        let e = e.map_err(|err| Error::Archive {
+            path: target.to_path_buf(),
+            reason: format!("corrupt layer tar: {err}"),
+        })?;
+        stats.bytes += u.apply_entry(e)?;
+        stats.entries += 1;
+    }
+    u.finish()?;
+    Ok(stats)
+}
+
 /// Unpack one layer blob (`compression` as its media type says) onto `target`, streaming,
 /// and return the digest of the uncompressed stream (its diff_id) with counts.
+///
+/// Decompression and hashing run on a second thread, a few chunks ahead of the entries
+/// being written, so inflating overlaps the filesystem work.
 pub fn unpack_layer(
-    blob: impl Read,
+    blob: impl Read + Send,
     compression: Compression,
     target: &Path,
     mode: WhiteoutMode,
 ) -> Result<UnpackStats> {
-    let decoded = compression
-        .decoder(BufReader::with_capacity(1 << 17, blob))
-        .at(target)?;
-    let mut hashing = HashingReader::new(decoded);
     let mut u = Unpacker::new(target, mode)?;
-    let mut stats = UnpackStats::default();
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        for e in archive.entries().at(target)? {
-            let e = e.map_err(|err| Error::Archive {
-                path: target.to_path_buf(),
-                reason: format!("corrupt layer tar: {err}"),
-            })?;
-            stats.bytes += u.apply_entry(e)?;
-            stats.entries += 1;
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel(CHUNKS_AHEAD);
+    let (spent_tx, spent_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let decoder = std::thread::Builder::new()
+            .name("layer-decoder".into())
+            .spawn_scoped(s, move || decode(blob, compression, chunk_tx, spent_rx))
+            .at(target)?;
+        let mut reader = ChunkReader::new(chunk_rx, spent_tx);
+        let applied = apply_all(&mut u, &mut reader, target);
+        if applied.is_ok() {
+            reader.drain();
         }
-    }
-    u.finish()?;
-    let (diff_id, _) = hashing.finish().at(target)?;
-    stats.diff_id = Some(diff_id);
-    Ok(stats)
+        let hit_end = reader.ended;
+        drop(reader); // a decoder blocked on a full queue now returns
+        let decoded = decoder.join().expect("layer decoder thread panicked");
+        match (applied, decoded) {
+            // A stream cut short by a decoding error can look like a short or broken tar:
+            // the decoding error is the cause. An unpack error before the stream ended
+            // came first and stands.
+            (Ok(_), Err(err)) | (Err(_), Err(err)) if hit_end => Err(Error::Archive {
+                path: target.to_path_buf(),
+                reason: format!("reading the layer stream ({compression:?}): {err}"),
+            }),
+            (Err(e), _) => Err(e),
+            (Ok(mut stats), Ok(Some((diff_id, _)))) => {
+                stats.diff_id = Some(diff_id);
+                Ok(stats)
+            }
+            (Ok(_), Ok(None)) => unreachable!("the unpacker drains the stream before hanging up"),
+            (Ok(_), Err(_)) => unreachable!("a successful unpack read to the end"),
+        }
+    })
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::process::Command;
 
 use berth_image::oci::{Compression, RunConfig};
-use berth_image::{Reference, RunOverrides, Store};
+use berth_image::{Digest, Reference, RunOverrides, Store};
 use common::{tar, BundleGuard, Entry};
 
 fn snapshot_count(store: &Store) -> usize {
@@ -242,6 +242,62 @@ fn failed_bundle_leaves_nothing_behind() {
     assert!(store
         .create_bundle("nocmd", "../evil", &RunOverrides::default(), &bdir)
         .is_err());
+}
+
+#[test]
+fn corrupt_gzip_layer_fails_in_one_line_and_leaves_no_partial_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    // A good bottom layer, then a gzip layer cut short: the blob matches its digest (the
+    // import takes it) but does not decompress to its diff_id.
+    let good = tar(&[Entry::file("a", b"a")]);
+    let raw = tar(&[Entry::file("big", &common::noise(2 << 20, 4))]);
+    let gz = common::compress(&raw, Compression::Gzip);
+    common::build_layout_from_blobs(
+        &layout,
+        &[
+            (
+                common::compress(&good, Compression::Gzip),
+                Compression::Gzip,
+                Digest::of(&good),
+            ),
+            (
+                gz[..gz.len() / 2].to_vec(),
+                Compression::Gzip,
+                Digest::of(&raw),
+            ),
+        ],
+        RunConfig {
+            cmd: Some(vec!["/x".into()]),
+            ..Default::default()
+        },
+        "latest",
+    );
+    let store = Store::open(&t.path().join("store")).unwrap();
+    store
+        .import(&layout, Some(&"cut".parse().unwrap()))
+        .unwrap();
+    let id = common::cid("cutgz");
+    let _g = BundleGuard {
+        store: &store,
+        id: id.clone(),
+    };
+    let bdir = t.path().join("bundle");
+    let err = store
+        .create_bundle("cut", &id, &RunOverrides::default(), &bdir)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, berth_image::Error::Archive { .. }), "{msg}");
+    assert!(msg.contains("reading the layer stream (Gzip)"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    // Only the good layer's snapshot exists: no half-unpacked one, no temp dir.
+    let names: Vec<_> = fs::read_dir(store.root().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [Digest::of(&good).hex()]);
+    assert!(!bdir.join("rootfs").exists());
+    assert!(!store.root().join("containers").join(&id).exists());
 }
 
 #[test]

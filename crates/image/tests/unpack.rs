@@ -167,6 +167,52 @@ fn apply_mode_whiteouts_and_opaque_dirs() {
 }
 
 #[test]
+fn upper_layer_entries_replace_whatever_is_at_their_path() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    unpack(
+        &[
+            Entry::file("f", b"file"),
+            Entry::file("d/inner", b"in a dir"),
+            Entry::file("h", b"to be a hardlink"),
+            Entry::fifo("p"),
+            Entry::symlink("s", "/nowhere"),
+            Entry::file("c", b"to be a device"),
+            Entry::dir("keep/").mode(0o755),
+            Entry::file("keep/old", b"kept"),
+        ],
+        root,
+        WhiteoutMode::Apply,
+    )
+    .unwrap();
+    unpack(
+        &[
+            Entry::dir("f/").mode(0o711),
+            Entry::file("d", b"a file now"),
+            Entry::file("target", b"linked"),
+            Entry::hardlink("h", "target"),
+            Entry::symlink("p", "target"),
+            Entry::dir("s/"),
+            Entry::chardev("c", 1, 3),
+            Entry::dir("keep/").mode(0o700),
+        ],
+        root,
+        WhiteoutMode::Apply,
+    )
+    .unwrap();
+    let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
+    assert!(meta("f").is_dir() && meta("f").permissions().mode() & 0o7777 == 0o711);
+    assert_eq!(fs::read(root.join("d")).unwrap(), b"a file now");
+    assert_eq!(meta("h").ino(), meta("target").ino());
+    assert_eq!(fs::read_link(root.join("p")).unwrap(), Path::new("target"));
+    assert!(meta("s").is_dir());
+    assert!(meta("c").file_type().is_char_device());
+    // A directory entry over a directory keeps its content and takes the new mode.
+    assert_eq!(meta("keep").permissions().mode() & 0o7777, 0o700);
+    assert_eq!(fs::read(root.join("keep/old")).unwrap(), b"kept");
+}
+
+#[test]
 fn overlay_mode_stores_whiteouts_for_the_kernel() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
@@ -393,4 +439,55 @@ fn corrupt_tar_is_an_error_not_a_panic() {
         WhiteoutMode::Apply
     )
     .is_err());
+}
+
+/// A gzip layer of `entries` cut to two thirds of its length: it decodes cleanly for a
+/// while (the decoder thread runs ahead of the unpacker), then fails.
+fn truncated_gzip(entries: &[Entry]) -> Vec<u8> {
+    let gz = common::compress(&tar(entries), Compression::Gzip);
+    gz[..gz.len() * 2 / 3].to_vec()
+}
+
+#[test]
+fn truncated_gzip_reports_the_decoding_error_in_one_line() {
+    let t = tempfile::tempdir().unwrap();
+    // 4 MiB: more than the decoder may queue ahead, so both threads block on each other.
+    let blob = truncated_gzip(&[
+        Entry::file("a", b"a"),
+        Entry::file("big", &common::noise(4 << 20, 1)),
+    ]);
+    let err =
+        unpack_layer(&blob[..], Compression::Gzip, t.path(), WhiteoutMode::Apply).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Archive { .. }), "{msg}");
+    assert!(msg.contains("reading the layer stream (Gzip)"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+}
+
+#[test]
+fn unsafe_entry_before_a_broken_stream_is_the_error_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let blob = truncated_gzip(&[
+        Entry::file("../escape", b"x"),
+        Entry::file("big", &common::noise(4 << 20, 2)),
+    ]);
+    // The unpacker stops at the first entry while the decoder still has megabytes to
+    // send: the call must return (no thread left blocked) with the entry's error.
+    let err =
+        unpack_layer(&blob[..], Compression::Gzip, t.path(), WhiteoutMode::Apply).unwrap_err();
+    assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
+    assert!(!t.path().join("big").exists());
+}
+
+#[test]
+fn diff_id_covers_bytes_after_the_tar_end_marker() {
+    let t = tempfile::tempdir().unwrap();
+    let mut raw = tar(&[Entry::file("f", &common::noise(300_000, 3))]);
+    // Padding beyond the end marker, longer than the decoder's chunks: still hashed.
+    raw.extend_from_slice(&vec![0u8; 600_000]);
+    let blob = common::compress(&raw, Compression::Gzip);
+    let s = unpack_layer(&blob[..], Compression::Gzip, t.path(), WhiteoutMode::Apply).unwrap();
+    assert_eq!(s.diff_id, Some(berth_image::Digest::of(&raw)));
+    assert_eq!((s.entries, s.bytes), (1, 300_000));
+    assert_eq!(fs::read(t.path().join("f")).unwrap(), &raw[512..300_512]);
 }

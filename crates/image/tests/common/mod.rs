@@ -153,6 +153,19 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
     buf
 }
 
+/// `len` incompressible bytes (xorshift), so a compressed layer is as large as its tar.
+pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 pub fn compress(data: &[u8], c: Compression) -> Vec<u8> {
     match c {
         Compression::None => data.to_vec(),
@@ -179,14 +192,28 @@ pub fn build_layout(
     config: RunConfig,
     ref_name: &str,
 ) -> Digest {
+    let blobs: Vec<_> = layers
+        .iter()
+        .map(|(tar, c)| (compress(tar, *c), *c, Digest::of(tar)))
+        .collect();
+    build_layout_from_blobs(dir, &blobs, config, ref_name)
+}
+
+/// [`build_layout`] from layer blobs as stored, each with its compression and the diff_id
+/// its config claims (so a test can store a blob that does not decode to it).
+pub fn build_layout_from_blobs(
+    dir: &Path,
+    layers: &[(Vec<u8>, Compression, Digest)],
+    config: RunConfig,
+    ref_name: &str,
+) -> Digest {
     fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
-    for (tar, c) in layers {
-        diff_ids.push(Digest::of(tar));
-        let blob = compress(tar, *c);
-        let d = put_blob(dir, &blob);
+    for (blob, c, diff_id) in layers {
+        diff_ids.push(diff_id.clone());
+        let d = put_blob(dir, blob);
         descs.push(Descriptor::new(c.oci_media_type(), d, blob.len() as u64));
     }
     let cfg = ImageConfig {
