@@ -25,7 +25,7 @@ bundle() { # NAME RESOURCES-JSON
         | .process.args = ["sh", "-c", "while :; do :; done"] | .linux.resources += $res' \
         "$work/$1/config.json" > "$work/$1/c" && mv "$work/$1/c" "$work/$1/config.json"
 }
-usage_ns() { cat "/sys/fs/cgroup/cpuacct/berth/$1/cpuacct.usage"; }
+usage_ns() { cat "/sys/fs/cgroup/cpuacct/berth-$1/cpuacct.usage"; }
 
 # 1. Shares: both containers pinned to CPU 0, weights 1024 and 512.
 bundle heavy '{"cpu": {"shares": 1024, "cpus": "0"}}'
@@ -46,6 +46,6 @@ ids+=("cpu-quota-$$")
 q0=$(usage_ns "cpu-quota-$$")
 sleep "$secs"
 q1=$(usage_ns "cpu-quota-$$")
-stat=$(tr '\n' ' ' < "/sys/fs/cgroup/cpu/berth/cpu-quota-$$/cpu.stat")
+stat=$(tr '\n' ' ' < "/sys/fs/cgroup/cpu/berth-cpu-quota-$$/cpu.stat")
 awk -v q=$((q1 - q0)) -v s="$secs" -v st="$stat" 'BEGIN {
     printf "quota 0.2 CPU for %ss: used %.2fs = %.1f%% of one CPU; cpu.stat: %s\n", s, q/1e9, 100*q/1e9/s, st }'

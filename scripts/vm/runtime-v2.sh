@@ -33,7 +33,7 @@ set -u
 fail=0
 check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
 B="/usr/bin/berth --root /run/berth"
-cg=/sys/fs/cgroup/berth
+cg=/sys/fs/cgroup/berth-c1
 grep -q " /sys/fs/cgroup cgroup2 " /proc/mounts || { echo "not a cgroup2 host"; exit 3; }
 cd /bundle
 # A long-running container with limits.
@@ -41,29 +41,29 @@ sed 's/"args": \[[^]]*\]/"args": ["sleep", "600"]/' config.json > /tmp/c.json &&
 # The VM's root is the initial ramfs, which pivot_root cannot leave (as for runc).
 $B run -d --no-pivot c1 || { echo "FAIL run -d"; exit 1; }
 check "status running" '$B state c1 | grep -q "\"status\": \"running\""'
-check "memory.max" '[ "$(cat $cg/c1/memory.max)" = 67108864 ]'
-check "pids.max" '[ "$(cat $cg/c1/pids.max)" = 32 ]'
-check "cpu.max" '[ "$(cat $cg/c1/cpu.max)" = "20000 100000" ]'
-check "cpu.weight from shares" '[ "$(cat $cg/c1/cpu.weight)" = 20 ]'
-check "init in cgroup" '[ "$(cat $cg/c1/cgroup.procs)" = "$($B state c1 | sed -n "s/.*\"pid\": \([0-9]*\).*/\1/p")" ]'
+check "memory.max" '[ "$(cat $cg/memory.max)" = 67108864 ]'
+check "pids.max" '[ "$(cat $cg/pids.max)" = 32 ]'
+check "cpu.max" '[ "$(cat $cg/cpu.max)" = "20000 100000" ]'
+check "cpu.weight from shares" '[ "$(cat $cg/cpu.weight)" = 20 ]'
+check "init in cgroup" '[ "$(cat $cg/cgroup.procs)" = "$($B state c1 | sed -n "s/.*\"pid\": \([0-9]*\).*/\1/p")" ]'
 check "exec in cgroup" '$B exec c1 cat /proc/self/cgroup | grep -q "^0::/$"'
 check "pids limit enforced" '! $B exec c1 sh -c "for i in \$(seq 1 40); do sleep 5 & done; wait" 2>/dev/null'
 check "device denied" '! $B exec c1 sh -c "cat /dev/sda" 2>/dev/null'
 check "null allowed" '$B exec c1 sh -c "echo x > /dev/null"'
 $B pause c1
-check "paused" '$B state c1 | grep -q "\"status\": \"paused\"" && [ "$(grep frozen $cg/c1/cgroup.events)" = "frozen 1" ]'
+check "paused" '$B state c1 | grep -q "\"status\": \"paused\"" && [ "$(grep frozen $cg/cgroup.events)" = "frozen 1" ]'
 $B resume c1
 check "resumed" '$B state c1 | grep -q "\"status\": \"running\""'
 $B update --memory 33554432 --pids-limit 16 c1
-check "update" '[ "$(cat $cg/c1/memory.max)" = 33554432 ] && [ "$(cat $cg/c1/pids.max)" = 16 ]'
-check "OOM kill" '! $B exec c1 awk "BEGIN { s = \"x\"; while (1) s = s s }" 2>/dev/null && grep -q "oom_kill [1-9]" $cg/c1/memory.events'
+check "update" '[ "$(cat $cg/memory.max)" = 33554432 ] && [ "$(cat $cg/pids.max)" = 16 ]'
+check "OOM kill" '! $B exec c1 awk "BEGIN { s = \"x\"; while (1) s = s s }" 2>/dev/null && grep -q "oom_kill [1-9]" $cg/memory.events'
 check "events --stats" '$B events --stats c1 | grep -q "\"type\":\"stats\""'
 $B exec -d c1 sleep 300
 $B kill --all c1 KILL
 sleep 1
 check "kill --all stops everything" '$B state c1 | grep -q "\"status\": \"stopped\""'
 $B delete c1
-check "cgroup removed" '[ ! -e $cg/c1 ]'
+check "cgroup removed" '[ ! -e $cg ]'
 check "state removed" '[ ! -e /run/berth/c1 ]'
 exit $fail
 GUEST

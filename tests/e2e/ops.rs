@@ -20,7 +20,7 @@ fn started(b: &Bundle) -> Guard<'_> {
 
 /// The host path of a v1 controller file of the container's cgroup.
 fn cgroup_file(id: &str, ctrl: &str, file: &str) -> String {
-    std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/berth/{id}/{file}"))
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/berth-{id}/{file}"))
         .unwrap_or_else(|e| panic!("read {ctrl}/{file} of {id}: {e}"))
         .trim()
         .to_owned()
@@ -52,7 +52,7 @@ fn exec_joins_every_namespace_and_the_cgroup_of_init() {
         assert_eq!(lines[i], init.to_string_lossy(), "{kind} namespace differs");
     }
     let init_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    // Read from the host, init's cgroup paths are /berth/<id>; inside the cgroup
+    // Read from the host, init's cgroup paths are /berth-<id>; inside the cgroup
     // namespace they are "/": compare the controller lists and that each path is the
     // namespace root.
     let exec_cgroup: Vec<&str> = lines[kinds.len()..].to_vec();
@@ -66,7 +66,7 @@ fn exec_joins_every_namespace_and_the_cgroup_of_init() {
     // berth manages every controller hierarchy and the unified one; the named
     // name=systemd hierarchy has no controller and is left alone.
     for line in init_cgroup.lines().filter(|l| !l.contains(":name=")) {
-        assert!(line.ends_with(&format!("/berth/{}", c.id)), "{line}");
+        assert!(line.ends_with(&format!("/berth-{}", c.id)), "{line}");
     }
 }
 
@@ -434,7 +434,7 @@ fn custom_cgroups_path_is_used_and_removed() {
     ))
     .unwrap();
     assert_eq!(procs.trim(), c.pid().to_string());
-    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/berth/{}", c.id)).exists());
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/berth-{}", c.id)).exists());
     c.berth(&["delete", "--force", &c.id]).ok();
     for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let dir = ctrl.path().join(&parent.0).join("inner");

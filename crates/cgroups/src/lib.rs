@@ -6,7 +6,9 @@
 //! - A container's cgroup never lies outside the hierarchy root: `cgroupsPath` values with
 //!   `..` are refused, absolute paths are taken from the hierarchy root, relative ones from
 //!   this process's own cgroup (its parent on v2), exactly as runc's cgroupfs driver does.
-//!   Without a path the cgroup is `/berth/<id>`.
+//!   Without a path the cgroup is `/berth-<id>` at the hierarchy root: flat like runc's
+//!   and crun's `/<id>` (no shared parent to create and remove per container), with a
+//!   prefix so an id such as `system.slice` can never name a host cgroup.
 //! - Every resource field becomes an ordered list of (file, value) writes built before any
 //!   write happens (the v1/v2 plans), so validation errors never leave half-applied
 //!   limits. A failed write names the OCI field and the file.
@@ -70,7 +72,7 @@ pub fn detect() -> Result<Hierarchy> {
 pub struct CgroupConfig {
     /// OCI `linux.cgroupsPath` (cgroupfs form).
     pub path: Option<String>,
-    /// Container id; names the default cgroup `/berth/<id>`.
+    /// Container id; names the default cgroup `/berth-<id>`.
     pub id: String,
     /// Where cgroups are mounted; tests may pass another mount of the same hierarchies.
     pub root: PathBuf,
@@ -90,7 +92,7 @@ fn default_path(id: &str) -> Result<String> {
     if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
         return Err(Error::InvalidId(id.to_string()));
     }
-    Ok(format!("/berth/{id}"))
+    Ok(format!("/berth-{id}"))
 }
 
 /// Resolves the config against a layout into the state of a not-yet-created cgroup.
@@ -110,22 +112,11 @@ fn resolve(cfg: &CgroupConfig, l: &layout::Layout) -> Result<CgroupState> {
         .as_ref()
         .map(|m| layout::container_dir(m, absolute, &parts, v2));
     let paths = CgroupPaths { v1, unified };
-    // The default parent (`/berth`) is berth's own and shared by every container that uses
-    // the default path: whichever container is deleted last removes it, not only the one
-    // that happened to create it (rmdir of a parent still in use fails and is ignored).
-    let created = match &cfg.path {
-        None => paths
-            .dirs()
-            .iter()
-            .filter_map(|d| d.parent().map(Path::to_path_buf))
-            .collect(),
-        Some(_) => Vec::new(),
-    };
     Ok(CgroupState {
         hierarchy: l.hierarchy,
         paths,
         unified_mount: l.unified.as_ref().map(|m| m.mountpoint.clone()),
-        created,
+        created: Vec::new(),
     })
 }
 

@@ -27,8 +27,7 @@ pub struct CgroupState {
     /// The cgroup2 mount point (controllers are delegated from here down on v2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unified_mount: Option<PathBuf>,
-    /// Directories `destroy()` removes once empty, outermost first: those `create()` made,
-    /// plus the shared default parent `/berth`.
+    /// Directories `destroy()` removes once empty, outermost first: those `create()` made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub created: Vec<PathBuf>,
 }

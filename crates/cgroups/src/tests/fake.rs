@@ -207,7 +207,7 @@ impl FakeCgroupRoot {
         }
     }
 
-    /// A manager for `path` (None: the default /berth/<id>) in this fake tree.
+    /// A manager for `path` (None: the default /berth-<id>) in this fake tree.
     pub fn manager(&self, id: &str, path: Option<&str>) -> FsManager {
         let mount = |p: PathBuf| Mount {
             mountpoint: p,
@@ -319,8 +319,8 @@ fn default_and_explicit_paths() {
     let f = FakeCgroupRoot::new(Hierarchy::Hybrid);
     let m = f.manager("c1", None);
     let p = m.paths();
-    assert!(p.contains(&f.path().join("memory/berth/c1")));
-    assert!(p.contains(&f.path().join("unified/berth/c1")));
+    assert!(p.contains(&f.path().join("memory/berth-c1")));
+    assert!(p.contains(&f.path().join("unified/berth-c1")));
     let m = f.manager("c1", Some("/pods/p1/c1"));
     assert!(m.paths().contains(&f.path().join("cpu/pods/p1/c1")));
     let v2 = FakeCgroupRoot::new(Hierarchy::V2);
@@ -338,33 +338,33 @@ fn v1_files_get_the_values() {
     m.apply(&full_resources()).unwrap();
     let r = |p: &str| f.read(p);
     assert_eq!(
-        r("memory/berth/c1/memory.limit_in_bytes"),
+        r("memory/berth-c1/memory.limit_in_bytes"),
         (64u64 << 20).to_string()
     );
     assert_eq!(
-        r("memory/berth/c1/memory.memsw.limit_in_bytes"),
+        r("memory/berth-c1/memory.memsw.limit_in_bytes"),
         (96u64 << 20).to_string()
     );
     assert_eq!(
-        r("memory/berth/c1/memory.soft_limit_in_bytes"),
+        r("memory/berth-c1/memory.soft_limit_in_bytes"),
         (32u64 << 20).to_string()
     );
-    assert_eq!(r("memory/berth/c1/memory.swappiness"), "10");
-    assert_eq!(r("memory/berth/c1/memory.oom_control"), "1");
-    assert_eq!(r("cpu/berth/c1/cpu.shares"), "512");
-    assert_eq!(r("cpu/berth/c1/cpu.cfs_quota_us"), "50000");
-    assert_eq!(r("cpu/berth/c1/cpu.cfs_period_us"), "100000");
-    assert_eq!(r("cpu/berth/c1/cpu.cfs_burst_us"), "1000");
-    assert_eq!(r("cpuset/berth/c1/cpuset.cpus"), "0");
-    assert_eq!(r("pids/berth/c1/pids.max"), "42");
-    assert_eq!(r("blkio/berth/c1/blkio.weight"), "500");
-    assert_eq!(r("blkio/berth/c1/blkio.weight_device"), "8:0 300");
+    assert_eq!(r("memory/berth-c1/memory.swappiness"), "10");
+    assert_eq!(r("memory/berth-c1/memory.oom_control"), "1");
+    assert_eq!(r("cpu/berth-c1/cpu.shares"), "512");
+    assert_eq!(r("cpu/berth-c1/cpu.cfs_quota_us"), "50000");
+    assert_eq!(r("cpu/berth-c1/cpu.cfs_period_us"), "100000");
+    assert_eq!(r("cpu/berth-c1/cpu.cfs_burst_us"), "1000");
+    assert_eq!(r("cpuset/berth-c1/cpuset.cpus"), "0");
+    assert_eq!(r("pids/berth-c1/pids.max"), "42");
+    assert_eq!(r("blkio/berth-c1/blkio.weight"), "500");
+    assert_eq!(r("blkio/berth-c1/blkio.weight_device"), "8:0 300");
     assert_eq!(
-        r("blkio/berth/c1/blkio.throttle.read_bps_device"),
+        r("blkio/berth-c1/blkio.throttle.read_bps_device"),
         "8:0 1048576"
     );
     assert_eq!(
-        r("hugetlb/berth/c1/hugetlb.2MB.limit_in_bytes"),
+        r("hugetlb/berth-c1/hugetlb.2MB.limit_in_bytes"),
         (4u64 << 21).to_string()
     );
     // Nothing leaked into the hierarchy roots.
@@ -385,14 +385,13 @@ fn v1_files_get_the_values() {
         .build()
         .unwrap();
     m.update(&net).unwrap();
-    assert_eq!(r("net_cls/berth/c1/net_cls.classid"), "1048577");
-    assert_eq!(r("net_prio/berth/c1/net_prio.ifpriomap"), "eth0 5");
+    assert_eq!(r("net_cls/berth-c1/net_cls.classid"), "1048577");
+    assert_eq!(r("net_prio/berth-c1/net_prio.ifpriomap"), "eth0 5");
 }
 
 #[test]
 fn v2_files_get_converted_values() {
     let f = FakeCgroupRoot::new(Hierarchy::V2);
-    f.populate(&f.path().join("berth"));
     let m = f.manager("c1", None);
     f.create(&m);
     let mut r = full_resources();
@@ -406,7 +405,7 @@ fn v2_files_get_converted_values() {
         "50000000".to_string(),
     )])));
     m.apply(&r).unwrap();
-    let rd = |p: &str| f.read(&format!("berth/c1/{p}"));
+    let rd = |p: &str| f.read(&format!("berth-c1/{p}"));
     assert_eq!(rd("memory.max"), (64u64 << 20).to_string());
     assert_eq!(
         rd("memory.swap.max"),
@@ -440,22 +439,20 @@ fn v2_files_get_converted_values() {
     assert!(e.starts_with("unified: no /"), "{e}");
     assert!(
         e.ends_with(
-            "berth/c1/nosuch.file (controller nosuch absent on this host or not enabled here)"
+            "berth-c1/nosuch.file (controller nosuch absent on this host or not enabled here)"
         ),
         "{e}"
     );
     // The ancestors delegated controllers down to the container.
     assert!(f.read("cgroup.subtree_control").starts_with('+'));
-    assert!(f.read("berth/cgroup.subtree_control").starts_with('+'));
 }
 
 #[test]
 fn v2_uses_bfq_weight_unconverted_when_present() {
     let f = FakeCgroupRoot::new(Hierarchy::V2);
-    f.populate(&f.path().join("berth"));
     let m = f.manager("c1", None);
     f.create(&m);
-    fs::write(f.path().join("berth/c1/io.bfq.weight"), "default 100\n").unwrap();
+    fs::write(f.path().join("berth-c1/io.bfq.weight"), "default 100\n").unwrap();
     let r = LinuxResourcesBuilder::default()
         .block_io(
             LinuxBlockIoBuilder::default()
@@ -466,8 +463,8 @@ fn v2_uses_bfq_weight_unconverted_when_present() {
         .build()
         .unwrap();
     m.apply(&r).unwrap();
-    assert_eq!(f.read("berth/c1/io.bfq.weight"), "500");
-    assert_eq!(f.read("berth/c1/io.weight"), "default 100");
+    assert_eq!(f.read("berth-c1/io.bfq.weight"), "500");
+    assert_eq!(f.read("berth-c1/io.weight"), "default 100");
 }
 
 #[test]
@@ -501,33 +498,32 @@ fn missing_controller_names_field_and_file() {
 #[test]
 fn v2_write_error_names_field_and_file() {
     let f = FakeCgroupRoot::new(Hierarchy::V2);
-    f.populate(&f.path().join("berth"));
     let m = f.manager("c1", None);
     f.create(&m);
     // A directory where the control file should be makes the write fail like EINVAL would.
-    fs::remove_file(f.path().join("berth/c1/pids.max")).unwrap();
-    fs::create_dir(f.path().join("berth/c1/pids.max")).unwrap();
+    fs::remove_file(f.path().join("berth-c1/pids.max")).unwrap();
+    fs::create_dir(f.path().join("berth-c1/pids.max")).unwrap();
     let r = LinuxResourcesBuilder::default()
         .pids(LinuxPidsBuilder::default().limit(5).build().unwrap())
         .build()
         .unwrap();
     let e = m.update(&r).unwrap_err().to_string();
     assert!(e.starts_with("pids.limit: writing \"5\" to "), "{e}");
-    assert!(e.contains("berth/c1/pids.max"), "{e}");
+    assert!(e.contains("berth-c1/pids.max"), "{e}");
 }
 
 #[test]
 fn create_failure_removes_what_it_made() {
     let f = FakeCgroupRoot::new(Hierarchy::V1);
-    // A regular file where the memory hierarchy's "berth" dir would go makes mkdir fail.
-    fs::write(f.path().join("memory/berth"), "").unwrap();
-    let m = f.manager("c1", None);
+    // A regular file where the memory hierarchy's "pool" dir would go makes mkdir fail.
+    fs::write(f.path().join("memory/pool"), "").unwrap();
+    let m = f.manager("c1", Some("/pool/c1"));
     let e = m.create().unwrap_err().to_string();
     assert!(e.starts_with("mkdir "), "{e}");
     for c in ["cpu", "cpuset", "pids", "blkio"] {
         assert!(
-            !f.path().join(c).join("berth").exists(),
-            "{c}/berth left behind"
+            !f.path().join(c).join("pool").exists(),
+            "{c}/pool left behind"
         );
     }
 }
@@ -535,16 +531,16 @@ fn create_failure_removes_what_it_made() {
 #[test]
 fn cpuset_is_seeded_from_the_parent() {
     let f = FakeCgroupRoot::new(Hierarchy::V1);
-    for d in ["cpuset/berth", "cpuset/berth/c1"] {
+    for d in ["cpuset/pool", "cpuset/pool/c1"] {
         f.populate(&f.path().join(d));
         fs::write(f.path().join(d).join("cpuset.cpus"), "\n").unwrap();
         fs::write(f.path().join(d).join("cpuset.mems"), "").unwrap();
     }
-    let m = f.manager("c1", None);
+    let m = f.manager("c1", Some("/pool/c1"));
     m.create().unwrap();
-    assert_eq!(f.read("cpuset/berth/cpuset.cpus"), "0-1");
-    assert_eq!(f.read("cpuset/berth/c1/cpuset.cpus"), "0-1");
-    assert_eq!(f.read("cpuset/berth/c1/cpuset.mems"), "0");
+    assert_eq!(f.read("cpuset/pool/cpuset.cpus"), "0-1");
+    assert_eq!(f.read("cpuset/pool/c1/cpuset.cpus"), "0-1");
+    assert_eq!(f.read("cpuset/pool/c1/cpuset.mems"), "0");
 }
 
 #[test]
@@ -593,7 +589,6 @@ fn stats_v1_and_v2_from_files() {
     );
 
     let f = FakeCgroupRoot::new(Hierarchy::V2);
-    f.populate(&f.path().join("berth"));
     let m = f.manager("c1", None);
     f.create(&m);
     let s = m.stats().unwrap();
