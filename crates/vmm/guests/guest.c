@@ -376,6 +376,12 @@ void guest_main(const u8 *bp, u32 id) {
 	if (streq(t, "smp")) { putc((char)('0' + id)); return; }
 	if (id != 0) return;
 	if (streq(t, "hello")) { puts("hello from the guest\n"); debug_exit(0); }
+	if (streq(t, "idle")) {
+		/* Runs until killed: with the in-kernel irqchip a HLT with interrupts off
+		 * sleeps in KVM without exiting (benches/vmm/density.sh samples the VMM then). */
+		puts("idle\n");
+		for (;;) __asm__ volatile("cli; hlt");
+	}
 	if (streq(t, "exits")) { test_exits(); return; }
 	if (streq(t, "cpuid")) test_cpuid(id);
 	if (streq(t, "bootparams")) test_bootparams(bp);

@@ -227,3 +227,27 @@ fn pty_console_carries_input_to_the_guest_and_output_back() {
     let report = runner.join().unwrap();
     assert_eq!(report.reason, ShutdownReason::DebugExit(80));
 }
+
+#[test]
+fn a_guest_asleep_in_an_in_kernel_hlt_is_stopped_by_the_stop_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console");
+    let mut cfg = guest_config("idle", &console);
+    cfg.irqchip = true;
+    let vm = berth_vmm::Vm::build(&cfg).unwrap();
+    let stop = vm.stop_handle();
+    let runner = std::thread::spawn(move || vm.run().unwrap());
+    // Wait (bounded) until the guest has said it goes to sleep.
+    for _ in 0..3000 {
+        if std::fs::read_to_string(&console).unwrap_or_default() == "idle\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_to_string(&console).unwrap(), "idle\n");
+    stop.stop();
+    let report = runner.join().unwrap();
+    assert_eq!(report.reason, ShutdownReason::Stopped);
+    // With the irqchip, HLT waits inside KVM: the VMM never sees it.
+    assert_eq!(report.stats.kind_total(ExitKind::Hlt).count, 0);
+}
