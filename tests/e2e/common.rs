@@ -409,7 +409,7 @@ pub fn assert_nothing_left(bundle: &Bundle, id: &str) {
         .expect("cgroup root")
         .flatten()
     {
-        let dir = ctrl.path().join("berth").join(id);
+        let dir = ctrl.path().join(format!("berth-{id}"));
         assert!(!dir.exists(), "cgroup {} left behind", dir.display());
     }
     let bundle_path = bundle.path().to_string_lossy().into_owned();

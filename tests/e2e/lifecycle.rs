@@ -211,7 +211,7 @@ fn delete_of_running_container_needs_force() {
     assert!(!b.root().join(&c.id).exists());
     wait_until("init killed by delete --force", || !is_live(pid));
     for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        assert!(!ctrl.path().join("berth").join(&c.id).exists());
+        assert!(!ctrl.path().join(format!("berth-{}", c.id)).exists());
     }
 }
 

@@ -218,7 +218,7 @@ fn delete_force_of_a_paused_container_cleans_up() {
             .unwrap_or(true)
     });
     for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        assert!(!ctrl.path().join("berth").join(&c.id).exists());
+        assert!(!ctrl.path().join(format!("berth-{}", c.id)).exists());
     }
     assert!(!b.root().join(&c.id).exists());
 }
