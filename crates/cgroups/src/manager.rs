@@ -480,11 +480,12 @@ impl Manager for FsManager {
             let dir = self.tracking_dir().unwrap_or(Path::new("/"));
             wait_for("kill before removal", dir, || Ok(self.pids()?.is_empty()))?;
         }
-        for dir in self.paths.dirs() {
-            remove_tree(&dir)?;
+        let dirs = self.paths.dirs();
+        for dir in &dirs {
+            remove_tree(dir)?;
         }
         let mut created = lock(&self.created);
-        for d in created.iter().rev() {
+        for d in created.iter().rev().filter(|d| !dirs.contains(d)) {
             // Ancestors may hold other containers' cgroups by now: leave those.
             match std::fs::remove_dir(d) {
                 Ok(()) => {}

@@ -45,11 +45,6 @@ pub fn prepare(spec: &Spec, id: &str) -> Result<Option<Placement>> {
     Ok(Some(Placement { mgr }))
 }
 
-/// Whether the host has only cgroup v2, where a child can be born in its cgroup.
-pub fn pure_v2() -> bool {
-    matches!(berth_cgroups::detect(), Ok(berth_cgroups::Hierarchy::V2))
-}
-
 impl Placement {
     /// On a pure v2 host, the cgroup directory for clone3(CLONE_INTO_CGROUP): the child is
     /// born in its cgroup and never migrates (no wait for cgroup_threadgroup_rwsem).

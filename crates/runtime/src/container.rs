@@ -146,17 +146,15 @@ impl Runtime {
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
         tracing::debug!(id, "config validated");
-        // On a pure v2 host init is born in its cgroup; elsewhere it is moved in while it
-        // mounts (the first v1 migration waits for an RCU grace period).
-        let early = if crate::cgroup::pure_v2() && !plan.uses_user_ns() {
-            crate::cgroup::prepare(&spec, id)?
-        } else {
-            None
-        };
-        if let Some(p) = &early {
-            guard.cgroup = Some(p.state());
-        }
-        let target = early.as_ref().and_then(|p| p.clone_target());
+        // The cgroup exists before init does. On a pure v2 host init is born in it;
+        // elsewhere init is moved in right after it is sent its config, so the move's wait
+        // (the first v1 migration waits for an RCU grace period) overlaps init's mounts.
+        let placement = crate::cgroup::prepare(&spec, id)?;
+        guard.cgroup = placement.as_ref().map(|p| p.state());
+        let target = placement
+            .as_ref()
+            .filter(|_| !plan.uses_user_ns())
+            .and_then(|p| p.clone_target());
         let spawned = crate::spawn::spawn_init(&spec, &plan, &exe, target.as_ref())?;
         tracing::debug!(id, pid = spawned.pid.as_raw(), "init spawned");
         drop(exe);
@@ -171,11 +169,7 @@ impl Runtime {
             bundle: bundle.clone(),
             rootfs: rootfs.clone(),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            owner: nix::unistd::User::from_uid(nix::unistd::geteuid())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-                .unwrap_or_default(),
+            owner_uid: nix::unistd::geteuid().as_raw(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             started: false,
             cgroup: None,
@@ -200,12 +194,7 @@ impl Runtime {
         )?;
         drop(console);
         drop(start_listener);
-        let placement = match early {
-            Some(p) => Some(p),
-            None => crate::cgroup::prepare(&spec, id)?,
-        };
         if let Some(p) = &placement {
-            guard.cgroup = Some(p.state());
             if !spawned.in_cgroup {
                 p.add(spawned.pid)?;
             }
@@ -305,7 +294,10 @@ impl Runtime {
             bundle: rec.bundle.clone(),
             rootfs: rec.rootfs.clone(),
             created: rec.created.clone(),
-            owner: rec.owner.clone(),
+            owner: nix::unistd::User::from_uid(rec.owner_uid.into())
+                .ok()
+                .flatten()
+                .map_or_else(|| rec.owner_uid.to_string(), |u| u.name),
             annotations: rec.annotations.clone(),
         })
     }

@@ -52,7 +52,9 @@ pub struct Record {
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     pub created: String,
-    pub owner: String,
+    /// Effective uid of the creator; `state` shows its user name (resolved there, so
+    /// `create` never waits on NSS).
+    pub owner_uid: u32,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
     /// Set once `start` has made init exec the user process.
@@ -249,7 +251,7 @@ mod tests {
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             created: "now".into(),
-            owner: String::new(),
+            owner_uid: 0,
             annotations: HashMap::new(),
             started: false,
             cgroup: None,
