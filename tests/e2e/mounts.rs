@@ -350,3 +350,29 @@ fn mounts_do_not_leak_to_the_host() {
     let init = std::fs::read_to_string("/proc/1/mountinfo").unwrap();
     assert!(!init.contains("e2e-leakcheck"));
 }
+
+/// /sys/fs/cgroup shows the container's own cgroups and nothing above them: without a
+/// cgroup namespace through bind mounts of its own directories (as runc does; a fresh
+/// cgroup mount would expose the host's whole tree), with one through fresh mounts.
+#[test]
+fn cgroup_mount_shows_only_the_containers_own_cgroup() {
+    for cgroupns in [false, true] {
+        let mut b = Bundle::new();
+        if !cgroupns {
+            let ns = b.spec["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "cgroup");
+        }
+        b.sh("ls /sys/fs/cgroup/pids /sys/fs/cgroup/systemd /sys/fs/cgroup/unified");
+        let out = b.run().ok();
+        // Only a non-root cgroup has pids.max; only a hierarchy root has release_agent,
+        // and the root lists the container's own directory berth-<id>.
+        assert!(
+            out.stdout.contains("pids.max"),
+            "cgroupns={cgroupns} {out:?}"
+        );
+        assert!(
+            !out.stdout.contains("release_agent") && !out.stdout.contains("berth-"),
+            "host cgroup tree visible (cgroupns={cgroupns}): {out:?}"
+        );
+    }
+}

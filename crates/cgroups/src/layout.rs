@@ -13,7 +13,9 @@ pub(crate) const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 pub(crate) const CGROUP_SUPER_MAGIC: i64 = 0x27e0eb;
 pub(crate) const TMPFS_MAGIC: i64 = 0x0102_1994;
 
-/// v1 controllers this crate manages (others mounted on the host are left alone).
+/// v1 controllers this crate manages (others mounted on the host are left alone). Named
+/// hierarchies without controllers (`name=systemd`) are managed too, as runc and crun do:
+/// the container gets its own directory there, so it never sees the host's tree.
 pub(crate) const V1_CONTROLLERS: &[&str] = &[
     "cpuset",
     "cpu",
@@ -45,7 +47,8 @@ pub(crate) struct Mount {
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     pub hierarchy: Hierarchy,
-    /// v1 controller name -> mount (co-mounted controllers share one mount).
+    /// v1 controller name (or `name=X` of a named hierarchy) -> mount (co-mounted
+    /// controllers share one mount).
     pub v1: BTreeMap<String, Mount>,
     pub unified: Option<Mount>,
 }
@@ -186,7 +189,7 @@ impl Layout {
                 continue;
             }
             for opt in opts.split(',') {
-                if V1_CONTROLLERS.contains(&opt) {
+                if V1_CONTROLLERS.contains(&opt) || opt.starts_with("name=") {
                     v1.insert(
                         opt.to_string(),
                         Mount {
@@ -198,7 +201,7 @@ impl Layout {
                 }
             }
         }
-        if v1.is_empty() {
+        if !v1.keys().any(|k| !k.starts_with("name=")) {
             return Err(Error::UnknownHierarchy(root.to_path_buf()));
         }
         let hierarchy = if unified.is_some() {
@@ -250,6 +253,11 @@ pub(crate) fn clean_cgroups_path(path: &str) -> Result<(bool, Vec<String>)> {
 /// rules: absolute paths are taken from the hierarchy root; relative paths are joined to
 /// this process's own cgroup (on v2, to its parent, since the own cgroup usually has
 /// processes and so cannot delegate controllers).
+/// This process's own cgroup directory in `mount`.
+pub(crate) fn own_dir(mount: &Mount) -> PathBuf {
+    container_dir(mount, false, &[], false)
+}
+
 pub(crate) fn container_dir(mount: &Mount, absolute: bool, parts: &[String], v2: bool) -> PathBuf {
     let mut dir = mount.mountpoint.clone();
     if !absolute {
@@ -322,9 +330,10 @@ mod tests {
         assert_eq!(l.hierarchy, Hierarchy::Hybrid);
         assert_eq!(
             l.v1.keys().collect::<Vec<_>>(),
-            vec!["cpu", "cpuacct", "memory"],
-            "pids mounted elsewhere and name=systemd are not managed"
+            vec!["cpu", "cpuacct", "memory", "name=systemd"],
+            "pids mounted elsewhere is not managed"
         );
+        assert_eq!(l.v1["name=systemd"].own, "/");
         assert_eq!(
             l.v1["cpuacct"].mountpoint,
             Path::new("/sys/fs/cgroup/cpu,cpuacct")

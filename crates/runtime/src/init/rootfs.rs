@@ -57,6 +57,11 @@ pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Re
     .map_err(sys(format!("bind mount rootfs {}", cfg.rootfs.display())))?;
     let root = Root::open(&cfg.rootfs)?;
     let in_userns = cfg.plan.uses_user_ns();
+    let cgroup_ns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup);
     let mounts = spec.mounts().clone().unwrap_or_default();
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
@@ -73,7 +78,7 @@ pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Re
                 .any(|later| later.destination().starts_with(mounts[i].destination()))
     };
     let mount = |i: usize, m: &Mount| {
-        mount_one(&root, &cfg.bundle, m, in_userns)
+        mount_one(&root, &cfg.bundle, m, in_userns, cgroup_ns)
             .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))
     };
     for (i, m) in mounts.iter().enumerate() {
@@ -140,7 +145,13 @@ pub fn finish(cfg: &InitConfig, state: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-fn mount_one(root: &Root, bundle: &Path, m: &Mount, in_userns: bool) -> Result<()> {
+fn mount_one(
+    root: &Root,
+    bundle: &Path,
+    m: &Mount,
+    in_userns: bool,
+    cgroup_ns: bool,
+) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let typ = m
         .typ()
@@ -184,7 +195,8 @@ fn mount_one(root: &Root, bundle: &Path, m: &Mount, in_userns: bool) -> Result<(
     let dest = root.create_path(m.destination(), false)?;
     let data = opts.data_string();
     match typ {
-        "cgroup" | "cgroup2" => mount_cgroup(root, m, &dest, &opts)?,
+        "cgroup" | "cgroup2" if cgroup_ns => mount_cgroup(root, m, &dest, &opts)?,
+        "cgroup" | "cgroup2" => bind_own_cgroups(root, m, &dest, &opts)?,
         _ => {
             let flags = opts.flags & !MsFlags::MS_REMOUNT;
             mount(
@@ -309,24 +321,29 @@ fn idmapped_bind(src: &Path, dest: &OwnedFd, recursive: bool, m: &Mount) -> Resu
         .map_err(sys("move_mount idmapped bind"))
 }
 
-/// cgroup mounts: cgroup2 where the host is pure v2, otherwise a tmpfs holding each v1
-/// hierarchy this process belongs to (in a cgroup namespace each shows the container's own
-/// cgroup as its root).
-fn mount_cgroup(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> Result<()> {
-    let flags = (opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT))
+fn cgroup_mount_flags(opts: &MountOptions) -> MsFlags {
+    (opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT))
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
-    let host_v2 =
-        crate::fs::fs_magic(
-            &std::fs::File::open("/sys/fs/cgroup").map_err(|e| Error::Io {
-                path: "/sys/fs/cgroup".into(),
-                source: e,
-            })?,
-        )
+        | MsFlags::MS_NOEXEC
+}
+
+fn host_is_v2() -> Result<bool> {
+    let f = std::fs::File::open("/sys/fs/cgroup").map_err(|e| Error::Io {
+        path: "/sys/fs/cgroup".into(),
+        source: e,
+    })?;
+    Ok(crate::fs::fs_magic(&f)
         .map(|t| t == libc::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false);
-    if host_v2 || m.typ().as_deref() == Some("cgroup2") {
+        .unwrap_or(false))
+}
+
+/// cgroup mounts inside a cgroup namespace: cgroup2 where the host is pure v2, otherwise a
+/// tmpfs holding each v1 hierarchy this process belongs to (the namespace makes each show
+/// the container's own cgroup as its root).
+fn mount_cgroup(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> Result<()> {
+    let flags = cgroup_mount_flags(opts);
+    if host_is_v2()? || m.typ().as_deref() == Some("cgroup2") {
         return mount(
             Some("cgroup2"),
             &fd_path(dest),
@@ -336,14 +353,7 @@ fn mount_cgroup(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> 
         )
         .map_err(sys("mount cgroup2"));
     }
-    mount(
-        Some("tmpfs"),
-        &fd_path(dest),
-        Some("tmpfs"),
-        flags & !MsFlags::MS_RDONLY,
-        Some("mode=755"),
-    )
-    .map_err(sys("mount cgroup tmpfs"))?;
+    mount_cgroup_tmpfs(dest, flags)?;
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| Error::Io {
         path: "/proc/self/cgroup".into(),
         source: e,
@@ -366,15 +376,72 @@ fn mount_cgroup(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> 
         };
         mount(Some(fstype), &fd_path(&d), Some(fstype), flags, data)
             .map_err(sys(format!("mount cgroup {name}")))?;
-        for single in name
-            .split(',')
-            .filter(|s| *s != name && !name.starts_with("name="))
-        {
-            let link = crate::fs::relative(&m.destination().join(single));
-            let _ = std::os::unix::fs::symlink(&name, root.path().join(link));
-        }
+        link_comounted(root, m, &name);
     }
-    if opts.flags.contains(MsFlags::MS_RDONLY) {
+    seal_cgroup_tmpfs(root, m, flags)
+}
+
+/// cgroup mounts without a cgroup namespace: a fresh cgroup mount would show the host's
+/// whole tree, so bind the container's own cgroup directories instead (as runc does).
+fn bind_own_cgroups(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> Result<()> {
+    let flags = cgroup_mount_flags(opts);
+    let own = berth_cgroups::own_cgroups(Path::new(berth_cgroups::DEFAULT_ROOT))?;
+    let bind = |dir: &Path, inner: &Path, at: &OwnedFd| -> Result<()> {
+        mount(
+            Some(dir),
+            &fd_path(at),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys(format!("bind cgroup {}", dir.display())))?;
+        remount(
+            &root.open_in(inner, OFlag::O_PATH)?,
+            flags,
+            &dir.display().to_string(),
+        )
+    };
+    if host_is_v2()? || m.typ().as_deref() == Some("cgroup2") {
+        let Some(unified) = own.iter().find(|o| o.v2) else {
+            return Err(Error::Init("no cgroup2 hierarchy on the host".into()));
+        };
+        return bind(&unified.dir, m.destination(), dest);
+    }
+    mount_cgroup_tmpfs(dest, flags)?;
+    for o in &own {
+        let sub = m.destination().join(&o.name);
+        bind(&o.dir, &sub, &root.create_path(&sub, false)?)?;
+        link_comounted(root, m, &o.name);
+    }
+    seal_cgroup_tmpfs(root, m, flags)
+}
+
+/// The tmpfs holding one directory per v1 hierarchy.
+fn mount_cgroup_tmpfs(dest: &OwnedFd, flags: MsFlags) -> Result<()> {
+    mount(
+        Some("tmpfs"),
+        &fd_path(dest),
+        Some("tmpfs"),
+        flags & !MsFlags::MS_RDONLY,
+        Some("mode=755"),
+    )
+    .map_err(sys("mount cgroup tmpfs"))
+}
+
+/// Co-mounted controllers (`cpu,cpuacct`) get a symlink per controller, as on the host.
+fn link_comounted(root: &Root, m: &Mount, name: &str) {
+    for single in name
+        .split(',')
+        .filter(|s| *s != name && !name.starts_with("name="))
+    {
+        let link = crate::fs::relative(&m.destination().join(single));
+        let _ = std::os::unix::fs::symlink(name, root.path().join(link));
+    }
+}
+
+/// The tmpfs becomes read-only once filled, if the mount asks for it.
+fn seal_cgroup_tmpfs(root: &Root, m: &Mount, flags: MsFlags) -> Result<()> {
+    if flags.contains(MsFlags::MS_RDONLY) {
         remount_flags(
             &root.open_in(m.destination(), OFlag::O_PATH)?,
             flags | MsFlags::MS_RDONLY,
