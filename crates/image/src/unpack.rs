@@ -100,6 +100,17 @@ struct PaxMeta {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
+/// A directory entries are created in, and what a new file in it gets by itself.
+struct Parent {
+    comps: Vec<Vec<u8>>,
+    fd: OwnedFd,
+    /// The owner a new file here gets, when it is sure: our euid and egid, when the
+    /// directory's group is our egid (so set-group-ID inheritance gives the same group).
+    new_owner: Option<(Uid, Gid)>,
+    /// The umask alone limits the mode of a new file here: no default ACL does instead.
+    umask_only: bool,
+}
+
 /// Applies the entries of one layer to a target directory.
 struct Unpacker<'a> {
     root: OwnedFd,
@@ -110,7 +121,11 @@ struct Unpacker<'a> {
     /// Directories whose mtime is set once all their children exist.
     dir_times: Vec<(Vec<Vec<u8>>, i64)>,
     /// Last parent directory opened, reused for consecutive entries in one directory.
-    cached_parent: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    cached_parent: Option<Parent>,
+    /// Our euid and egid: the owner of the files we create.
+    ids: (Uid, Gid),
+    /// The process umask, when known.
+    umask: Option<u32>,
     /// File data passes through here on its way to disk.
     buf: Vec<u8>,
 }
@@ -130,6 +145,8 @@ impl<'a> Unpacker<'a> {
             created: HashSet::new(),
             dir_times: Vec::new(),
             cached_parent: None,
+            ids: (nix::unistd::geteuid(), nix::unistd::getegid()),
+            umask: current_umask(),
             buf: vec![0; CHUNK],
         })
     }
@@ -194,15 +211,26 @@ impl<'a> Unpacker<'a> {
     /// [`Self::keep_parent`]. Only entries in that directory can remove anything (a
     /// whiteout, a replaced entry, an opaque marker all act on its children), so a cached
     /// fd never outlives the path it was opened by.
-    fn take_parent(&mut self, comps: &[Vec<u8>], entry: &str) -> Result<(Vec<Vec<u8>>, OwnedFd)> {
+    /// The same holds for its owner, mode and ACL: only an entry for the directory itself
+    /// changes them, and its parent is another directory.
+    fn take_parent(&mut self, comps: &[Vec<u8>], entry: &str) -> Result<Parent> {
         let parent = &comps[..comps.len() - 1];
         match self.cached_parent.take() {
-            Some((p, fd)) if p == parent => Ok((p, fd)),
-            _ => Ok((parent.to_vec(), self.open_dir(parent, entry, true)?)),
+            Some(p) if p.comps == parent => Ok(p),
+            _ => {
+                let fd = self.open_dir(parent, entry, true)?;
+                let st = nix::sys::stat::fstat(&fd).at(self.host_path(parent))?;
+                Ok(Parent {
+                    comps: parent.to_vec(),
+                    new_owner: (st.st_gid == self.ids.1.as_raw()).then_some(self.ids),
+                    umask_only: !has_default_acl(fd.as_fd()),
+                    fd,
+                })
+            }
         }
     }
 
-    fn keep_parent(&mut self, parent: (Vec<Vec<u8>>, OwnedFd)) {
+    fn keep_parent(&mut self, parent: Parent) {
         self.cached_parent = Some(parent);
     }
 
@@ -287,19 +315,20 @@ impl<'a> Unpacker<'a> {
             return Ok(0); // the layer root itself ("./"): the target already exists
         }
         let parent = self.take_parent(&comps, &entry)?;
-        let r = self.apply_in(e, &comps, parent.1.as_fd(), &entry);
+        let r = self.apply_in(e, &comps, &parent, &entry);
         self.keep_parent(parent);
         r
     }
 
-    /// Apply entry `e` at `comps`, whose parent directory is open as `pfd`.
+    /// Apply entry `e` at `comps`, in directory `parent`.
     fn apply_in<R: Read>(
         &mut self,
         mut e: tar::Entry<'_, R>,
         comps: &[Vec<u8>],
-        pfd: BorrowedFd,
+        parent: &Parent,
         entry: &str,
     ) -> Result<u64> {
+        let pfd = parent.fd.as_fd();
         let (name, parent_comps) = comps.split_last().expect("caller checked");
         let host = self.host_path(comps);
 
@@ -364,19 +393,34 @@ impl<'a> Unpacker<'a> {
             fchmodat(pfd, &c[..], perm, FchmodatFlags::FollowSymlink).at(&host)?;
             self.dir_times.push((comps.to_vec(), mtime));
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
-            // 0600 until the data, owner and mode are in place.
+            // Created with its final mode when creation alone gives exactly that (no
+            // set-ID or sticky bit, nothing the umask removes, no default ACL), else 0600
+            // until the data and owner are in place, then chmod. Likewise chown only when
+            // the owner creation gave is not the entry's.
+            let final_mode = parent.umask_only
+                && self
+                    .umask
+                    .is_some_and(|umask| perm.bits() & (0o7000 | umask) == 0);
+            let create_mode = if final_mode {
+                perm
+            } else {
+                Mode::from_bits_truncate(0o600)
+            };
             let flags = OFlag::O_CREAT
                 | OFlag::O_EXCL
                 | OFlag::O_WRONLY
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC;
-            let fd = self.create_replacing(pfd, name, &host, || {
-                openat(pfd, &c[..], flags, Mode::from_bits_truncate(0o600))
-            })?;
+            let fd = self
+                .create_replacing(pfd, name, &host, || openat(pfd, &c[..], flags, create_mode))?;
             let f = File::from(fd);
             written = self.copy_data(&mut e, &f).at(&host)?;
-            fchown(f.as_fd(), Some(uid), Some(gid)).at(&host)?;
-            fchmod(f.as_fd(), perm).at(&host)?;
+            if parent.new_owner != Some((uid, gid)) {
+                fchown(f.as_fd(), Some(uid), Some(gid)).at(&host)?;
+            }
+            if !final_mode {
+                fchmod(f.as_fd(), perm).at(&host)?;
+            }
             futimens(f.as_fd(), &ts, &ts).at(&host)?;
         } else if kind.is_symlink() {
             let target = e
@@ -572,6 +616,37 @@ impl<'a> Unpacker<'a> {
         }
         Ok(())
     }
+}
+
+/// The process umask, from /proc/self/status: reading it with umask(2) means setting it,
+/// which would race with files other threads create meanwhile.
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
+}
+
+/// Whether directory `dir` has a default ACL, which then sets new files' modes instead of
+/// the umask. When unsure (an error other than "none"), says yes: files then get chmod.
+fn has_default_acl(dir: BorrowedFd) -> bool {
+    let Ok(path) = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return true;
+    };
+    // SAFETY: path and the name are NUL-terminated; a null buffer of size 0 only asks
+    // for the value's size.
+    let rc = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"system.posix_acl_default".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    rc >= 0
+        || !matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENODATA) | Some(libc::ENOTSUP)
+        )
 }
 
 fn set_xattr(dir: BorrowedFd, name: &[u8], key: &str, value: &[u8], host: &Path) -> Result<()> {

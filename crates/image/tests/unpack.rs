@@ -28,6 +28,22 @@ fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     (r >= 0).then(|| buf[..r as usize].to_vec())
 }
 
+fn xattr_set(path: &Path, name: &str, value: &[u8]) {
+    let p = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a value of the stated length.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+}
+
 #[test]
 fn preserves_types_owners_modes_times_and_xattrs() {
     let t = tempfile::tempdir().unwrap();
@@ -81,6 +97,44 @@ fn preserves_types_owners_modes_times_and_xattrs() {
     assert_eq!(c.rdev(), nix::sys::stat::makedev(1, 3));
     // Parents missing from the tar were created.
     assert!(root.join("run").is_dir());
+}
+
+#[test]
+fn modes_and_groups_are_exact_under_a_default_acl_and_a_set_group_id_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    // A default ACL that gives "other" nothing: new files under it would get 0640 for a
+    // 0644 entry if creation alone set their mode.
+    let mut acl = 2u32.to_le_bytes().to_vec(); // POSIX ACL xattr version
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+        // ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_OTHER; no id
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    fs::create_dir(root.join("acl")).unwrap();
+    xattr_set(&root.join("acl"), "system.posix_acl_default", &acl);
+    // A set-group-ID directory of another group: new files would inherit group 4242.
+    fs::create_dir(root.join("sgid")).unwrap();
+    std::os::unix::fs::chown(root.join("sgid"), Some(0), Some(4242)).unwrap();
+    fs::set_permissions(root.join("sgid"), fs::Permissions::from_mode(0o2775)).unwrap();
+    unpack(
+        &[
+            Entry::file("acl/f", b"f").mode(0o644),
+            Entry::file("acl/sub/g", b"g").mode(0o755),
+            Entry::file("sgid/f", b"f").mode(0o644).owner(0, 0),
+            Entry::dir("sgid/d/").mode(0o2755).owner(0, 4243),
+            Entry::file("sgid/d/g", b"g").mode(0o600).owner(0, 0),
+        ],
+        root,
+        WhiteoutMode::Apply,
+    )
+    .unwrap();
+    let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
+    assert_eq!(meta("acl/f").permissions().mode() & 0o7777, 0o644);
+    assert_eq!(meta("acl/sub/g").permissions().mode() & 0o7777, 0o755);
+    assert_eq!(meta("sgid/f").gid(), 0);
+    assert_eq!((meta("sgid/d").gid(), meta("sgid/d/g").gid()), (4243, 0));
 }
 
 #[test]
@@ -490,4 +544,40 @@ fn diff_id_covers_bytes_after_the_tar_end_marker() {
     assert_eq!(s.diff_id, Some(berth_image::Digest::of(&raw)));
     assert_eq!((s.entries, s.bytes), (1, 300_000));
     assert_eq!(fs::read(t.path().join("f")).unwrap(), &raw[512..300_512]);
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn write_error_names_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("small");
+    fs::create_dir(&root).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=512k"),
+    )
+    .unwrap();
+    let _m = Mount(root.clone());
+    // The file that does not fit, then entries the unpacker goes on with meanwhile.
+    let mut entries = vec![Entry::file("big", &common::noise(2 << 20, 5))];
+    let names: Vec<String> = (0..200).map(|i| format!("after{i}")).collect();
+    entries.extend(names.iter().map(|n| Entry::file(n, b"x")));
+    match unpack(&entries, &root, WhiteoutMode::Apply) {
+        Err(Error::Io { path, source }) => {
+            assert_eq!(path, root.join("big"));
+            assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{source}");
+        }
+        other => panic!("expected ENOSPC on big, got {other:?}"),
+    }
 }
