@@ -16,6 +16,15 @@
 //!   whiteouts delete what lower layers put there (the flattened rootfs `umoci unpack`
 //!   produces); an opaque marker removes everything in its directory that this layer did
 //!   not itself create, so it acts "before the layer's other entries" whatever its position.
+//!
+//! Speed (see docs/performance.md): the blob is decompressed and hashed on a second
+//! thread, at most four 256 KiB chunks ahead of the entries being applied; each entry
+//! costs the calls that make it and little more: its directory stays open while entries
+//! of that directory follow, a name is created first and only replaced when that fails
+//! with EEXIST, a file's data goes out in one write, and chown/chmod are skipped when
+//! creation already gave the entry's owner and mode. On failure the error reported is the
+//! first one in stream order: a decoding error when the stream broke before the unpack
+//! failed, else the unpack's.
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
