@@ -5,11 +5,14 @@
 #    then asleep in HLT): /proc/PID/smaps split into the guest memory mapping and the
 #    rest (the VMM's overhead), the latter split into the berth binary's file pages
 #    (clean, shared with every other berth process through the page cache) and private
-#    dirty memory (heap, stacks, relocated data: what each further VM really costs);
+#    anonymous memory (heap, stacks, relocated data: what each further VM really costs);
+#    and, for comparison, the peak RSS of `berth --version` and of a `berth vm run` that
+#    fails on a missing kernel (the CLI's own share);
 #  - peak RSS of one whole `berth vm run` of `test=hello` (setup included);
 #  - 20 idle VMs at once: their summed VMM RSS and PSS (the binary's pages counted once);
 #  - 20 VMs started at once: wall time until all exited, VMs per second, summed peak RSS.
-#   benches/vmm/density.sh [COUNT]      (default 20; needs root, /dev/kvm, gcc)
+#  - the same idle VM under crates/vmm/examples/boot.rs (the library without the CLI);
+#   benches/vmm/density.sh [COUNT]      (default 20; needs root, /dev/kvm, gcc, jq)
 set -euo pipefail
 count=${1:-20}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,12 +26,16 @@ gcc -ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone -mgeneral-re
 # Idle VMs (test=idle) stay up until killed; the EXIT trap kills any left.
 idle_pids=()
 trap 'kill "${idle_pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
-start_idle() {  # start_idle N: N idle VMs, returns once each has printed its marker
+# An idle VM with its console in file $1, through `berth vm run` or the library example
+# (exec: started with &, the VMM itself is the background process whose pid is kept).
+idle_berth() { exec "$berth" vm run --kernel "$work/guest.elf" --cmdline test=idle --memory 128 --console "$1"; }
+idle_lib() { exec "$lib" "$work/guest.elf" test=idle 128 "$1"; }
+start_idle() {  # start_idle N idle_berth|idle_lib: returns once each VM has printed its marker
     local i
     idle_pids=()
+    rm -f "$work"/idle.*
     for i in $(seq 1 "$1"); do
-        "$berth" vm run --kernel "$work/guest.elf" --cmdline test=idle --memory 128 \
-            --console "$work/idle.$i" &
+        "$2" "$work/idle.$i" &
         idle_pids+=($!)
     done
     for i in $(seq 1 "$1"); do
@@ -41,30 +48,45 @@ stop_idle() {
     wait "${idle_pids[@]}" 2>/dev/null || true
     idle_pids=()
 }
-# Sums over the idle VMs' smaps, in KiB: "rss pss dirty" for the guest memory (the
-# anonymous mapping of exactly 128 MiB), the berth binary's file mappings and the rest.
+# Sums over the idle VMs' smaps, in KiB: "rss pss anonymous" for the guest memory (the
+# anonymous mapping of exactly 128 MiB), the mappings of binary $1 and the rest.
 smaps_sums() {
     local pid
     for pid in "${idle_pids[@]}"; do cat "/proc/$pid/smaps"; done |
-        awk -v bin="$(readlink -f "$berth")" -v guest_kb=$((128 << 10)) '
+        awk -v bin="$(readlink -f "$1")" -v guest_kb=$((128 << 10)) '
         /^[0-9a-f]+-[0-9a-f]+ / { kind = ($6 == bin) ? "bin" : "other"; anon = ($6 == ""); next }
         /^Size:/ { if (anon && $2 == guest_kb) kind = "guest" }
-        /^Rss:/ { rss[kind] += $2 } /^Pss:/ { pss[kind] += $2 } /^Private_Dirty:/ { dirty[kind] += $2 }
-        END { for (k in rss) print k, rss[k], pss[k], dirty[k] + 0 }'
+        /^Rss:/ { rss[kind] += $2 } /^Pss:/ { pss[kind] += $2 } /^Anonymous:/ { anon_kb[kind] += $2 }
+        END { for (k in rss) print k, rss[k], pss[k], anon_kb[k] + 0 }'
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.2f", k / 1024}'; }
-start_idle 1
-declare -A rss pss dirty
-while read -r k r p d; do rss[$k]=$r pss[$k]=$p dirty[$k]=$d; done < <(smaps_sums)
-stop_idle
-vmm=$((rss[bin] + rss[other]))
-echo "one idle VM (128 MiB guest), smaps while it runs: RSS $(mib $((vmm + rss[guest]))) MiB" \
-    "= guest memory touched $(mib "${rss[guest]}") MiB + VMM $(mib $vmm) MiB"
-echo "  VMM: berth binary file pages $(mib "${rss[bin]}") MiB (of them written by relocation" \
-    "$(mib "${dirty[bin]}") MiB), heap, stacks and vCPU run areas $(mib "${rss[other]}") MiB;" \
-    "private dirty $(mib $((dirty[bin] + dirty[other]))) MiB"
-start_idle "$count"
-while read -r k r p d; do rss[$k]=$r pss[$k]=$p dirty[$k]=$d; done < <(smaps_sums)
+declare -A rss pss anon
+one_idle() {  # one_idle idle_berth|idle_lib BINARY LABEL
+    start_idle 1 "$1"
+    while read -r k r p a; do rss[$k]=$r pss[$k]=$p anon[$k]=$a; done < <(smaps_sums "$2")
+    stop_idle
+    local vmm=$((rss[bin] + rss[other]))
+    echo "one idle VM (128 MiB guest) of $3, smaps while it runs: RSS $(mib $((vmm + rss[guest]))) MiB" \
+        "= guest memory touched $(mib "${rss[guest]}") MiB + VMM $(mib $vmm) MiB"
+    echo "  VMM: binary $(mib "${rss[bin]}") MiB (of it copied on write by relocation" \
+        "$(mib "${anon[bin]}") MiB), heap, stacks and vCPU run areas $(mib "${rss[other]}") MiB;" \
+        "private (anonymous) $(mib $((anon[bin] + anon[other]))) MiB, the rest is shared page cache"
+}
+one_idle idle_berth "$berth" "\`berth vm run\` ($(du -m "$berth" | cut -f1) MB binary)"
+# The same binary without a running VM: what the CLI costs before the VMM does anything.
+/usr/bin/time -f %M -o "$work/base" "$berth" --version >/dev/null
+/usr/bin/time -f %M -o "$work/fail" "$berth" vm run --kernel "$work/missing" 2>/dev/null || true
+base=$(tail -1 "$work/base")
+fail=$(tail -1 "$work/fail")
+echo "  for comparison, peak RSS of \`berth --version\` $(mib "$base") MiB, of \`berth vm run\` with a" \
+    "missing kernel (CLI, logging, guest memory mapped, KVM VM created, error) $(mib "$fail") MiB"
+# The library without the CLI: crates/vmm/examples/boot.rs, built statically as berth is.
+lib=$(cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$repo/target/static \
+    cargo build -q --release -p berth-vmm --example boot --target x86_64-unknown-linux-gnu \
+    --message-format=json | jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable')
+one_idle idle_lib "$lib" "the vmm library alone (examples/boot.rs, $(du -m "$lib" | cut -f1) MB binary)"
+start_idle "$count" idle_berth
+while read -r k r p a; do rss[$k]=$r pss[$k]=$p anon[$k]=$a; done < <(smaps_sums "$berth")
 stop_idle
 echo "$count idle VMs at once: VMM RSS summed $(mib $((rss[bin] + rss[other]))) MiB," \
     "PSS summed $(mib $((pss[bin] + pss[other]))) MiB ($(mib $(((pss[bin] + pss[other]) / count))) MiB per VM:" \
