@@ -107,6 +107,9 @@ impl Runtime {
         let bundle = std::path::absolute(&opts.bundle).at(&opts.bundle)?;
         let spec = config::load_bundle_spec(&bundle)?;
         config::validate(&spec, &bundle)?;
+        let plan = Plan::from_spec(&spec);
+        // Reaped at the end of create, by when init's own move has waited for it.
+        let _warmup = crate::cgroup::warm_up_attach(&spec, &plan);
         let rootfs = config::rootfs_path(&bundle, &spec)?;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(s) => Some(crate::seccomp::compile(s)?),
@@ -131,7 +134,6 @@ impl Runtime {
         )
         .at(dir_path.join(state::CONFIG_FILE))?;
 
-        let plan = Plan::from_spec(&spec);
         tracing::debug!(id, "state directory ready");
         let exe = crate::sealed_exe::sealed_self()?;
         let start_listener = crate::init::listen_for_start(&dir_path)?;
