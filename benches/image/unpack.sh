@@ -13,7 +13,8 @@
 # allocator skips inodes freed in the last seconds to minutes, testing them one by one
 # (recently_deleted() in fs/ext4/ialloc.c), so right after `rm -rf` of a 9,000-file tree
 # every file creation costs ~0.7 ms and both tools mostly measure that scan. AFTER_RM=1
-# measures that case on purpose.
+# measures that case on purpose. Other large deletions on the disk in the minutes before
+# (such as the previous run's cleanup) slow the first runs the same way: leave ~5 minutes.
 # Note: `umoci unpack` also writes config.json and an mtree manifest of the rootfs (it
 # hashes every file), so it does somewhat more work than berth's unpack.
 set -eu
@@ -33,13 +34,13 @@ umoci new --image "$work/layout:bench"
 umoci unpack --image "$work/layout:bench" "$work/seed" >/dev/null
 cp -a "$src/." "$work/seed/rootfs/"
 umoci repack --image "$work/layout:bench" "$work/seed" 2>/dev/null
-rm -rf "$work/seed"
+mkdir "$work/spent"
+mv "$work/seed" "$work/spent/" # not deleted before timing: see above
 
 (cd "$here" && cargo build --release -q -p berth-image --example unpack)
 bin="$here/target/release/examples/unpack"
 "$bin" import "$work/store" "$work/layout" localhost/bench:1 >/dev/null
 
-mkdir "$work/spent"
 prepare_cmd() { # the command that empties OUT_DIR ($1) before a run
     if [ -n "${AFTER_RM:-}" ]; then
         echo "rm -rf $1"
