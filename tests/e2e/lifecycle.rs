@@ -231,6 +231,10 @@ fn create_with_an_existing_id_is_refused() {
     );
     assert_eq!(c.pid(), pid, "the first container is untouched");
     assert_eq!(c.status(), "created");
+    // The refused create never touched the first container's cgroup (same default path).
+    let procs = format!("/sys/fs/cgroup/pids/berth-{}/cgroup.procs", c.id);
+    let procs = std::fs::read_to_string(&procs).expect("first container's cgroup");
+    assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
 }
 
 #[test]

@@ -31,7 +31,6 @@ mod resources;
 mod stats;
 mod v1;
 mod v2;
-mod warmup;
 
 #[cfg(test)]
 mod tests;
@@ -44,7 +43,6 @@ pub use resources::{blkio_weight_to_io_weight, shares_to_weight, swap_v2};
 pub use stats::{
     Blkio, BlkioEntry, Cpu, CpuUsage, Hugetlb, Memory, MemoryEntry, Pids, Stats, Throttling,
 };
-pub use warmup::AttachWarmup;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@ use berth_cgroups::{CgroupConfig, CgroupState, Manager};
 pub use berth_cgroups::{OomEvent, OomWatcher, Stats};
 
 use crate::error::{Error, Result};
-use crate::namespaces::Plan;
 use crate::state::{Record, Status};
 
 /// Rootless callers only get a cgroup if they were delegated one they can write.
@@ -20,18 +19,6 @@ fn skip_cgroups(spec: &Spec) -> bool {
             .as_ref()
             .and_then(|l| l.resources().as_ref())
             .is_none()
-}
-
-/// Starts the attach-lock warm-up when init will be moved into a cgroup: on v1/hybrid
-/// hosts, and on pure v2 when the user-namespace path rules out CLONE_INTO_CGROUP.
-pub fn warm_up_attach(spec: &Spec, plan: &Plan) -> Option<berth_cgroups::AttachWarmup> {
-    if skip_cgroups(spec) {
-        return None;
-    }
-    berth_cgroups::AttachWarmup::start(
-        std::path::Path::new(berth_cgroups::DEFAULT_ROOT),
-        plan.uses_user_ns(),
-    )
 }
 
 /// A created cgroup with its resources applied, waiting for the container's init.

@@ -108,17 +108,9 @@ impl Runtime {
         let spec = config::load_bundle_spec(&bundle)?;
         config::validate(&spec, &bundle)?;
         let plan = Plan::from_spec(&spec);
-        // Reaped at the end of create, by when init's own move has waited for it.
-        let _warmup = crate::cgroup::warm_up_attach(&spec, &plan);
         let rootfs = config::rootfs_path(&bundle, &spec)?;
-        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(crate::seccomp::compile(s)?),
-            None => None,
-        };
-        let console = match &opts.console_socket {
-            Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
-            None => None,
-        };
+        // The state directory first: it refuses a duplicate id before anything of the
+        // existing container's (its cgroup) could be touched.
         let dir = self.root.create_container_dir(id)?;
         let mut guard = CreateGuard {
             dir: None,
@@ -128,6 +120,19 @@ impl Runtime {
         };
         let dir_path = dir.path.clone();
         guard.dir = Some(dir);
+        // The cgroup exists before init does. On a pure v2 host init is born in it;
+        // elsewhere init is moved in right after it is sent its config, so the move's wait
+        // (the first v1 migration waits for an RCU grace period) overlaps init's mounts.
+        let placement = crate::cgroup::prepare(&spec, id)?;
+        guard.cgroup = placement.as_ref().map(|p| p.state());
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(s) => Some(crate::seccomp::compile(s)?),
+            None => None,
+        };
+        let console = match &opts.console_socket {
+            Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
+            None => None,
+        };
         std::fs::write(
             dir_path.join(state::CONFIG_FILE),
             serde_json::to_vec(&spec).expect("spec serializes"),
@@ -148,11 +153,6 @@ impl Runtime {
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
         tracing::debug!(id, "config validated");
-        // The cgroup exists before init does. On a pure v2 host init is born in it;
-        // elsewhere init is moved in right after it is sent its config, so the move's wait
-        // (the first v1 migration waits for an RCU grace period) overlaps init's mounts.
-        let placement = crate::cgroup::prepare(&spec, id)?;
-        guard.cgroup = placement.as_ref().map(|p| p.state());
         let target = placement
             .as_ref()
             .filter(|_| !plan.uses_user_ns())

@@ -859,31 +859,3 @@ fn v2_clone_into_cgroup() {
         "{line}"
     );
 }
-
-/// The attach warm-up is a real no-op migration: it starts on this v1/hybrid host, its
-/// child is reaped on drop, and this process stays in the cgroups it was in.
-#[test]
-fn attach_warmup_moves_nothing_and_is_reaped() {
-    if !is_root() {
-        return;
-    }
-    let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let warm = crate::AttachWarmup::start(Path::new(crate::DEFAULT_ROOT), false);
-    if detect().unwrap() == Hierarchy::V2 {
-        assert!(
-            warm.is_none(),
-            "nothing to warm up on pure v2 without v2_too"
-        );
-        return;
-    }
-    let warm = warm.expect("warm-up starts where v1 hierarchies are mounted");
-    let pid = warm.pid;
-    drop(warm);
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    assert!(!alive, "warm-up child {pid} not reaped");
-    assert_eq!(
-        std::fs::read_to_string("/proc/self/cgroup").unwrap(),
-        before
-    );
-}
