@@ -39,7 +39,11 @@ cd /bundle
 # A long-running container with limits.
 sed 's/"args": \[[^]]*\]/"args": ["sleep", "600"]/' config.json > /tmp/c.json && cp /tmp/c.json config.json
 # The VM's root is the initial ramfs, which pivot_root cannot leave (as for runc).
-$B run -d --no-pivot c1 || { echo "FAIL run -d"; exit 1; }
+$B --debug --log /tmp/c1.log run -d --no-pivot c1 || { echo "FAIL run -d"; exit 1; }
+# Debian 12's kernel refuses detached mounts as overlayfs layers: init must still run from
+# the read-only overlay view of berth, not fall back to a memfd copy of the binary.
+check "init from the overlay view" '! grep -q "overlay of the berth binary unavailable" /tmp/c1.log'
+check "own cgroup only" '$B exec c1 ls /sys/fs/cgroup | grep -q "^cgroup.procs$" && ! $B exec c1 ls /sys/fs/cgroup | grep -q "^berth-"'
 check "status running" '$B state c1 | grep -q "\"status\": \"running\""'
 check "memory.max" '[ "$(cat $cg/memory.max)" = 67108864 ]'
 check "pids.max" '[ "$(cat $cg/pids.max)" = 32 ]'
@@ -68,5 +72,5 @@ check "state removed" '[ ! -e /run/berth/c1 ]'
 exit $fail
 GUEST
 
-exec "$here/run-in-vm.sh" --add "$berth:/usr/bin/berth" --add "$work/bundle:/bundle" --script "$work/test.sh" \
+exec "$here/run-in-vm.sh" --add "$berth:/usr/bin/berth" --add "$work/bundle:/bundle" --script "$work/test.sh" --modules overlay \
     --mem 1G --cpus 2 --timeout "$timeout"

@@ -2,16 +2,18 @@
 //! runs from it, so `/proc/<pid>/exe` of any berth process inside a container never
 //! points at the writable host binary (CVE-2019-5736).
 //!
-//! Preferred: the binary opened through a *detached* read-only overlayfs mount (two lower
-//! layers: berth's own directory and an empty detached tmpfs, no upper layer). Writes
-//! through it fail with EROFS whatever the mount flags, the mount is attached nowhere so
-//! nobody can remount it, and no bytes are copied (runc 1.2 protects itself the same way).
+//! Preferred: the binary opened through a *detached* read-only overlayfs mount (no upper
+//! layer, so two lower layers: berth's own directory on top of an unrelated host directory
+//! that only pads the stack). Writes through it fail with EROFS whatever the mount flags,
+//! the mount is attached nowhere so nobody can remount it, and no bytes are copied (runc
+//! 1.2 protects itself the same way).
 //! Fallback (no overlayfs, or no privilege to mount it): a sealed memfd copy.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use nix::errno::Errno;
 
@@ -90,14 +92,20 @@ fn overlay_self() -> std::result::Result<OwnedFd, String> {
         _ => return Err(format!("unusable exe path {}", exe.display())),
     };
     let dir_fd = File::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // Overlayfs without an upper layer needs two lower layers: add an empty detached tmpfs.
-    let empty =
-        detached_mount("tmpfs", &[("size", "4k".into())]).map_err(|e| format!("tmpfs: {e}"))?;
-    let lower = format!(
-        "/proc/self/fd/{}:/proc/self/fd/{}",
-        dir_fd.as_raw_fd(),
-        empty.as_raw_fd()
-    );
+    // Overlayfs without an upper layer needs two lower layers. The lower one is never read
+    // (the binary is found in the top one, and checked below), but layers may not nest,
+    // and Linux before 6.x (Debian 12's 6.1) refuses detached mounts (an empty fsmount'ed
+    // tmpfs) as layers: take an existing directory unrelated to berth's.
+    let pad = ["/etc", "/dev", "/run"]
+        .into_iter()
+        .find(|p| !dir.starts_with(p) && !Path::new(p).starts_with(&dir))
+        .ok_or_else(|| {
+            format!(
+                "no directory unrelated to {} to pad the overlay",
+                dir.display()
+            )
+        })?;
+    let lower = format!("/proc/self/fd/{}:{pad}", dir_fd.as_raw_fd());
     let ovl =
         detached_mount("overlay", &[("lowerdir", lower)]).map_err(|e| format!("overlay: {e}"))?;
     let file = nix::fcntl::openat(
