@@ -133,6 +133,15 @@ corpus! {
         b.push("/linux/namespaces", json!({"type": "bogus"}));
         None
     } => "bogus";
+    memory_policy_without_nodes: |b| {
+        b.spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND"});
+        None
+    } => "linux.memoryPolicy.nodes";
+    // Valid syntax, but this host has no NUMA node 7: the kernel refuses it in init.
+    memory_policy_on_a_missing_node: |b| {
+        b.spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "7"});
+        None
+    } => "linux.memoryPolicy";
     duplicate_namespace: |b| {
         b.push("/linux/namespaces", json!({"type": "network"}));
         None

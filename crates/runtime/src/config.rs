@@ -342,8 +342,8 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return cfg("field linux.netDevices: moving network devices is not supported yet".into());
     }
-    if linux.memory_policy().is_some() {
-        return cfg("field linux.memoryPolicy: not supported yet".into());
+    if let Some(p) = linux.memory_policy() {
+        crate::mempolicy::MemoryPolicy::parse(p)?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod fs;
 mod hooks;
 pub mod init;
 mod lsm;
+mod mempolicy;
 pub mod mount;
 pub mod namespaces;
 mod sealed_exe;

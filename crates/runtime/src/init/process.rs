@@ -62,6 +62,14 @@ pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>) -> Result<ExecProcess
     {
         set_personality(p)?;
     }
+    if let Some(p) = cfg
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.memory_policy().as_ref())
+    {
+        crate::mempolicy::MemoryPolicy::parse(p)?.apply()?;
+    }
     let mut process = cfg.spec.process().clone().expect("validated");
     set_home(&mut process);
     apply_attributes(&process)?;
