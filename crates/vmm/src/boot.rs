@@ -12,7 +12,6 @@ use linux_loader::loader::KernelLoader;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::error::{Error, Result};
-use crate::image_file::ImageFile;
 use crate::layout::*;
 use crate::memory::Region;
 
@@ -53,8 +52,7 @@ fn kernel_err(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Detects the format from the magic numbers and loads the kernel into `mem`.
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
-    let f = File::open(path).map_err(|e| kernel_err(path, format!("open: {e}")))?;
-    let mut f = ImageFile::new(f, mem).map_err(|e| kernel_err(path, format!("stat: {e}")))?;
+    let mut f = File::open(path).map_err(|e| kernel_err(path, format!("open: {e}")))?;
     let mut head = [0u8; 0x206];
     let n = read_up_to(&mut f, &mut head).map_err(|e| kernel_err(path, format!("read: {e}")))?;
     let format = if n >= 4 && head[..4] == *b"\x7fELF" {
@@ -107,7 +105,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
     }
 }
 
-fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..])? {
@@ -129,9 +127,8 @@ pub fn load_initrd(
         path: path.to_path_buf(),
         reason,
     };
-    let f = File::open(path).map_err(|e| err(format!("open: {e}")))?;
-    let mut f = ImageFile::new(f, mem).map_err(|e| err(format!("stat: {e}")))?;
-    let size = f.size();
+    let mut f = File::open(path).map_err(|e| err(format!("open: {e}")))?;
+    let size = f.metadata().map_err(|e| err(format!("stat: {e}")))?.len();
     let max = kernel
         .setup_header
         .map_or(u64::from(u32::MAX), |h| u64::from(h.initrd_addr_max))

@@ -10,9 +10,6 @@
 //!   disjoint from every other live VM's memory in this process.
 //! - KVM memory slots are registered only from a [`memory::GuestRam`], which outlives the
 //!   VM and vCPU fds (drop order in [`Vm`]).
-//! - Kernel and initrd bytes reach guest RAM by `pread` or, for large page-aligned
-//!   reads, as copy-on-write file mappings placed only over whole pages of guest RAM
-//!   (`image_file`); never through a heap buffer.
 //! - Devices are reached only through the buses; device ranges never overlap.
 //! - The first recorded [`ShutdownReason`] wins; once set, every vCPU thread leaves
 //!   KVM_RUN (kicked by a signal) and `run` joins them all before returning.
@@ -35,7 +32,6 @@ pub mod control;
 pub mod cpu;
 pub mod devices;
 pub mod error;
-mod image_file;
 pub mod layout;
 pub mod memory;
 pub mod stats;
