@@ -3,7 +3,11 @@
 
 Each iteration is `RUNTIME run --bundle B ID` of /bin/true (create + start + wait +
 delete, which all three runtimes implement the same way), with the same config.json.
-Iterations are interleaved across runtimes so background load hits all of them alike.
+Iterations are interleaved across runtimes so background load hits all of them alike,
+and each iteration takes the next of all orders of the runtimes: a run pays for work the
+previous runtime left to the kernel (measured: whichever runtime follows runc is about
+5 ms slower), so each runtime must follow each other one equally often (a fixed or merely
+rotated order would always put the same runtime after runc).
 Prints the median and p90 wall time per container, the peak RSS of the runtime process
 (max over iterations, from GNU time), and ratios against berth.
 
@@ -15,6 +19,7 @@ runtimes then see the same cgroup v1 hierarchies. --resources adds memory, pids 
 limits to the config.
 """
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -69,8 +74,10 @@ def bench(args):
         }
         times = {name: [] for name in runtimes}
         rss = {name: 0 for name in runtimes}
+        orders = list(itertools.permutations(runtimes))
         for i in range(-3, args.iterations):  # three warm-up rounds
-            for name, cmd in runtimes.items():
+            for name in orders[i % len(orders)]:
+                cmd = runtimes[name]
                 t, r = one_run(cmd, bundle, f"bench-{name}-{os.getpid()}-{i + 3}")
                 if i >= 0:
                     times[name].append(t)
