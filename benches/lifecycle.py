@@ -12,6 +12,7 @@ Prints the median and p90 wall time per container, the peak RSS of the runtime p
 (max over iterations, from GNU time), and ratios against berth.
 
     python3 benches/lifecycle.py [--iterations 200] [--resources] [--berth PATH]
+                                 [--peers crun,runc]
 
 crun 1.8 refuses this host's hybrid cgroup layout, so the whole benchmark runs in a
 private mount namespace where /sys/fs/cgroup/unified is an empty tmpfs: all three
@@ -72,6 +73,7 @@ def bench(args):
             "crun": ["crun", "--root", os.path.join(state, "crun")],
             "runc": ["runc", "--root", os.path.join(state, "runc")],
         }
+        runtimes = {name: runtimes[name] for name in ["berth"] + args.peers}
         times = {name: [] for name in runtimes}
         rss = {name: 0 for name in runtimes}
         orders = list(itertools.permutations(runtimes))
@@ -100,8 +102,13 @@ def main():
     built = [os.path.join(REPO, p) for p in ("build/bin/berth", "target/release/berth")]
     p.add_argument("--berth", default=next((b for b in built if os.path.exists(b)), built[0]),
                    help="berth binary (default: build/bin/berth from `make build`, else target/release/berth)")
+    p.add_argument("--peers", default="crun,runc",
+                   help="comma-separated peers to run beside berth (crun, runc)")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.peers = [x for x in args.peers.split(",") if x]
+    if any(x not in ("crun", "runc") for x in args.peers):
+        p.error("--peers: only crun and runc are known")
     if args.inside:
         return bench(args)
     script = ("umount -l /sys/fs/cgroup/unified && mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec \"$0\" \"$@\" --inside")
