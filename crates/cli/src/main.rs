@@ -89,6 +89,10 @@ pub enum Command {
     Vm(commands::vm::Args),
     /// Pull an image from a registry.
     Pull(commands::image::PullArgs),
+    /// Check credentials against a registry and store them in the auth file.
+    Login(commands::image::LoginArgs),
+    /// Remove a registry's credentials from the auth file.
+    Logout(commands::image::LogoutArgs),
     /// List images.
     Images(commands::image::ImagesArgs),
     /// Remove images.

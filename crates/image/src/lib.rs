@@ -34,7 +34,7 @@ pub use bundle::Bundle;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use reference::Reference;
-pub use registry::{Credentials, PullOptions};
+pub use registry::{login, logout, Credentials, PullOptions};
 pub use spec::RunOverrides;
 pub use store::{Image, ImageId, ImageInfo, ImageSummary, PruneReport, Store};
 pub use unpack::{unpack_layer, UnpackStats, WhiteoutMode};

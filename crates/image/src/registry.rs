@@ -62,22 +62,8 @@ impl Credentials {
         let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
             return Ok(None);
         };
-        let wanted: Vec<String> = if registry == crate::reference::DEFAULT_REGISTRY {
-            vec![
-                "https://index.docker.io/v1/".into(),
-                "index.docker.io".into(),
-                "docker.io".into(),
-                "registry-1.docker.io".into(),
-            ]
-        } else {
-            vec![registry.to_string()]
-        };
         for (key, entry) in auths {
-            let host = key
-                .trim_start_matches("https://")
-                .trim_start_matches("http://");
-            let host = host.split('/').next().unwrap_or(host);
-            if !(wanted.iter().any(|w| w == key || w == host)) {
+            if !auth_key_names(key, registry) {
                 continue;
             }
             let bad = |reason: &str| Error::Registry {
@@ -113,6 +99,136 @@ impl Credentials {
         }
         Ok(None)
     }
+}
+
+/// Whether an `auths` key of a Docker-style auth file (a bare host or a URL) names
+/// `registry`; Docker Hub is known under several names.
+fn auth_key_names(key: &str, registry: &str) -> bool {
+    let host = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = host.split('/').next().unwrap_or(host);
+    let wanted: &[&str] = if registry == crate::reference::DEFAULT_REGISTRY {
+        &[
+            "https://index.docker.io/v1/",
+            "index.docker.io",
+            "docker.io",
+            "registry-1.docker.io",
+        ]
+    } else {
+        &[registry]
+    };
+    wanted.iter().any(|w| *w == key || *w == host)
+}
+
+/// The auth file `login` writes: the explicit one, else the default lookup order.
+fn auth_file_for(registry: &str, explicit: Option<&Path>) -> Result<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(default_auth_file)
+        .ok_or_else(|| Error::Registry {
+            registry: registry.to_string(),
+            reason: "no auth file: set HOME or DOCKER_CONFIG, or pass --authfile".into(),
+        })
+}
+
+/// `berth login`: checks `creds` against the registry's /v2/ endpoint (answering its Basic
+/// or Bearer challenge with them), then stores them in the Docker-style auth file, keeping
+/// its other entries. Returns the file written.
+pub fn login(registry: &str, creds: &Credentials, opts: &PullOptions) -> Result<PathBuf> {
+    let path = auth_file_for(registry, opts.auth_file.as_deref())?;
+    let check = PullOptions {
+        credentials: Some(creds.clone()),
+        ..opts.clone()
+    };
+    let client = Client::connect(registry, "", &check)?;
+    client.get_url(&format!("{}/v2/", client.base), "application/json")?;
+    let key = if registry == crate::reference::DEFAULT_REGISTRY {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", creds.username, creds.password));
+    edit_auth_file(&path, registry, |auths| {
+        auths.retain(|k, _| !auth_key_names(k, registry));
+        auths.insert(key.to_string(), serde_json::json!({ "auth": auth }));
+    })?;
+    Ok(path)
+}
+
+/// `berth logout`: removes the registry's credentials; false when it had none.
+pub fn logout(registry: &str, auth_file: Option<&Path>) -> Result<bool> {
+    let path = auth_file_for(registry, auth_file)?;
+    if !path.exists() {
+        return Ok(false);
+    }
+    let mut removed = false;
+    edit_auth_file(&path, registry, |auths| {
+        let before = auths.len();
+        auths.retain(|k, _| !auth_key_names(k, registry));
+        removed = auths.len() != before;
+    })?;
+    Ok(removed)
+}
+
+/// Rewrites the `auths` object of a Docker-style auth file (created if missing) and keeps
+/// every other key; atomic (temp file, fsync, rename) and readable only by its owner.
+fn edit_auth_file(
+    path: &Path,
+    registry: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let io = |e: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut doc: serde_json::Value = match std::fs::read(path) {
+        Ok(b) => from_json(&b, &path.display().to_string())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(io(e)),
+    };
+    let bad = || Error::Registry {
+        registry: registry.to_string(),
+        reason: format!(
+            "{}: not a JSON object with an \"auths\" object",
+            path.display()
+        ),
+    };
+    let top = doc.as_object_mut().ok_or_else(bad)?;
+    let auths = top
+        .entry("auths")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or_else(bad)?;
+    edit(auths);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    let tmp = dir.join(format!(
+        ".{}.berth-tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&doc).expect("JSON serializes"))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
 }
 
 /// How to pull.
@@ -211,17 +327,23 @@ type Response = ureq::http::Response<ureq::Body>;
 
 impl Client {
     fn new(r: &Reference, opts: &PullOptions) -> Result<Client> {
+        Client::connect(r.registry(), r.repository(), opts)
+    }
+
+    /// A client for `repository` on `registry` (an empty repository for registry-wide
+    /// requests such as the /v2/ check of `login`).
+    fn connect(registry: &str, repository: &str, opts: &PullOptions) -> Result<Client> {
         let insecure =
-            is_loopback(r.registry()) || opts.insecure_registries.iter().any(|i| i == r.registry());
-        let host = if r.registry() == crate::reference::DEFAULT_REGISTRY {
+            is_loopback(registry) || opts.insecure_registries.iter().any(|i| i == registry);
+        let host = if registry == crate::reference::DEFAULT_REGISTRY {
             "registry-1.docker.io"
         } else {
-            r.registry()
+            registry
         };
         let creds = match &opts.credentials {
             Some(c) => Some(c.clone()),
             None => match opts.auth_file.clone().or_else(default_auth_file) {
-                Some(p) => Credentials::from_auth_file(&p, r.registry())?,
+                Some(p) => Credentials::from_auth_file(&p, registry)?,
                 None => None,
             },
         };
@@ -234,8 +356,8 @@ impl Client {
         Ok(Client {
             agent,
             base: format!("{}://{host}", if insecure { "http" } else { "https" }),
-            registry: r.registry().to_string(),
-            repository: r.repository().to_string(),
+            registry: registry.to_string(),
+            repository: repository.to_string(),
             creds,
             authorization: Mutex::new(None),
         })
@@ -258,7 +380,14 @@ impl Client {
 
     /// GET `path` under /v2/<repository>/, answering one auth challenge if needed.
     fn get(&self, path: &str, accept: &str) -> Result<Response> {
-        let url = format!("{}/v2/{}/{path}", self.base, self.repository);
+        self.get_url(
+            &format!("{}/v2/{}/{path}", self.base, self.repository),
+            accept,
+        )
+    }
+
+    fn get_url(&self, url: &str, accept: &str) -> Result<Response> {
+        let url = url.to_string();
         let resp = self.send(&url, accept)?;
         if resp.status().as_u16() != 401 {
             return self.check(resp, &url);
@@ -309,11 +438,15 @@ impl Client {
                 if !(realm.starts_with("https://") || realm.starts_with("http://")) {
                     return Err(self.err(format!("token realm {realm:?} is not an http(s) URL")));
                 }
-                let scope = params
-                    .get("scope")
-                    .cloned()
-                    .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
-                let mut req = self.agent.get(realm.as_str()).query("scope", &scope);
+                // Registry-wide requests (login's /v2/ check) ask for no scope.
+                let scope = params.get("scope").cloned().or_else(|| {
+                    (!self.repository.is_empty())
+                        .then(|| format!("repository:{}:pull", self.repository))
+                });
+                let mut req = self.agent.get(realm.as_str());
+                if let Some(scope) = &scope {
+                    req = req.query("scope", scope);
+                }
                 if let Some(service) = params.get("service") {
                     req = req.query("service", service);
                 }

@@ -415,6 +415,44 @@ fn basic_auth_with_docker_config_credentials() {
         )
         .unwrap();
     assert_eq!(store.list().unwrap()[0].names, [name.to_string()]);
+
+    // `berth login` checks the credentials before storing them, keeps the file's other
+    // entries and keys, and `logout` removes only this registry's entry.
+    let login_file = t.path().join("login/config.json");
+    let with_file = PullOptions {
+        auth_file: Some(login_file.clone()),
+        ..opts()
+    };
+    let alice = |password: &str| Credentials {
+        username: "alice".into(),
+        password: password.into(),
+    };
+    let err = berth_image::login(&reg.addr, &alice("nope"), &with_file).unwrap_err();
+    assert!(err.to_string().contains("credentials"), "{err}");
+    assert!(!login_file.exists(), "refused login wrote the auth file");
+    fs::create_dir_all(login_file.parent().unwrap()).unwrap();
+    fs::write(
+        &login_file,
+        r#"{"auths":{"other.example":{"auth":"eDp5"}},"credsStore":"none"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        berth_image::login(&reg.addr, &alice("wonderland"), &with_file).unwrap(),
+        login_file
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&login_file).unwrap()).unwrap();
+    assert_eq!(doc["credsStore"], "none");
+    assert_eq!(doc["auths"]["other.example"]["auth"], "eDp5");
+    assert_eq!(doc["auths"][reg.addr.as_str()]["auth"], enc.as_str());
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(&login_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    store.pull(&name, &with_file).unwrap();
+    assert!(berth_image::logout(&reg.addr, Some(&login_file)).unwrap());
+    assert!(!berth_image::logout(&reg.addr, Some(&login_file)).unwrap());
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&login_file).unwrap()).unwrap();
+    assert_eq!(doc["auths"]["other.example"]["auth"], "eDp5");
+    assert!(doc["auths"].get(reg.addr.as_str()).is_none());
 }
 
 /// Minimal token issuer: checks Basic credentials, returns a signed JWT granting

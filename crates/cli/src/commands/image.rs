@@ -105,6 +105,85 @@ pub fn pull(a: &PullArgs) -> anyhow::Result<u8> {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host[:port] (default: Docker Hub).
+    #[arg(default_value = berth_image::reference::DEFAULT_REGISTRY)]
+    pub registry: String,
+    #[arg(long, short = 'u')]
+    pub username: String,
+    /// Password on the command line (visible to other users in ps; prefer --password-stdin).
+    #[arg(long, short = 'p', conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from stdin (up to the first newline).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Registry reached over plain HTTP; loopback registries always are.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Docker-style auth file to write (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json).
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+}
+
+pub fn login(a: &LoginArgs) -> anyhow::Result<u8> {
+    let password = match (&a.password, a.password_stdin) {
+        (Some(p), _) => p.clone(),
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("--password-stdin: reading stdin")?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => {
+            anyhow::bail!("login: give the password with --password-stdin (or --password)")
+        }
+    };
+    if password.is_empty() {
+        anyhow::bail!("login: the password is empty");
+    }
+    let creds = Credentials {
+        username: a.username.clone(),
+        password,
+    };
+    let opts = PullOptions {
+        insecure_registries: if a.tls_verify {
+            vec![]
+        } else {
+            vec![a.registry.clone()]
+        },
+        auth_file: a.authfile.clone(),
+        ..Default::default()
+    };
+    let path = berth_image::login(&a.registry, &creds, &opts)?;
+    out!(
+        "Login Succeeded (credentials for {} stored in {})",
+        a.registry,
+        path.display()
+    );
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host[:port] (default: Docker Hub).
+    #[arg(default_value = berth_image::reference::DEFAULT_REGISTRY)]
+    pub registry: String,
+    /// Docker-style auth file (default: as for login).
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+}
+
+pub fn logout(a: &LogoutArgs) -> anyhow::Result<u8> {
+    if berth_image::logout(&a.registry, a.authfile.as_deref())? {
+        out!("Removed credentials for {}", a.registry);
+        Ok(0)
+    } else {
+        anyhow::bail!("logout: not logged in to {}", a.registry)
+    }
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
     /// Print only image IDs.
     #[arg(long, short = 'q')]

@@ -49,6 +49,8 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::Vm(a) => vm::run(a),
         Command::Pull(a) => image::pull(a),
+        Command::Login(a) => image::login(a),
+        Command::Logout(a) => image::logout(a),
         Command::Images(a) => image::images(a),
         Command::Rmi(a) => image::rmi(a),
         Command::Load(a) => image::load(a),
