@@ -5,7 +5,8 @@
 //! The DSDT holds one `LNRO0005` device per virtio-mmio window (the ACPI id Linux's
 //! virtio_mmio driver matches) and an `_S5_` package; AML is emitted by hand below.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use crate::memory::GuestMem;
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::legacy::S5_SLP_TYP;
 use crate::error::{Error, Result};
@@ -237,7 +238,7 @@ fn rsdp(xsdt_addr: u64) -> Vec<u8> {
 }
 
 /// Builds all tables and writes them into the BIOS area at [`ACPI_ADDR`].
-pub fn write_tables(mem: &GuestMemoryMmap, vcpus: u8, devices: &[MmioDevice]) -> Result<()> {
+pub fn write_tables(mem: &GuestMem, vcpus: u8, devices: &[MmioDevice]) -> Result<()> {
     let mut blob = vec![0u8; 64]; // RSDP first (16-byte aligned), patched below
     let mut place = |t: Vec<u8>| {
         let addr = ACPI_ADDR + blob.len() as u64;
@@ -266,7 +267,7 @@ mod tests {
     use super::*;
     use vm_memory::Bytes;
 
-    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    fn read(mem: &GuestMem, addr: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
         mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
         v
@@ -281,7 +282,7 @@ mod tests {
     }
 
     /// Reads the table at `addr`, checking its signature and checksum.
-    fn table_at(mem: &GuestMemoryMmap, addr: u64, sig: &[u8; 4]) -> Vec<u8> {
+    fn table_at(mem: &GuestMem, addr: u64, sig: &[u8; 4]) -> Vec<u8> {
         let len = u32_at(&read(mem, addr, 8), 4) as usize;
         let t = read(mem, addr, len);
         assert_eq!(&t[..4], sig);
@@ -295,7 +296,15 @@ mod tests {
 
     #[test]
     fn tables_chain_from_rsdp_and_describe_cpus_and_devices() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
+        let ram = crate::memory::GuestRam::new(
+            &[crate::memory::Region {
+                start: 0,
+                size: 2 << 20,
+            }],
+            false,
+        )
+        .unwrap();
+        let mem = ram.memory();
         let devs = [
             MmioDevice {
                 base: 0xd000_0000,
@@ -308,15 +317,15 @@ mod tests {
                 gsi: 6,
             },
         ];
-        write_tables(&mem, 3, &devs).unwrap();
-        let r = read(&mem, ACPI_ADDR, 36);
+        write_tables(mem, 3, &devs).unwrap();
+        let r = read(mem, ACPI_ADDR, 36);
         assert_eq!(&r[..8], b"RSD PTR ");
         assert_eq!(r[..20].iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
         assert_eq!(r.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
-        let x = table_at(&mem, u64_at(&r, 24), b"XSDT");
-        let fadt = table_at(&mem, u64_at(&x, 36), b"FACP");
-        let madt = table_at(&mem, u64_at(&x, 44), b"APIC");
-        let dsdt = table_at(&mem, u64_at(&fadt, 140), b"DSDT");
+        let x = table_at(mem, u64_at(&r, 24), b"XSDT");
+        let fadt = table_at(mem, u64_at(&x, 36), b"FACP");
+        let madt = table_at(mem, u64_at(&x, 44), b"APIC");
+        let dsdt = table_at(mem, u64_at(&fadt, 140), b"DSDT");
         assert_ne!(u32_at(&fadt, 112) & (1 << 20), 0, "HW_REDUCED_ACPI");
         assert_eq!(fadt[244], 1, "sleep control in system I/O space");
         assert_eq!(

@@ -5,11 +5,12 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use crate::memory::GuestMem;
 use linux_loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress};
 
 use crate::error::{Error, Result};
 use crate::layout::*;
@@ -51,7 +52,7 @@ fn kernel_err(path: &Path, reason: impl Into<String>) -> Error {
 }
 
 /// Detects the format from the magic numbers and loads the kernel into `mem`.
-pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
+pub fn load_kernel(mem: &GuestMem, path: &Path) -> Result<LoadedKernel> {
     let mut f = File::open(path).map_err(|e| kernel_err(path, format!("open: {e}")))?;
     let mut head = [0u8; 0x206];
     let n = read_up_to(&mut f, &mut head).map_err(|e| kernel_err(path, format!("read: {e}")))?;
@@ -118,7 +119,7 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Loads the initrd page-aligned at the top of low RAM, above the kernel; returns (addr, size).
 pub fn load_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     path: &Path,
     kernel: &LoadedKernel,
     low_ram_end: u64,
@@ -150,7 +151,7 @@ pub fn load_initrd(
 
 /// Writes the command line and the zero page (boot_params) with the e820 map.
 pub fn write_boot_params(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     kernel: &LoadedKernel,
     cmdline: &str,
     initrd: Option<(u64, u64)>,
@@ -226,7 +227,7 @@ pub fn e820_map(ram: &[Region]) -> Vec<(u64, u64, u32)> {
 }
 
 /// Identity page tables for the first 4 GiB (2 MiB pages) and the boot GDT.
-pub fn write_page_tables_and_gdt(mem: &GuestMemoryMmap) -> Result<()> {
+pub fn write_page_tables_and_gdt(mem: &GuestMem) -> Result<()> {
     let w = |v: u64, a: u64| {
         mem.write_obj(v, GuestAddress(a))
             .map_err(|e| Error::GuestMemory(format!("boot tables at {a:#x}: {e}")))

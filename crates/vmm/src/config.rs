@@ -25,6 +25,10 @@ pub struct VmConfig {
     /// Confine each vCPU thread (no_new_privs, no capabilities, seccomp allow-list)
     /// before it runs guest code. See [`crate::confine`].
     pub confine: bool,
+    /// Advise transparent huge pages for guest RAM (`MADV_HUGEPAGE`; `false`:
+    /// `MADV_NOHUGEPAGE`). Faster boots, fewer nested page faults; but a guest that
+    /// touches one byte of a 2 MiB range gets all of it. See [`crate::memory`].
+    pub hugepages: bool,
 }
 
 /// Upper bound on vCPUs (IOAPIC/MADT sizing).
@@ -46,6 +50,7 @@ impl VmConfig {
             console: ConsoleConfig::Stdout,
             irqchip: true,
             confine: true,
+            hugepages: true,
         }
     }
 }

@@ -9,7 +9,8 @@
 //!   guest-physical -> host-virtual map injective and inside its own mappings, and
 //!   disjoint from every other live VM's memory in this process.
 //! - KVM memory slots are registered only from a [`memory::GuestRam`], which outlives the
-//!   VM and vCPU fds (drop order in [`Vm`]).
+//!   VM and vCPU fds (drop order in [`Vm`]). Its regions are 2 MiB aligned mappings,
+//!   each owned by the vm-memory region over it (unmapped with the last clone).
 //! - Devices are reached only through the buses; device ranges never overlap.
 //! - The first recorded [`ShutdownReason`] wins; once set, every vCPU thread leaves
 //!   KVM_RUN (kicked by a signal) and `run` joins them all before returning.

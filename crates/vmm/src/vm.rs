@@ -5,12 +5,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use crate::memory::GuestMem;
 use berth_seccomp::Filter;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -110,7 +110,7 @@ impl Vm {
     /// drop (locals drop in reverse order, so the VM fd goes before guest memory).
     pub fn build(cfg: &VmConfig) -> Result<Vm> {
         validate(cfg)?;
-        let ram = GuestRam::new(&x86_layout(cfg.memory_mib))?;
+        let ram = GuestRam::new(&x86_layout(cfg.memory_mib), cfg.hugepages)?;
         let kvm_sys = Kvm::new().map_err(kvm("open /dev/kvm"))?;
         let vm = create_vm(&kvm_sys, &ram, cfg.irqchip)?;
         let (kernel, initrd) = load_guest(&ram, cfg)?;
@@ -329,7 +329,7 @@ fn legacy_devices(
 fn virtio_devices(
     vm: &VmFd,
     cfg: &VmConfig,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     filter: &Option<Arc<Filter>>,
     backends: &mut Vec<Backend>,
 ) -> Result<(Bus, Vec<crate::acpi::MmioDevice>)> {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use vm_memory::GuestMemoryMmap;
+use crate::memory::GuestMem;
 
 use virtio_queue::Queue;
 
@@ -139,7 +139,7 @@ impl VirtioDevice for Block {
         // struct virtio_blk_config starts with `le64 capacity` in sectors.
         read_config_bytes(&(self.capacity / SECTOR).to_le_bytes(), offset, data);
     }
-    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> bool {
         match queues.get_mut(usize::from(queue)) {
             Some(q) => drain_queue(q, mem, |chain| self.handle(chain, mem)),
             None => false,
@@ -148,7 +148,7 @@ impl VirtioDevice for Block {
 }
 
 impl Block {
-    fn handle(&mut self, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
+    fn handle(&mut self, chain: Chain<'_>, mem: &GuestMem) -> u32 {
         let (Ok(mut r), Ok(mut w)) = (chain.clone().reader(mem), chain.writer(mem)) else {
             return 0;
         };

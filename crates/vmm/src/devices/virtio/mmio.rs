@@ -1,7 +1,7 @@
 //! virtio-mmio transport, register layout of the virtio 1.x spec section 4.2.2.
 
+use crate::memory::GuestMem;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 use super::VirtioDevice;
 use crate::bus::BusDevice;
@@ -19,7 +19,7 @@ const INT_USED_RING: u32 = 1;
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     queues: Vec<Queue>,
-    mem: GuestMemoryMmap,
+    mem: GuestMem,
     irq: IrqLine,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -30,7 +30,7 @@ pub struct MmioTransport {
 }
 
 impl MmioTransport {
-    pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMemoryMmap, irq: IrqLine) -> Self {
+    pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMem, irq: IrqLine) -> Self {
         let queues = device
             .queue_max_sizes()
             .iter()

@@ -9,8 +9,8 @@ pub mod net;
 pub mod rng;
 pub mod vsock;
 
+use crate::memory::GuestMem;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 /// Feature bit every device offers: the modern (non-legacy) interface.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
@@ -21,7 +21,7 @@ pub const TYPE_RNG: u32 = 4;
 pub const TYPE_VSOCK: u32 = 19;
 
 /// A chain as handed to a device: borrowed guest memory.
-pub type Chain<'a> = DescriptorChain<&'a GuestMemoryMmap>;
+pub type Chain<'a> = DescriptorChain<&'a GuestMem>;
 
 /// Device-specific half of a virtio device; the transport owns queues and registers.
 pub trait VirtioDevice: Send {
@@ -34,10 +34,10 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// The driver notified `queue` (all queues are ready and valid); returns whether any
     /// used ring changed, i.e. whether to interrupt the guest.
-    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool;
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> bool;
     /// Device-initiated work, e.g. host data for the guest. Called after every notify and
     /// whenever the device's backend thread wakes; returns whether any used ring changed.
-    fn poll(&mut self, _queues: &mut [Queue], _mem: &GuestMemoryMmap) -> bool {
+    fn poll(&mut self, _queues: &mut [Queue], _mem: &GuestMem) -> bool {
         false
     }
 }
@@ -46,7 +46,7 @@ pub trait VirtioDevice: Send {
 /// `handle` (which returns the bytes it wrote). Returns whether any chain was used.
 pub(crate) fn drain_queue(
     queue: &mut Queue,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     mut handle: impl FnMut(Chain<'_>) -> u32,
 ) -> bool {
     let mut used = false;

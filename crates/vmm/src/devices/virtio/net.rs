@@ -8,8 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 
+use crate::memory::GuestMem;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::{drain_queue, read_config_bytes, VirtioDevice, TYPE_NET, VIRTIO_F_VERSION_1};
@@ -144,7 +144,7 @@ impl VirtioDevice for Net {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.mac, offset, data);
     }
-    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> bool {
         // rx notifications mean "new buffers": `poll`, called next, fills them.
         if usize::from(queue) != TXQ {
             return false;
@@ -164,7 +164,7 @@ impl VirtioDevice for Net {
             0
         })
     }
-    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMem) -> bool {
         let Some(rxq) = queues.get_mut(RXQ).filter(|q| q.ready()) else {
             return false;
         };

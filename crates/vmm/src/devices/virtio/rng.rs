@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use vm_memory::GuestMemoryMmap;
+use crate::memory::GuestMem;
 
 use virtio_queue::Queue;
 
@@ -27,7 +27,7 @@ impl VirtioDevice for Rng {
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> bool {
         match queues.get_mut(usize::from(queue)) {
             Some(q) => drain_queue(q, mem, |chain| self.handle(chain, mem)),
             None => false,
@@ -36,7 +36,7 @@ impl VirtioDevice for Rng {
 }
 
 impl Rng {
-    fn handle(&mut self, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
+    fn handle(&mut self, chain: Chain<'_>, mem: &GuestMem) -> u32 {
         let Ok(mut w) = chain.writer(mem) else {
             return 0;
         };

@@ -21,8 +21,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::memory::GuestMem;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{ByteValued, GuestMemoryMmap};
+use vm_memory::ByteValued;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::{drain_queue, read_config_bytes, Chain, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
@@ -399,14 +400,7 @@ impl Vsock {
     }
 
     /// Writes one packet into the next rx chain; false when the guest has no buffer.
-    fn deliver(
-        &mut self,
-        rxq: &mut Queue,
-        mem: &GuestMemoryMmap,
-        key: Key,
-        op: u16,
-        flags: u32,
-    ) -> bool {
+    fn deliver(&mut self, rxq: &mut Queue, mem: &GuestMem, key: Key, op: u16, flags: u32) -> bool {
         let Some(chain) = rxq.pop_descriptor_chain(mem) else {
             return false;
         };
@@ -421,7 +415,7 @@ impl Vsock {
     fn write_packet(
         &mut self,
         chain: Chain<'_>,
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
         key: Key,
         op: u16,
         flags: u32,
@@ -480,7 +474,7 @@ fn read_handshake(h: &mut Handshake) -> HandshakeStep {
     }
 }
 
-fn read_packet(chain: Chain<'_>, mem: &GuestMemoryMmap) -> Option<(Header, Vec<u8>)> {
+fn read_packet(chain: Chain<'_>, mem: &GuestMem) -> Option<(Header, Vec<u8>)> {
     let mut r = chain.reader(mem).ok()?;
     let hdr: Header = r.read_obj().ok()?;
     let len = (hdr.len as usize)
@@ -510,7 +504,7 @@ impl VirtioDevice for Vsock {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.cid.to_le_bytes(), offset, data);
     }
-    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> bool {
         // rx notifications only mean "new buffers": `poll`, called next, fills them.
         if usize::from(queue) != TXQ {
             return false;
@@ -528,7 +522,7 @@ impl VirtioDevice for Vsock {
         }
         used
     }
-    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMem) -> bool {
         let Some(rxq) = queues.get_mut(RXQ).filter(|q| q.ready()) else {
             return false;
         };
@@ -555,7 +549,7 @@ enum Delivered {
 
 impl Vsock {
     /// Control packets first, then data, while the guest has rx buffers.
-    fn deliver_all(&mut self, rxq: &mut Queue, mem: &GuestMemoryMmap) -> Delivered {
+    fn deliver_all(&mut self, rxq: &mut Queue, mem: &GuestMem) -> Delivered {
         let mut any = false;
         while let Some(&(key, op, flags)) = self.control.front() {
             if !self.deliver(rxq, mem, key, op, flags) {
