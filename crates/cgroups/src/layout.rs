@@ -253,11 +253,6 @@ pub(crate) fn clean_cgroups_path(path: &str) -> Result<(bool, Vec<String>)> {
 /// rules: absolute paths are taken from the hierarchy root; relative paths are joined to
 /// this process's own cgroup (on v2, to its parent, since the own cgroup usually has
 /// processes and so cannot delegate controllers).
-/// This process's own cgroup directory in `mount`.
-pub(crate) fn own_dir(mount: &Mount) -> PathBuf {
-    container_dir(mount, false, &[], false)
-}
-
 pub(crate) fn container_dir(mount: &Mount, absolute: bool, parts: &[String], v2: bool) -> PathBuf {
     let mut dir = mount.mountpoint.clone();
     if !absolute {
@@ -296,7 +291,46 @@ pub struct CgroupPaths {
     pub unified: Option<PathBuf>,
 }
 
+/// A container's cgroup in one mounted hierarchy, as a container without a cgroup namespace
+/// bind-mounts it at `/sys/fs/cgroup/<name>` (as runc does), seeing nothing above it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupMount {
+    /// The hierarchy's mount directory under the cgroup root (`memory`, `cpu,cpuacct`,
+    /// `systemd`, `unified`); empty for the single hierarchy of a pure v2 host.
+    pub name: String,
+    /// The container's directory in that hierarchy.
+    pub dir: PathBuf,
+    /// Whether this is the cgroup2 hierarchy.
+    pub v2: bool,
+}
+
 impl CgroupPaths {
+    /// One entry per mounted hierarchy (co-mounted controllers once, v1 first), for
+    /// hierarchies mounted at `root/<name>` or, on pure v2, at `root` itself.
+    pub fn mounts(&self, root: &Path) -> Vec<CgroupMount> {
+        let name = |dir: &Path, v2: bool| {
+            let rel = dir.strip_prefix(root).unwrap_or(dir);
+            match rel.components().next() {
+                Some(Component::Normal(n)) if !(v2 && self.v1.is_empty()) => {
+                    n.to_string_lossy().into_owned()
+                }
+                _ => String::new(),
+            }
+        };
+        let mut out: Vec<CgroupMount> = Vec::new();
+        let v1 = self.v1.values().map(|d| (d, false));
+        for (dir, v2) in v1.chain(self.unified.iter().map(|d| (d, true))) {
+            if !out.iter().any(|m| m.dir == *dir) {
+                out.push(CgroupMount {
+                    name: name(dir, v2),
+                    dir: dir.clone(),
+                    v2,
+                });
+            }
+        }
+        out
+    }
+
     /// Every distinct directory, v1 ones first.
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = Vec::new();
@@ -322,6 +356,39 @@ mod tests {
 50 23 0:40 / /mnt/other\\040dir rw - cgroup cgroup rw,pids
 ";
     const PROC: &str = "9:name=systemd:/\n4:memory:/a/b\n1:cpu,cpuacct:/c\n0::/u/v\n";
+
+    #[test]
+    fn mounts_name_each_hierarchy_once() {
+        let root = Path::new("/sys/fs/cgroup");
+        let paths = CgroupPaths {
+            v1: [
+                ("cpu", "/sys/fs/cgroup/cpu,cpuacct/berth-c"),
+                ("cpuacct", "/sys/fs/cgroup/cpu,cpuacct/berth-c"),
+                ("name=systemd", "/sys/fs/cgroup/systemd/berth-c"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), PathBuf::from(v)))
+            .collect(),
+            unified: Some(PathBuf::from("/sys/fs/cgroup/unified/berth-c")),
+        };
+        let m = paths.mounts(root);
+        let names: Vec<(&str, bool)> = m.iter().map(|m| (m.name.as_str(), m.v2)).collect();
+        assert_eq!(
+            names,
+            [
+                ("cpu,cpuacct", false),
+                ("systemd", false),
+                ("unified", true)
+            ]
+        );
+        let v2 = CgroupPaths {
+            v1: BTreeMap::new(),
+            unified: Some(PathBuf::from("/sys/fs/cgroup/berth-c")),
+        };
+        let m = v2.mounts(root);
+        assert_eq!((m.len(), m[0].name.as_str(), m[0].v2), (1, "", true));
+        assert_eq!(m[0].dir, Path::new("/sys/fs/cgroup/berth-c"));
+    }
 
     #[test]
     fn hybrid_layout_from_mountinfo() {

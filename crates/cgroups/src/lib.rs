@@ -36,7 +36,7 @@ mod v2;
 mod tests;
 
 pub use error::{Error, Result};
-pub use layout::CgroupPaths;
+pub use layout::{CgroupMount, CgroupPaths};
 pub use manager::{CgroupState, Manager};
 pub use oom::{OomEvent, OomWatcher};
 pub use resources::{blkio_weight_to_io_weight, shares_to_weight, swap_v2};
@@ -93,38 +93,6 @@ fn default_path(id: &str) -> Result<String> {
         return Err(Error::InvalidId(id.to_string()));
     }
     Ok(format!("/berth-{id}"))
-}
-
-/// This process's cgroup in one mounted hierarchy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnCgroup {
-    /// The name of the hierarchy's mount directory (`memory`, `cpu,cpuacct`, `unified`).
-    pub name: String,
-    /// The host directory of this process's cgroup in it.
-    pub dir: PathBuf,
-    /// Whether this is the cgroup2 hierarchy.
-    pub v2: bool,
-}
-
-/// The cgroup this process is in, for every hierarchy mounted under `root` (co-mounted
-/// controllers once, v1 first). A container without a cgroup namespace bind-mounts these,
-/// as runc does, so it sees its own cgroup and nothing above it.
-pub fn own_cgroups(root: &Path) -> Result<Vec<OwnCgroup>> {
-    let l = layout::Layout::detect(root)?;
-    let v1 = l.v1.values().map(|m| (m, false));
-    let mut out: Vec<OwnCgroup> = Vec::new();
-    for (m, v2) in v1.chain(l.unified.iter().map(|m| (m, true))) {
-        let name = m
-            .mountpoint
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !out.iter().any(|o| o.name == name) {
-            let dir = layout::own_dir(m);
-            out.push(OwnCgroup { name, dir, v2 });
-        }
-    }
-    Ok(out)
 }
 
 /// Resolves the config against a layout into the state of a not-yet-created cgroup.

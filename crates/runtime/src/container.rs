@@ -192,6 +192,14 @@ impl Runtime {
                 console_socket: console.as_ref().map(|c| c.as_raw_fd()),
                 start_listener: start_listener.as_raw_fd(),
                 seccomp,
+                cgroup_mounts: placement
+                    .as_ref()
+                    .map(|p| {
+                        p.state()
+                            .paths
+                            .mounts(std::path::Path::new(berth_cgroups::DEFAULT_ROOT))
+                    })
+                    .unwrap_or_default(),
             })),
         )?;
         drop(console);

@@ -36,6 +36,9 @@ pub struct InitConfig {
     /// fd (inherited) of the socket `start` connects to.
     pub start_listener: i32,
     pub seccomp: Option<crate::seccomp::Compiled>,
+    /// The container's cgroup directories, bind-mounted when it has no cgroup namespace
+    /// (empty when it has no cgroup).
+    pub cgroup_mounts: Vec<berth_cgroups::CgroupMount>,
 }
 
 /// Entry point of `berth init`. Never returns.
@@ -83,24 +86,36 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
     // SAFETY: the parent passed us this listening socket to own.
     let start_listener =
         unsafe { std::os::unix::net::UnixListener::from_raw_fd(cfg.start_listener) };
-    // The parent moves us into our cgroup while we mount: the first migration into a v1
-    // cgroup waits for an RCU grace period (~10 ms), so it runs beside this work.
+    // The parent moves us into our cgroup while we set up: the first migration into a v1
+    // cgroup waits for an RCU grace period (5-15 ms), so it runs beside this work. Only a
+    // new cgroup namespace (rooted where we are when it is made) and the hooks need us in
+    // the cgroup; otherwise the wait ends just before `created`.
     let mut cgroup = CgroupGate {
         ch,
         new_namespace: cfg.plan.new_cgroup,
         entered: false,
     };
     rootfs::mount_all(&cfg, &proc, &mut cgroup)?;
-    cgroup.wait()?;
     // runc's order: mounts, then the createRuntime hooks (run by the parent), then pivot.
-    ch.send(&ChildMsg::NamespacesReady)?;
-    let state = match ch.recv::<ParentMsg>()? {
-        Some(ParentMsg::Continue { state }) => state,
-        _ => {
-            return Err(Error::Init(
-                "parent went away during createRuntime hooks".into(),
-            ))
+    let hooks = cfg.spec.hooks().as_ref();
+    let has_hooks = hooks.is_some_and(|h| {
+        [h.prestart(), h.create_runtime(), h.create_container()]
+            .iter()
+            .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+    });
+    let state = if has_hooks {
+        cgroup.wait()?;
+        ch.send(&ChildMsg::NamespacesReady)?;
+        match ch.recv::<ParentMsg>()? {
+            Some(ParentMsg::Continue { state }) => state,
+            _ => {
+                return Err(Error::Init(
+                    "parent went away during createRuntime hooks".into(),
+                ))
+            }
         }
+    } else {
+        serde_json::Value::Null
     };
     let mut cfg = cfg;
     if let Some(s) = cfg.seccomp.as_mut() {
@@ -111,6 +126,7 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
     rootfs::finish(&cfg, &state)?;
     let console = console::setup(&cfg)?;
     let exec = process::prepare(&cfg, console)?;
+    cgroup.wait()?;
     ch.send(&ChildMsg::Created)?;
     process::wait_for_start_and_exec(start_listener, exec, &cfg)
 }

@@ -62,30 +62,35 @@ pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Re
         .iter()
         .flatten()
         .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup);
+    // Without a cgroup namespace the container's own cgroup directories are bind-mounted
+    // (the parent named them); a new cgroup namespace must wait until we are in the cgroup.
+    let cgroup_binds = (!cgroup_ns).then_some(cfg.cgroup_mounts.as_slice());
+    let gated = cfg.plan.new_cgroup;
     let mounts = spec.mounts().clone().unwrap_or_default();
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && MountOptions::parse(m.options().as_deref().unwrap_or_default()).is_bind()
     });
-    // cgroup mounts need the cgroup namespace, which needs the parent to have moved us into
-    // our cgroup (slow, see CgroupGate): do every other mount first, unless a later mount
-    // lies beneath a cgroup mount and so must follow it.
+    // cgroup mounts in a new cgroup namespace need the parent to have moved us into our
+    // cgroup (slow, see CgroupGate): do every other mount first, unless a later mount lies
+    // beneath a cgroup mount and so must follow it.
     let is_cgroup = |m: &Mount| matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2"));
     let deferrable = |i: usize| {
-        is_cgroup(&mounts[i])
+        gated
+            && is_cgroup(&mounts[i])
             && !mounts[i + 1..]
                 .iter()
                 .any(|later| later.destination().starts_with(mounts[i].destination()))
     };
     let mount = |i: usize, m: &Mount| {
-        mount_one(&root, &cfg.bundle, m, in_userns, cgroup_ns)
+        mount_one(&root, &cfg.bundle, m, in_userns, cgroup_binds)
             .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))
     };
     for (i, m) in mounts.iter().enumerate() {
         if deferrable(i) {
             continue;
         }
-        if is_cgroup(m) {
+        if gated && is_cgroup(m) {
             cgroup.wait()?;
         }
         mount(i, m)?;
@@ -97,7 +102,9 @@ pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Re
         !dev_is_bound,
     )?;
     write_sysctls(spec, proc)?;
-    cgroup.wait()?;
+    if gated {
+        cgroup.wait()?;
+    }
     for (i, m) in mounts.iter().enumerate().filter(|(i, _)| deferrable(*i)) {
         mount(i, m)?;
     }
@@ -150,7 +157,7 @@ fn mount_one(
     bundle: &Path,
     m: &Mount,
     in_userns: bool,
-    cgroup_ns: bool,
+    cgroup_binds: Option<&[berth_cgroups::CgroupMount]>,
 ) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let typ = m
@@ -195,8 +202,10 @@ fn mount_one(
     let dest = root.create_path(m.destination(), false)?;
     let data = opts.data_string();
     match typ {
-        "cgroup" | "cgroup2" if cgroup_ns => mount_cgroup(root, m, &dest, &opts)?,
-        "cgroup" | "cgroup2" => bind_own_cgroups(root, m, &dest, &opts)?,
+        "cgroup" | "cgroup2" => match cgroup_binds {
+            None => mount_cgroup(root, m, &dest, &opts)?,
+            Some(dirs) => bind_cgroups(root, m, &dest, &opts, dirs)?,
+        },
         _ => {
             let flags = opts.flags & !MsFlags::MS_REMOUNT;
             mount(
@@ -383,9 +392,14 @@ fn mount_cgroup(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> 
 
 /// cgroup mounts without a cgroup namespace: a fresh cgroup mount would show the host's
 /// whole tree, so bind the container's own cgroup directories instead (as runc does).
-fn bind_own_cgroups(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> Result<()> {
+fn bind_cgroups(
+    root: &Root,
+    m: &Mount,
+    dest: &OwnedFd,
+    opts: &MountOptions,
+    own: &[berth_cgroups::CgroupMount],
+) -> Result<()> {
     let flags = cgroup_mount_flags(opts);
-    let own = berth_cgroups::own_cgroups(Path::new(berth_cgroups::DEFAULT_ROOT))?;
     let bind = |dir: &Path, inner: &Path, at: &OwnedFd| -> Result<()> {
         mount(
             Some(dir),
@@ -402,13 +416,14 @@ fn bind_own_cgroups(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions)
         )
     };
     if host_is_v2()? || m.typ().as_deref() == Some("cgroup2") {
-        let Some(unified) = own.iter().find(|o| o.v2) else {
-            return Err(Error::Init("no cgroup2 hierarchy on the host".into()));
+        // No cgroup of its own (rootless without delegation): nothing to show.
+        return match own.iter().find(|o| o.v2) {
+            Some(unified) => bind(&unified.dir, m.destination(), dest),
+            None => Ok(()),
         };
-        return bind(&unified.dir, m.destination(), dest);
     }
     mount_cgroup_tmpfs(dest, flags)?;
-    for o in &own {
+    for o in own {
         let sub = m.destination().join(&o.name);
         bind(&o.dir, &sub, &root.create_path(&sub, false)?)?;
         link_comounted(root, m, &o.name);
