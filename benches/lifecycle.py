@@ -12,7 +12,7 @@ Prints the median and p90 wall time per container, the peak RSS of the runtime p
 (max over iterations, from GNU time), and ratios against berth.
 
     python3 benches/lifecycle.py [--iterations 200] [--resources] [--berth PATH]
-                                 [--peers crun,runc]
+                                 [--peers crun,runc] [--gap-ms 50]
 
 crun 1.8 refuses this host's hybrid cgroup layout, so the whole benchmark runs in a
 private mount namespace where /sys/fs/cgroup/unified is an empty tmpfs: all three
@@ -79,6 +79,7 @@ def bench(args):
         orders = list(itertools.permutations(runtimes))
         for i in range(-3, args.iterations):  # three warm-up rounds
             for name in orders[i % len(orders)]:
+                time.sleep(args.gap_ms / 1000)
                 cmd = runtimes[name]
                 t, r = one_run(cmd, bundle, f"bench-{name}-{os.getpid()}-{i + 3}")
                 if i >= 0:
@@ -102,6 +103,8 @@ def main():
     built = [os.path.join(REPO, p) for p in ("build/bin/berth", "target/release/berth")]
     p.add_argument("--berth", default=next((b for b in built if os.path.exists(b)), built[0]),
                    help="berth binary (default: build/bin/berth from `make build`, else target/release/berth)")
+    p.add_argument("--gap-ms", type=float, default=0,
+                   help="pause before each run (e.g. 50: containers started apart, not back to back)")
     p.add_argument("--peers", default="crun,runc",
                    help="comma-separated peers to run beside berth (crun, runc)")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
