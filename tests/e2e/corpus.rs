@@ -142,6 +142,10 @@ corpus! {
         b.spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "7"});
         None
     } => "linux.memoryPolicy";
+    net_device_missing_on_the_host: |b| {
+        b.spec["linux"]["netDevices"] = json!({"nosuchdev0": {"name": "eth9"}});
+        None
+    } => "no network interface \"nosuchdev0\"";
     duplicate_namespace: |b| {
         b.push("/linux/namespaces", json!({"type": "network"}));
         None

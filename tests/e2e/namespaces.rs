@@ -303,3 +303,46 @@ fn rootless_without_subordinate_ids_names_the_file() {
         "state left behind"
     );
 }
+
+/// `linux.netDevices` moves a host interface into the container under its new name; the
+/// kernel destroys a virtual one (here one end of a veth pair, and with it the pair) with
+/// the container's network namespace.
+#[test]
+fn net_devices_are_moved_in_and_renamed() {
+    let host = format!("bve{}", std::process::id() % 1_000_000);
+    let peer = format!("{host}p");
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip (iproute2)")
+    };
+    let made = ip(&[
+        "link", "add", "name", &host, "type", "veth", "peer", "name", &peer,
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    // Removes the pair if the test fails before the container took one end.
+    struct Veth(String);
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .output();
+        }
+    }
+    let _veth = Veth(peer.clone());
+    let mut b = Bundle::new();
+    b.spec["linux"]["netDevices"] = json!({ host.clone(): {"name": "ctr0"} });
+    b.sh("ls /sys/class/net");
+    let out = b.run().ok();
+    let names: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert!(names.contains(&"ctr0"), "{out:?}");
+    assert!(!names.contains(&host.as_str()), "{out:?}");
+    // The kernel tears network namespaces down in a work queue, shortly after the exit.
+    for dev in [&host, &peer] {
+        wait_until(
+            &format!("{dev} destroyed with the container's namespace"),
+            || !ip(&["link", "show", dev]).status.success(),
+        );
+    }
+}

@@ -339,8 +339,11 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     if linux.intel_rdt().is_some() {
         return cfg("field linux.intelRdt: Intel RDT is not supported by berth".into());
     }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return cfg("field linux.netDevices: moving network devices is not supported yet".into());
+    if let Some(devices) = linux.net_devices() {
+        let new_netns = linux.namespaces().iter().flatten().any(|n| {
+            n.typ() == oci_spec::runtime::LinuxNamespaceType::Network && n.path().is_none()
+        });
+        crate::netdev::validate(devices, new_netns)?;
     }
     if let Some(p) = linux.memory_policy() {
         crate::mempolicy::MemoryPolicy::parse(p)?;

@@ -204,6 +204,9 @@ impl Runtime {
         )?;
         drop(console);
         drop(start_listener);
+        if let Some(devices) = spec.linux().as_ref().and_then(|l| l.net_devices().as_ref()) {
+            crate::netdev::move_into(devices, spawned.pid.as_raw())?;
+        }
         if let Some(p) = &placement {
             if !spawned.in_cgroup {
                 p.add(spawned.pid)?;

@@ -24,6 +24,7 @@ mod lsm;
 mod mempolicy;
 pub mod mount;
 pub mod namespaces;
+mod netdev;
 mod sealed_exe;
 mod seccomp;
 pub mod signal;
