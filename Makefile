@@ -13,6 +13,7 @@ setup:
 build: setup
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p berth --target x86_64-unknown-linux-gnu
 	install -D target/x86_64-unknown-linux-gnu/release/berth $(BERTH)
+	install -D target/x86_64-unknown-linux-gnu/release/berth-vmm $(dir $(BERTH))berth-vmm
 
 # Run a container the docker way from a busybox image built locally from Debian's
 # busybox-static (no registry, no network), with a memory limit in its own cgroup.

@@ -18,6 +18,9 @@ count=${1:-20}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 berth=${BERTH_BIN:-$repo/build/bin/berth}
 [ -x "$berth" ] || berth=$repo/target/release/berth
+# `berth vm run` replaces itself with berth-vmm, installed beside it: that is the VMM process.
+vmm=$(dirname "$berth")/berth-vmm
+[ -x "$vmm" ] || { echo "density.sh: $vmm missing (make build installs it)" >&2; exit 1; }
 work=$(mktemp -d /tmp/berth-vm-density.XXXXXX)
 src=$repo/crates/vmm/guests
 gcc -ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone -mgeneral-regs-only \
@@ -72,7 +75,7 @@ one_idle() {  # one_idle idle_berth|idle_lib BINARY LABEL
         "$(mib "${anon[bin]}") MiB), heap, stacks and vCPU run areas $(mib "${rss[other]}") MiB;" \
         "private (anonymous) $(mib $((anon[bin] + anon[other]))) MiB, the rest is shared page cache"
 }
-one_idle idle_berth "$berth" "\`berth vm run\` ($(du -m "$berth" | cut -f1) MB binary)"
+one_idle idle_berth "$vmm" "\`berth vm run\` (berth-vmm, $(du -m "$vmm" | cut -f1) MB binary)"
 # The same binary without a running VM: what the CLI costs before the VMM does anything.
 /usr/bin/time -f %M -o "$work/base" "$berth" --version >/dev/null
 /usr/bin/time -f %M -o "$work/fail" "$berth" vm run --kernel "$work/missing" 2>/dev/null || true
@@ -86,7 +89,7 @@ lib=$(cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$
     --message-format=json | jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable')
 one_idle idle_lib "$lib" "the vmm library alone (examples/boot.rs, $(du -m "$lib" | cut -f1) MB binary)"
 start_idle "$count" idle_berth
-while read -r k r p a; do rss[$k]=$r pss[$k]=$p anon[$k]=$a; done < <(smaps_sums "$berth")
+while read -r k r p a; do rss[$k]=$r pss[$k]=$p anon[$k]=$a; done < <(smaps_sums "$vmm")
 stop_idle
 echo "$count idle VMs at once: VMM RSS summed $(mib $((rss[bin] + rss[other]))) MiB," \
     "PSS summed $(mib $((pss[bin] + pss[other]))) MiB ($(mib $(((pss[bin] + pss[other]) / count))) MiB per VM:" \

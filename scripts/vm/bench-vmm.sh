@@ -37,8 +37,11 @@ for f in bios-microvm.bin pvh.bin; do
     [[ -r $qemu_data/$f ]] || die $prog "$qemu_data/$f: not found; install qemu-system-data"
 done
 
-berth=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth | grep '/berth$') ||
+# `berth vm run` executes berth-vmm from berth's own directory: both go to /bin.
+built=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth --bin berth-vmm) ||
     die $prog "static build of berth failed"
+berth=$(grep '/berth$' <<<"$built")
+berth_vmm=$(grep '/berth-vmm$' <<<"$built")
 vmlinux=$(ensure_vmlinux "$kver")
 
 mkdir -p "$VM_BUILD/tmp"
@@ -59,7 +62,7 @@ chmod +x "$stage/init"
 
 # qemu is dynamically linked: bring its libraries and the two firmware files microvm
 # loads (qboot as bios-microvm.bin, pvh.bin for the PVH kernel entry).
-adds=(--add "$berth:/bin/berth" --add "$vmlinux:/vm/vmlinux" --add "$work/inner.cpio:/vm/inner.cpio"
+adds=(--add "$berth:/bin/berth" --add "$berth_vmm:/bin/berth-vmm" --add "$vmlinux:/vm/vmlinux" --add "$work/inner.cpio:/vm/inner.cpio"
     --add "$work/boottime:/bin/boottime" --add "$qemu:/usr/bin/qemu-system-x86_64")
 for lib in $(ldd "$qemu" | grep -o '/[^ ]*\.so[^ ]*'); do
     adds+=(--add "$(readlink -f "$lib"):$lib")

@@ -31,8 +31,11 @@ moddir=/lib/modules/$kver
 [[ -r $moddir/modules.dep ]] || die $prog "$moddir/modules.dep: not found; install linux-image-$kver"
 busybox=$(command -v busybox) || die $prog "busybox not found; install busybox-static"
 
-berth=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth | grep '/berth$') ||
+# `berth vm run` executes berth-vmm from berth's own directory: both go to /bin.
+built=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth --bin berth-vmm) ||
     die $prog "static build of berth failed"
+berth=$(grep '/berth$' <<<"$built")
+berth_vmm=$(grep '/berth-vmm$' <<<"$built")
 vmlinux=$(ensure_vmlinux "$kver")
 
 mkdir -p "$VM_BUILD/tmp"
@@ -163,7 +166,7 @@ OUTER
 
 rc=0
 "$VM_SCRIPTS/run-in-vm.sh" --modules kvm,tun --script "$work/outer.sh" \
-    --add "$berth:/bin/berth" --add "$vmlinux:/vm/vmlinux" --add "/boot/vmlinuz-$kver:/vm/vmlinuz" \
+    --add "$berth:/bin/berth" --add "$berth_vmm:/bin/berth-vmm" --add "$vmlinux:/vm/vmlinux" --add "/boot/vmlinuz-$kver:/vm/vmlinuz" \
     --add "$work/inner.cpio:/vm/inner.cpio" --add "$work/vsock-echo:/bin/vsock-echo" \
     --mem 2G --cpus 2 --timeout "$timeout" "${log_args[@]}" || rc=$?
 exit $rc

@@ -1,9 +1,10 @@
-//! `berth vm run`: boot a kernel in a KVM microVM and exit with the guest's status.
+//! `berth vm run`: replaces this process with `berth-vmm` (installed next to `berth`), so
+//! that a running microVM's monitor is a small process of its own; see
+//! src/bin/berth-vmm.rs for the options.
 
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 
-use anyhow::{bail, Context};
-use berth_vmm::{ConsoleConfig, DiskConfig, NetConfig, ShutdownReason, Vm, VmConfig, VsockConfig};
+use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,109 +14,28 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum VmCommand {
-    /// Boot a kernel (bzImage or ELF vmlinux) and wait until the guest shuts down.
-    Run(RunArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {
-    /// Kernel image: bzImage or ELF vmlinux.
-    #[arg(long)]
-    pub kernel: PathBuf,
-    /// Initial ramdisk (initramfs).
-    #[arg(long)]
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = "console=ttyS0 reboot=t panic=-1")]
-    pub cmdline: String,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1)]
-    pub cpus: u8,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 128)]
-    pub memory: u32,
-    /// Raw disk image as virtio-blk; append ",ro" for read-only. Repeatable.
-    #[arg(long = "disk", value_name = "FILE[,ro]")]
-    pub disks: Vec<String>,
-    /// Add a virtio-rng device.
-    #[arg(long)]
-    pub rng: bool,
-    /// Existing tap device for virtio-net.
-    #[arg(long, value_name = "TAP")]
-    pub net: Option<String>,
-    /// virtio-vsock with guest CID and host unix socket.
-    #[arg(long, value_name = "CID,SOCK")]
-    pub vsock: Option<String>,
-    /// Serial console: "stdio", "pty" (a new pseudo-terminal, its path printed on
-    /// stderr; what is typed there reaches the guest) or a file to write it to.
-    #[arg(long, default_value = "stdio")]
-    pub console: String,
-    /// Print the VM-exit table to stderr when the VM stops.
-    #[arg(long)]
-    pub stats: bool,
-    /// Freestanding guests: no LAPIC/IOAPIC/PIT, every vCPU starts at the entry point,
-    /// HLT stops a vCPU.
-    #[arg(long)]
-    pub no_irqchip: bool,
-}
-
-fn config(a: &RunArgs) -> anyhow::Result<VmConfig> {
-    let mut cfg = VmConfig::new(&a.kernel);
-    cfg.initrd = a.initrd.clone();
-    cfg.cmdline = a.cmdline.clone();
-    cfg.vcpus = a.cpus;
-    cfg.memory_mib = a.memory;
-    cfg.rng = a.rng;
-    cfg.irqchip = !a.no_irqchip;
-    for d in &a.disks {
-        let (path, read_only) = match d.strip_suffix(",ro") {
-            Some(p) => (p, true),
-            None => (d.as_str(), false),
-        };
-        if path.is_empty() || path.contains(',') {
-            bail!("--disk {d}: expected FILE or FILE,ro");
-        }
-        cfg.disks.push(DiskConfig {
-            path: path.into(),
-            read_only,
-        });
-    }
-    cfg.net = a.net.clone().map(|tap| NetConfig { tap });
-    if let Some(v) = &a.vsock {
-        let (cid, sock) = v
-            .split_once(',')
-            .with_context(|| format!("--vsock {v}: expected CID,SOCK"))?;
-        let guest_cid = cid
-            .parse()
-            .with_context(|| format!("--vsock {v}: CID {cid:?} is not a number"))?;
-        cfg.vsock = Some(VsockConfig {
-            guest_cid,
-            uds: sock.into(),
-        });
-    }
-    cfg.console = match a.console.as_str() {
-        "stdio" => ConsoleConfig::Stdout,
-        "pty" => ConsoleConfig::Pty,
-        file => ConsoleConfig::File(file.into()),
-    };
-    Ok(cfg)
+    /// Boot a kernel (bzImage or ELF vmlinux) and wait until the guest shuts down
+    /// (`berth vm run --help` lists the options).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Options of berth-vmm: --kernel K [--initrd I] [--cmdline C] [--cpus N]
+        /// [--memory MiB] [--disk FILE[,ro]] [--net TAP] [--vsock CID,SOCK] [--rng]
+        /// [--console stdio|pty|FILE] [--stats] [--no-irqchip].
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub fn run(a: &Args) -> anyhow::Result<u8> {
-    let VmCommand::Run(a) = &a.command;
-    let vm = Vm::build(&config(a)?)?;
-    if let Some(pty) = vm.console_pty() {
-        eprintln!("berth: console on {}", pty.display());
+    let VmCommand::Run { args } = &a.command;
+    let exe = std::env::current_exe().context("locating the berth binary")?;
+    let vmm = exe.with_file_name("berth-vmm");
+    if !vmm.exists() {
+        anyhow::bail!(
+            "vm run: {} not found (it is built and installed with berth: make build)",
+            vmm.display()
+        );
     }
-    let report = vm.run()?;
-    if a.stats {
-        eprint!("{}", report.stats);
-    }
-    match &report.reason {
-        ShutdownReason::Error(msg) => bail!("vm stopped: {msg}"),
-        reason => {
-            tracing::info!("vm stopped: {reason:?}");
-            Ok(u8::try_from(reason.exit_code()).unwrap_or(1))
-        }
-    }
+    let err = std::process::Command::new(&vmm).args(args).exec();
+    Err(err).with_context(|| format!("vm run: executing {}", vmm.display()))
 }
