@@ -518,3 +518,27 @@ fn run_with_terminal_proxies_the_pty() {
         "{out:?}"
     );
 }
+
+/// `berth state X | grep -q running`: the reader closes the pipe before berth has written
+/// everything. berth ends quietly with status 0 (println! would panic and abort).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut b = Bundle::new();
+    b.spec["process"]["args"] = json!(["sleep", "1000"]);
+    let c = b.create("pipe");
+    let root = b.root().to_str().unwrap().to_string();
+    for args in [vec!["state", c.id.as_str()], vec!["features"], vec!["list"]] {
+        let mut child = std::process::Command::new(berth_bin())
+            .args(["--root", &root])
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before berth writes
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -177,17 +177,6 @@ pub struct InspectArgs {
     pub containers: Vec<String>,
 }
 
-/// `println!` that ends quietly on a closed pipe.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e.into());
-            }
-        }
-    }};
-}
-
 /// Global flags taking a value, skipped while looking for the subcommand.
 const GLOBAL_WITH_VALUE: &[&str] = &["--root", "--log", "--log-format", "--criu"];
 /// Flags only runc's `run --bundle B ID` has.

@@ -34,8 +34,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// One event per line. Called from the OOM thread too, so a closed pipe ends the whole
+/// stream here: quietly, as the reader has gone.
 fn emit(kind: &str, id: &str, data: serde_json::Value) {
-    println!("{}", json!({"type": kind, "id": id, "data": data}));
+    use std::io::Write as _;
+    let line = json!({"type": kind, "id": id, "data": data});
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        std::process::exit(i32::from(e.kind() != std::io::ErrorKind::BrokenPipe));
+    }
 }
 
 /// runc's event stream: a stats event every interval, an oom event when the kernel kills

@@ -1,5 +1,5 @@
 pub fn run() -> anyhow::Result<u8> {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(&berth_runtime::features::features())?
     );

@@ -7,19 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use berth_image::{ArchiveFormat, Credentials, PullOptions, Reference, Store};
 
-/// `println!` that treats a closed pipe (`berth images | head`) as the end of output
-/// instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e.into());
-            }
-        }
-    }};
-}
-
 /// Where the image store lives; shared by every image command.
 #[derive(clap::Args, Debug)]
 pub struct StoreArgs {

@@ -14,18 +14,22 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     let states = rt.list()?;
     if a.quiet {
         for s in &states {
-            println!("{}", s.id);
+            out!("{}", s.id);
         }
     } else if a.format == "json" {
-        println!("{}", serde_json::to_string(&states)?);
+        out!("{}", serde_json::to_string(&states)?);
     } else {
         let width = states.iter().map(|s| s.id.len()).max().unwrap_or(2).max(2) + 3;
-        println!(
+        out!(
             "{:width$}{:<10}{:<10}{:<40}{:<32}OWNER",
-            "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            "ID",
+            "PID",
+            "STATUS",
+            "BUNDLE",
+            "CREATED"
         );
         for s in &states {
-            println!(
+            out!(
                 "{:width$}{:<10}{:<10}{:<40}{:<32}{}",
                 s.id,
                 s.pid,

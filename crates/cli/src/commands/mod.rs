@@ -1,5 +1,19 @@
 //! One module per command, each with its clap `Args` and a `run` function.
 
+/// `println!` for command output: a closed pipe (`berth state X | grep -q running`) ends
+/// the command quietly with status 0, where `println!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(0);
+            }
+            return Err(e.into());
+        }
+    }};
+}
+
 pub mod container;
 pub mod create;
 pub mod delete;

@@ -16,7 +16,7 @@ pub struct Args {
 pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     let pids = rt.pids(&a.id)?;
     if a.format == "json" {
-        println!("{}", serde_json::to_string(&pids)?);
+        out!("{}", serde_json::to_string(&pids)?);
         return Ok(0);
     }
     let args = if a.ps_args.is_empty() {
@@ -42,7 +42,7 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
         .split_whitespace()
         .position(|h| h == "PID")
         .ok_or_else(|| anyhow::anyhow!("ps output has no PID column"))?;
-    println!("{header}");
+    out!("{header}");
     for line in lines {
         if let Some(pid) = line
             .split_whitespace()
@@ -50,7 +50,7 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
             .and_then(|p| p.parse::<i32>().ok())
         {
             if pids.contains(&pid) {
-                println!("{line}");
+                out!("{line}");
             }
         }
     }

@@ -8,6 +8,6 @@ pub struct Args {
 
 pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     let state = rt.state(&a.id)?;
-    println!("{}", serde_json::to_string_pretty(&state)?);
+    out!("{}", serde_json::to_string_pretty(&state)?);
     Ok(0)
 }
