@@ -1,5 +1,6 @@
 //! Linux x86 boot: load the kernel (bzImage or ELF), initrd, command line, zero page
-//! with the e820 map, identity page tables and GDT for a 64-bit entry.
+//! with the e820 map, identity page tables and GDT for a 64-bit entry; for an ELF kernel
+//! with a PVH note, the hvm_start_info for its 32-bit PVH entry instead.
 
 use std::fs::File;
 use std::io::Read;
@@ -33,15 +34,36 @@ pub enum KernelFormat {
     Elf,
 }
 
-/// Where the kernel ended up and where to enter it (64-bit, `rsi` = zero page).
+/// How the boot vCPU enters the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Linux 64-bit boot protocol: long mode, identity page tables, `rsi` = zero page.
+    Linux64(u64),
+    /// PVH (an ELF note of the kernel): 32-bit protected mode without paging, `ebx` =
+    /// hvm_start_info, which carries the command line, the initrd and the memory map; what
+    /// Firecracker and QEMU use when the note is there.
+    Pvh(u64),
+}
+
+/// Where the kernel ended up and where to enter it.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadedKernel {
     pub format: KernelFormat,
     pub entry: u64,
     pub end: u64,
-    /// Whether an ELF kernel carries a PVH entry note (recorded; we use the 64-bit entry).
+    /// The PVH entry point of an ELF kernel that has the note.
     pub pvh_entry: Option<u64>,
     setup_header: Option<linux_loader::bootparam::setup_header>,
+}
+
+impl LoadedKernel {
+    /// The PVH entry where the kernel has one, else the 64-bit entry.
+    pub fn boot_entry(&self) -> Entry {
+        match self.pvh_entry {
+            Some(a) => Entry::Pvh(a),
+            None => Entry::Linux64(self.entry),
+        }
+    }
 }
 
 fn kernel_err(path: &Path, reason: impl Into<String>) -> Error {
@@ -203,6 +225,52 @@ pub fn write_boot_params(
         .map_err(|e| Error::GuestMemory(format!("writing zero page at {ZERO_PAGE:#x}: {e}")))
 }
 
+const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+
+/// The hvm_start_info (version 1) at PVH_INFO_ADDR for the PVH entry: the command line
+/// written by [`write_boot_params`], the initrd as module 0, the RSDP of our ACPI tables and
+/// the same memory map as the zero page's e820 table.
+pub fn write_pvh_start_info(
+    mem: &GuestMem,
+    initrd: Option<(u64, u64)>,
+    ram: &[Region],
+) -> Result<()> {
+    let modlist = PVH_INFO_ADDR + 0x40; // hvm_start_info is 56 bytes
+    let memmap = modlist + 0x20; // one 32-byte hvm_modlist_entry
+    let map = e820_map(ram);
+    let mut info = Vec::with_capacity(56);
+    info.extend_from_slice(&XEN_HVM_START_MAGIC.to_le_bytes());
+    info.extend_from_slice(&1u32.to_le_bytes()); // version
+    info.extend_from_slice(&0u32.to_le_bytes()); // flags
+    info.extend_from_slice(&u32::from(initrd.is_some()).to_le_bytes()); // nr_modules
+    info.extend_from_slice(&(if initrd.is_some() { modlist } else { 0 }).to_le_bytes());
+    info.extend_from_slice(&CMDLINE_ADDR.to_le_bytes());
+    info.extend_from_slice(&ACPI_ADDR.to_le_bytes()); // rsdp_paddr
+    info.extend_from_slice(&memmap.to_le_bytes());
+    info.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    info.extend_from_slice(&0u32.to_le_bytes()); // reserved
+    let mut tail = Vec::new();
+    if let Some((addr, size)) = initrd {
+        for v in [addr, size, 0, 0] {
+            tail.extend_from_slice(&v.to_le_bytes()); // paddr, size, cmdline_paddr, reserved
+        }
+    } else {
+        tail.resize(0x20, 0);
+    }
+    for (addr, size, type_) in map {
+        tail.extend_from_slice(&addr.to_le_bytes());
+        tail.extend_from_slice(&size.to_le_bytes());
+        tail.extend_from_slice(&type_.to_le_bytes());
+        tail.extend_from_slice(&0u32.to_le_bytes());
+    }
+    let write = |bytes: &[u8], at: u64| {
+        mem.write_slice(bytes, GuestAddress(at))
+            .map_err(|e| Error::GuestMemory(format!("PVH start info at {at:#x}: {e}")))
+    };
+    write(&info, PVH_INFO_ADDR)?;
+    write(&tail, modlist)
+}
+
 /// e820 entries (addr, size, type): low RAM up to the EBDA, the BIOS area reserved
 /// (ACPI tables live there), and the rest of each region as RAM.
 pub fn e820_map(ram: &[Region]) -> Vec<(u64, u64, u32)> {
@@ -246,13 +314,15 @@ pub fn write_page_tables_and_gdt(mem: &GuestMem) -> Result<()> {
     w(0, IDT_ADDR)
 }
 
-/// GDT entries: null, 64-bit code (0x08), data (0x10), TSS (0x18).
-pub fn gdt() -> [u64; 4] {
+/// GDT entries: null, 64-bit code (0x08), data (0x10), TSS (0x18), 32-bit code (0x20,
+/// for the PVH entry).
+pub fn gdt() -> [u64; 5] {
     [
         0,
         gdt_entry(0xa09b, 0, 0xfffff),
         gdt_entry(0xc093, 0, 0xfffff),
         gdt_entry(0x808b, 0, 0xfffff),
+        gdt_entry(0xc09b, 0, 0xfffff),
     ]
 }
 
@@ -324,5 +394,10 @@ mod tests {
         assert_eq!((ds.limit, ds.db, ds.type_, ds.g), (0xffff_ffff, 1, 3, 1));
         let tss = segment(g[3], 3);
         assert_eq!((tss.s, tss.type_), (0, 0xb));
+        let cs32 = segment(g[4], 4);
+        assert_eq!(
+            (cs32.l, cs32.db, cs32.type_, cs32.limit, cs32.selector),
+            (0, 1, 0xb, 0xffff_ffff, 0x20)
+        );
     }
 }

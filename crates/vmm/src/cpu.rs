@@ -3,7 +3,7 @@
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
-use crate::boot::{gdt, segment};
+use crate::boot::{gdt, segment, Entry};
 use crate::error::{kvm, Error, Result};
 use crate::layout::*;
 
@@ -105,12 +105,18 @@ pub fn set_msrs(vcpu: &VcpuFd, id: u8) -> Result<()> {
     Ok(())
 }
 
-/// Long mode with the identity page tables, flat segments from the boot GDT, rip at
-/// `entry`, rsi at the zero page (Linux 64-bit boot protocol).
-pub fn set_boot_registers(vcpu: &VcpuFd, entry: u64) -> Result<()> {
+/// Flat segments from the boot GDT and, for the Linux 64-bit entry, long mode with the
+/// identity page tables and rsi at the zero page; for the PVH entry, 32-bit protected mode
+/// without paging and ebx at the hvm_start_info.
+pub fn set_boot_registers(vcpu: &VcpuFd, entry: Entry) -> Result<()> {
     let g = gdt();
     let mut s = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
-    let code = segment(g[1], 1);
+    let pvh = matches!(entry, Entry::Pvh(_));
+    let code = if pvh {
+        segment(g[4], 4)
+    } else {
+        segment(g[1], 1)
+    };
     let data = segment(g[2], 2);
     s.cs = code;
     s.ds = data;
@@ -129,20 +135,36 @@ pub fn set_boot_registers(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     const CR4_PAE: u64 = 1 << 5;
     const EFER_LME: u64 = 1 << 8;
     const EFER_LMA: u64 = 1 << 10;
-    s.cr0 = CR0_PE | CR0_ET | CR0_PG;
-    s.cr3 = PML4_ADDR;
-    s.cr4 = CR4_PAE;
-    s.efer = EFER_LME | EFER_LMA;
+    let regs = match entry {
+        Entry::Linux64(rip) => {
+            s.cr0 = CR0_PE | CR0_ET | CR0_PG;
+            s.cr3 = PML4_ADDR;
+            s.cr4 = CR4_PAE;
+            s.efer = EFER_LME | EFER_LMA;
+            kvm_regs {
+                rip,
+                rsp: BOOT_STACK,
+                rbp: BOOT_STACK,
+                rsi: ZERO_PAGE,
+                rflags: 2,
+                ..Default::default()
+            }
+        }
+        Entry::Pvh(rip) => {
+            s.cr0 = CR0_PE | CR0_ET;
+            s.cr3 = 0;
+            s.cr4 = 0;
+            s.efer = 0;
+            kvm_regs {
+                rip,
+                rbx: PVH_INFO_ADDR,
+                rflags: 2,
+                ..Default::default()
+            }
+        }
+    };
     vcpu.set_sregs(&s).map_err(kvm("KVM_SET_SREGS"))?;
 
-    let regs = kvm_regs {
-        rip: entry,
-        rsp: BOOT_STACK,
-        rbp: BOOT_STACK,
-        rsi: ZERO_PAGE,
-        rflags: 2,
-        ..Default::default()
-    };
     vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
 
     let fpu = kvm_fpu {

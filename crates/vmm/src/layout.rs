@@ -3,7 +3,9 @@
 /// GDT with null, code64, data and TSS descriptors.
 pub const GDT_ADDR: u64 = 0x500;
 /// An empty IDT (the guest installs its own before enabling interrupts).
-pub const IDT_ADDR: u64 = 0x520;
+pub const IDT_ADDR: u64 = 0x540;
+/// hvm_start_info for the PVH entry, its module list and memory map after it.
+pub const PVH_INFO_ADDR: u64 = 0x6000;
 /// The Linux zero page (`struct boot_params`); `rsi` points here at entry.
 pub const ZERO_PAGE: u64 = 0x7000;
 /// Initial stack pointer (grows down below the zero page's neighbours).

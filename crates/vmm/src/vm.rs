@@ -126,7 +126,11 @@ impl Vm {
             virtio_devices(&vm, cfg, ram.memory(), &filter, &mut backends)?;
         crate::acpi::write_tables(ram.memory(), cfg.vcpus, &mmio_devices)?;
         boot::write_boot_params(ram.memory(), &kernel, &cfg.cmdline, initrd, ram.regions())?;
-        let vcpus = create_vcpus(&kvm_sys, &vm, cfg, kernel.entry)?;
+        let entry = kernel.boot_entry();
+        if let boot::Entry::Pvh(_) = entry {
+            boot::write_pvh_start_info(ram.memory(), initrd, ram.regions())?;
+        }
+        let vcpus = create_vcpus(&kvm_sys, &vm, cfg, entry)?;
         Ok(Vm {
             _backends: backends,
             vcpus,
@@ -380,7 +384,12 @@ fn virtio_devices(
 }
 
 /// vCPUs with normalised CPUID, boot MSRs and registers, and (irqchip) LAPIC LINTs.
-fn create_vcpus(kvm_sys: &Kvm, vm: &VmFd, cfg: &VmConfig, entry: u64) -> Result<Vec<VcpuFd>> {
+fn create_vcpus(
+    kvm_sys: &Kvm,
+    vm: &VmFd,
+    cfg: &VmConfig,
+    entry: boot::Entry,
+) -> Result<Vec<VcpuFd>> {
     let supported = kvm_sys
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
