@@ -383,6 +383,40 @@ mod tests {
     }
 
     #[test]
+    fn pvh_start_info_describes_cmdline_initrd_acpi_and_memory() {
+        let regions = [Region {
+            start: 0,
+            size: 4 << 20,
+        }];
+        let ram = crate::memory::GuestRam::new(&regions, false).unwrap();
+        let mem = ram.memory();
+        write_pvh_start_info(mem, Some((0x30_0000, 0x1234)), &regions).unwrap();
+        let u32_at = |a: u64| mem.read_obj::<u32>(GuestAddress(a)).unwrap();
+        let u64_at = |a: u64| mem.read_obj::<u64>(GuestAddress(a)).unwrap();
+        let info = PVH_INFO_ADDR;
+        assert_eq!(u32_at(info), XEN_HVM_START_MAGIC);
+        assert_eq!(
+            (u32_at(info + 4), u32_at(info + 12)),
+            (1, 1),
+            "version, nr_modules"
+        );
+        let modlist = u64_at(info + 16);
+        assert_eq!((u64_at(modlist), u64_at(modlist + 8)), (0x30_0000, 0x1234));
+        assert_eq!(u64_at(info + 24), CMDLINE_ADDR);
+        assert_eq!(u64_at(info + 32), ACPI_ADDR, "rsdp_paddr");
+        let (memmap, entries) = (u64_at(info + 40), u32_at(info + 48));
+        let e820 = e820_map(&regions);
+        assert_eq!(entries as usize, e820.len());
+        for (i, &(addr, size, type_)) in e820.iter().enumerate() {
+            let at = memmap + i as u64 * 24;
+            assert_eq!(
+                (u64_at(at), u64_at(at + 8), u32_at(at + 16)),
+                (addr, size, type_)
+            );
+        }
+    }
+
+    #[test]
     fn gdt_segments_decode_to_long_mode_code_and_flat_data() {
         let g = gdt();
         let cs = segment(g[1], 1);
