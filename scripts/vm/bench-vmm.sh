@@ -37,11 +37,7 @@ for f in bios-microvm.bin pvh.bin; do
     [[ -r $qemu_data/$f ]] || die $prog "$qemu_data/$f: not found; install qemu-system-data"
 done
 
-# `berth vm run` executes berth-vmm from berth's own directory: both go to /bin.
-built=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth --bin berth-vmm) ||
-    die $prog "static build of berth failed"
-berth=$(grep '/berth$' <<<"$built")
-berth_vmm=$(grep '/berth-vmm$' <<<"$built")
+build_berth_static $prog  # both go to /bin of the VM
 vmlinux=$(ensure_vmlinux "$kver")
 
 mkdir -p "$VM_BUILD/tmp"

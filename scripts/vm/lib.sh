@@ -27,3 +27,14 @@ default_kver() {
 ensure_vmlinux() {
     "$VM_SCRIPTS/extract-vmlinux.sh" "/boot/vmlinuz-$1" "$VM_BUILD/vmlinux-$1"
 }
+
+# build_berth_static PROG: static builds of berth and berth-vmm (which `berth vm run`
+# executes from berth's own directory: copy both into the same directory of a VM); sets
+# $berth and $berth_vmm to their paths.
+build_berth_static() {
+    local built
+    built=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth --bin berth-vmm) ||
+        die "$1" "static build of berth failed"
+    berth=$(grep '/berth$' <<<"$built")
+    berth_vmm=$(grep '/berth-vmm$' <<<"$built")
+}

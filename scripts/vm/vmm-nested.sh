@@ -31,11 +31,7 @@ moddir=/lib/modules/$kver
 [[ -r $moddir/modules.dep ]] || die $prog "$moddir/modules.dep: not found; install linux-image-$kver"
 busybox=$(command -v busybox) || die $prog "busybox not found; install busybox-static"
 
-# `berth vm run` executes berth-vmm from berth's own directory: both go to /bin.
-built=$("$VM_SCRIPTS/build-static.sh" -p berth --bin berth --bin berth-vmm) ||
-    die $prog "static build of berth failed"
-berth=$(grep '/berth$' <<<"$built")
-berth_vmm=$(grep '/berth-vmm$' <<<"$built")
+build_berth_static $prog  # both go to /bin of the VM
 vmlinux=$(ensure_vmlinux "$kver")
 
 mkdir -p "$VM_BUILD/tmp"

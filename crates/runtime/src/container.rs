@@ -125,14 +125,7 @@ impl Runtime {
         // (the first v1 migration waits for an RCU grace period) overlaps init's mounts.
         let placement = crate::cgroup::prepare(&spec, id)?;
         guard.cgroup = placement.as_ref().map(|p| p.state());
-        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(crate::seccomp::compile(s)?),
-            None => None,
-        };
-        let console = match &opts.console_socket {
-            Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
-            None => None,
-        };
+        let (seccomp, console) = crate::exec::seccomp_and_console(&spec, &opts.console_socket)?;
         std::fs::write(
             dir_path.join(state::CONFIG_FILE),
             serde_json::to_vec(&spec).expect("spec serializes"),

@@ -75,14 +75,7 @@ impl Runtime {
                 "exec: --process-label: SELinux is not enabled on this host".into(),
             ));
         }
-        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(crate::seccomp::compile(s)?),
-            None => None,
-        };
-        let console = match &opts.console_socket {
-            Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
-            None => None,
-        };
+        let (seccomp, console) = seccomp_and_console(&spec, &opts.console_socket)?;
         if let Some(c) = &console {
             // SAFETY: fcntl on an fd we own; it must survive the exec into berth init.
             unsafe { libc::fcntl(c.as_raw_fd(), libc::F_SETFD, 0) };
@@ -133,4 +126,24 @@ impl Runtime {
         }
         Ok(pid)
     }
+}
+
+/// What both `create` and `exec` prepare before forking: the compiled seccomp filter of
+/// `spec` and a connection to the `--console-socket`.
+pub(crate) fn seccomp_and_console(
+    spec: &oci_spec::runtime::Spec,
+    console_socket: &Option<std::path::PathBuf>,
+) -> Result<(
+    Option<crate::seccomp::Compiled>,
+    Option<std::os::unix::net::UnixStream>,
+)> {
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some(crate::seccomp::compile(s)?),
+        None => None,
+    };
+    let console = match console_socket {
+        Some(path) => Some(std::os::unix::net::UnixStream::connect(path).at(path)?),
+        None => None,
+    };
+    Ok((seccomp, console))
 }
