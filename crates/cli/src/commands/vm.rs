@@ -20,7 +20,7 @@ pub enum VmCommand {
     Run {
         /// Options of berth-vmm: --kernel K [--initrd I] [--cmdline C] [--cpus N]
         /// [--memory MiB] [--disk FILE[,ro]] [--net TAP] [--vsock CID,SOCK] [--rng]
-        /// [--console stdio|pty|FILE] [--stats] [--no-irqchip].
+        /// [--console stdio|pty|FILE] [--stats] [--no-irqchip] [--no-hugepages].
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
