@@ -23,6 +23,7 @@
 mod bpf;
 mod devices;
 mod error;
+mod fork;
 mod fsutil;
 mod layout;
 mod manager;
@@ -36,6 +37,7 @@ mod v2;
 mod tests;
 
 pub use error::{Error, Result};
+pub use fork::fork_into;
 pub use layout::{CgroupMount, CgroupPaths};
 pub use manager::{CgroupState, Manager};
 pub use oom::{OomEvent, OomWatcher};

@@ -2,7 +2,7 @@
 //! into its namespaces and re-execute the sealed berth copy there.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::wait::waitpid;
@@ -17,45 +17,6 @@ use crate::sync::{self, Channel, ChildMsg, ParentMsg};
 /// Environment variable that tells a re-executed berth it is a container init, and on
 /// which fd its channel to the parent is.
 pub const INIT_FD_ENV: &str = "_BERTH_INIT_FD";
-
-/// clone3(2) arguments (linux/sched.h).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x200000000;
-
-/// fork(2) through clone3(2) into the cgroup2 directory `cgroup`, creating namespaces in
-/// the same step.
-fn clone_fork_into(flags: libc::c_int, cgroup: &OwnedFd) -> nix::Result<libc::pid_t> {
-    let args = CloneArgs {
-        flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
-        ..Default::default()
-    };
-    // SAFETY: as for clone_fork: no stack given, so the child runs on a copy of ours.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    Errno::result(r).map(|p| p as libc::pid_t)
-}
 
 /// fork(2) through clone(2), creating namespaces in the same step.
 fn clone_fork(flags: libc::c_int) -> nix::Result<libc::pid_t> {
@@ -145,7 +106,9 @@ pub fn spawn_init(
     }
     if !plan.uses_user_ns() {
         let pid = match cgroup {
-            Some(cg) => clone_fork_into(plan.create, cg),
+            // SAFETY: as for clone_fork below: the child only execs or _exits.
+            Some(cg) => unsafe { berth_cgroups::fork_into(cg.as_fd(), plan.create) }
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))),
             None => clone_fork(plan.create),
         }
         .map_err(|e| Error::Sys {

@@ -796,23 +796,6 @@ fn v2_freeze_kill_and_processes() {
     assert_eq!(c.finish().0.signal(), Some(libc::SIGKILL));
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
 #[test]
 fn v2_clone_into_cgroup() {
     if !is_root() {
@@ -823,29 +806,14 @@ fn v2_clone_into_cgroup() {
         return;
     };
     let fd = cg.v2_dir_fd().unwrap();
-    let mut args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: fd.as_raw_fd() as u64,
-        ..Default::default()
-    };
-    // SAFETY: clone3 with a valid args struct and no CLONE_VM behaves like fork; the child
-    // only calls pause/_exit (async-signal-safe).
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // SAFETY: the child only calls pause (async-signal-safe) until it is killed.
+    let pid = unsafe { crate::fork_into(fd.as_fd(), 0) }.unwrap();
     if pid == 0 {
         loop {
             // SAFETY: pause has no memory effects.
             unsafe { libc::pause() };
         }
     }
-    assert!(pid > 0, "clone3: {}", std::io::Error::last_os_error());
-    let pid = pid as i32;
     let in_cg = cg.pids();
     let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     // SAFETY: signalling and reaping our own child.
