@@ -332,16 +332,8 @@ impl Engine {
         let mask = attach_process(c.options.interactive)?;
         // This process records the exit: `stop`/`rm -f` wait for it as for a monitor.
         c.state.monitor_pid = std::process::id() as i32;
-        let console = c
-            .options
-            .tty
-            .then(|| ConsoleSocket::bind(&c.id))
-            .transpose()?;
-        let started = self.start(c, console.as_ref()).and_then(|pid| {
-            let master = console.as_ref().map(ConsoleSocket::receive).transpose()?;
-            Ok((pid, master))
-        });
-        let (pid, master) = match started {
+        let console = console_for(c)?;
+        let (pid, master) = match self.start_with_console(c, console.as_ref()) {
             Ok(s) => s,
             Err(e) => {
                 self.discard(c);
@@ -372,6 +364,17 @@ impl Engine {
             return Ok(0);
         }
         Ok(wait_attached(pid, master, r.interactive, &mask)?.unwrap_or(255))
+    }
+
+    /// Start `c` and, with a console socket (`-t`), receive the pty master from it.
+    fn start_with_console(
+        &self,
+        c: &mut Container,
+        console: Option<&ConsoleSocket>,
+    ) -> Result<(Pid, Option<File>)> {
+        let pid = self.start(c, console)?;
+        let master = console.map(ConsoleSocket::receive).transpose()?;
+        Ok((pid, master))
     }
 
     /// Create and start `c` in the runtime and record it as running.
@@ -486,14 +489,10 @@ impl Engine {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
             c.state.monitor_pid = std::process::id() as i32;
-            let console = c
-                .options
-                .tty
-                .then(|| ConsoleSocket::bind(&c.id))
-                .transpose()?;
-            let pid = self.start(c, console.as_ref())?;
+            let console = console_for(c)?;
+            let (pid, master) = self.start_with_console(c, console.as_ref())?;
             // With -t the container writes to the pty: copy it into the log.
-            let output = match console.as_ref().map(ConsoleSocket::receive).transpose()? {
+            let output = match master {
                 Some(m) => Some(tty::proxy(&m, false)?),
                 None => None,
             };
@@ -693,4 +692,12 @@ impl Engine {
         })?;
         Ok((c, p))
     }
+}
+
+/// The socket the runtime sends a `-t` container's pty master to.
+fn console_for(c: &Container) -> Result<Option<ConsoleSocket>> {
+    c.options
+        .tty
+        .then(|| ConsoleSocket::bind(&c.id))
+        .transpose()
 }
