@@ -28,7 +28,7 @@ gcc -ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone -mgeneral-re
     -o "$work/guest.elf" "$src/start.S" "$src/guest.c"
 # Idle VMs (test=idle) stay up until killed; the EXIT trap kills any left.
 idle_pids=()
-trap 'kill "${idle_pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "${idle_pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 # An idle VM with its console in file $1, through `berth vm run` or the library example
 # (exec: started with &, the VMM itself is the background process whose pid is kept).
 idle_berth() { exec "$berth" vm run --kernel "$work/guest.elf" --cmdline test=idle --memory 128 --console "$1"; }
