@@ -27,7 +27,9 @@ pub struct Placement {
 }
 
 /// Create the container's cgroup and apply its resources (nothing is left on failure).
-pub fn prepare(spec: &Spec, id: &str) -> Result<Option<Placement>> {
+/// With `systemd` the cgroup is a transient scope that systemd starts once init exists
+/// (`Placement::add`); `clone_target` is then None.
+pub fn prepare(spec: &Spec, id: &str, systemd: bool) -> Result<Option<Placement>> {
     if skip_cgroups(spec) {
         return Ok(None);
     }
@@ -36,7 +38,7 @@ pub fn prepare(spec: &Spec, id: &str) -> Result<Option<Placement>> {
         .cgroups_path()
         .as_ref()
         .map(|p| p.to_string_lossy().into_owned());
-    let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path))?;
+    let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path).with_systemd(systemd))?;
     mgr.create()?;
     if let Err(e) = mgr.apply(&with_default_devices(linux)) {
         let _ = mgr.destroy();
@@ -143,6 +145,13 @@ pub fn destroy(rec: &Record) -> Result<()> {
 }
 
 impl crate::Runtime {
+    /// Selects the systemd cgroup driver for containers this runtime creates (runc's
+    /// `--systemd-cgroup`); containers already created keep the driver in their state.
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Self {
+        self.systemd_cgroup = on;
+        self
+    }
+
     /// The manager of a container's cgroup, for a container in an allowed status.
     fn cgroup_of(
         &self,

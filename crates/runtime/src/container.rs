@@ -38,6 +38,8 @@ pub struct Created {
 
 pub struct Runtime {
     root: RuntimeRoot,
+    /// `--systemd-cgroup`: new containers get a systemd scope (see cgroup.rs).
+    pub(crate) systemd_cgroup: bool,
 }
 
 pub(crate) fn state_json(rec: &Record, status: Status) -> serde_json::Value {
@@ -93,6 +95,7 @@ impl Runtime {
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
         Runtime {
             root: RuntimeRoot::new(root),
+            systemd_cgroup: false,
         }
     }
 
@@ -123,7 +126,7 @@ impl Runtime {
         // The cgroup exists before init does. On a pure v2 host init is born in it;
         // elsewhere init is moved in right after it is sent its config, so the move's wait
         // (the first v1 migration waits for an RCU grace period) overlaps init's mounts.
-        let placement = crate::cgroup::prepare(&spec, id)?;
+        let placement = crate::cgroup::prepare(&spec, id, self.systemd_cgroup)?;
         guard.cgroup = placement.as_ref().map(|p| p.state());
         let (seccomp, console) = crate::exec::seccomp_and_console(&spec, &opts.console_socket)?;
         std::fs::write(
