@@ -45,6 +45,10 @@ done
 r=/newroot
 : >$r/etc/fstab
 rm -rf $r/etc/systemd/system/*.wants $r/etc/systemd/system/*.target.d
+# No generators (each is an exec over 9p, and fstab/getty/gpt-auto have nothing to do
+# here); no boot-time tmpfiles run, which would empty /tmp if a unit pulls sysinit.target.
+rm -rf $r/lib/systemd/system-generators/* $r/usr/lib/systemd/system-generators/*
+ln -sf /dev/null $r/etc/systemd/system/systemd-tmpfiles-setup.service
 mkdir -p $r/etc/systemd/system $r/berth
 cp -a /berth/. $r/berth/
 echo berth-vm >$r/etc/hostname

@@ -127,7 +127,16 @@ impl Bus {
     {
         // Signals reach a client only after Subscribe (on the private socket and, when
         // nobody else subscribed, on the system bus too).
-        self.call(op, unit, "Subscribe", &()).await?;
+        match self
+            .conn
+            .call_method(Some(DEST), PATH, Some(MANAGER), "Subscribe", &())
+            .await
+        {
+            Err(zbus::Error::MethodError(name, ..))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            Err(e) => return Err(sd_err(op, unit, reason(&e))),
+            Ok(_) => {}
+        }
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface(MANAGER)

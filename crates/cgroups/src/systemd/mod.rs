@@ -38,6 +38,10 @@ pub(crate) struct SystemdManager {
     pending: Mutex<Option<LinuxResources>>,
     /// Whether the unit exists (started here, or reopened from a stored state).
     started: AtomicBool,
+    /// The cgroup2 mount point.
+    mount: PathBuf,
+    /// `unit.created_slices`, filled in by `start`.
+    created_slices: Mutex<Vec<String>>,
 }
 
 /// Why this host cannot use the systemd driver, if it cannot.
@@ -67,14 +71,14 @@ pub(crate) fn manager(cfg: &CgroupConfig) -> Result<SystemdManager> {
     check_host(l.hierarchy)?;
     let unit = SystemdUnit::parse(cfg.path.as_deref(), &cfg.id)?;
     let mount = l.unified.expect("v2 has a unified mount").mountpoint;
-    let dir = mount.join(unit.cgroup().strip_prefix("/").expect("absolute"));
+    let dir = under(&mount, &unit.cgroup());
     let state = CgroupState {
         hierarchy: Hierarchy::V2,
         paths: CgroupPaths {
             v1: Default::default(),
             unified: Some(dir),
         },
-        unified_mount: Some(mount),
+        unified_mount: Some(mount.clone()),
         created: Vec::new(),
         systemd: Some(unit.clone()),
     };
@@ -84,17 +88,30 @@ pub(crate) fn manager(cfg: &CgroupConfig) -> Result<SystemdManager> {
         fs: FsManager::new(state),
         pending: Mutex::new(None),
         started: AtomicBool::new(false),
+        mount,
+        created_slices: Mutex::new(Vec::new()),
     })
+}
+
+/// `rel` (absolute from the cgroup2 root) under the mount point.
+fn under(mount: &std::path::Path, rel: &std::path::Path) -> PathBuf {
+    mount.join(rel.strip_prefix("/").unwrap_or(rel))
 }
 
 /// Reopens the scope of a stored state (the unit was started by the command that stored it).
 pub(crate) fn from_state(state: CgroupState, unit: SystemdUnit) -> SystemdManager {
+    let mount = state
+        .unified_mount
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_ROOT));
     SystemdManager {
         description: String::new(),
+        created_slices: Mutex::new(unit.created_slices.clone()),
         unit,
         fs: FsManager::new(state),
         pending: Mutex::new(None),
         started: AtomicBool::new(true),
+        mount,
     }
 }
 
@@ -136,7 +153,18 @@ impl SystemdManager {
             &[pid as u32],
             r.as_ref(),
         )?;
+        let missing: Vec<String> = self
+            .unit
+            .slice_chain()
+            .into_iter()
+            .filter(|(_, rel)| !under(&self.mount, rel).exists())
+            .map(|(name, _)| name)
+            .collect();
         let bus = bus::Bus::connect()?;
+        *self
+            .created_slices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = missing;
         bus.start_transient(&self.unit.unit, &props)?;
         self.started.store(true, Ordering::SeqCst);
         let res = (|| {
@@ -178,11 +206,37 @@ impl SystemdManager {
             },
             None => None,
         };
-        if let Some(bus) = bus {
+        if let Some(bus) = &bus {
             bus.stop(&self.unit.unit)?;
         }
         // systemd removed the scope's cgroup with the unit; anything still there is ours.
-        self.fs.destroy()
+        self.fs.destroy()?;
+        // Slices systemd made for this scope go too, innermost first, while nothing else
+        // lives in them (a slice with units has child cgroups).
+        let Some(bus) = bus else { return Ok(()) };
+        let mut created = self
+            .created_slices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let chain = self.unit.slice_chain();
+        for (name, rel) in chain.iter().rev() {
+            if !created.contains(name) {
+                break;
+            }
+            let dir = under(&self.mount, rel);
+            let busy = std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                })
+                .unwrap_or(false);
+            if busy {
+                break;
+            }
+            bus.stop(name)?;
+            created.retain(|n| n != name);
+        }
+        Ok(())
     }
 }
 
@@ -276,7 +330,13 @@ impl Manager for SystemdManager {
 
     fn state(&self) -> CgroupState {
         let mut s = self.fs.state();
-        s.systemd = Some(self.unit.clone());
+        let mut unit = self.unit.clone();
+        unit.created_slices = self
+            .created_slices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s.systemd = Some(unit);
         s
     }
 }

@@ -19,6 +19,10 @@ pub struct SystemdUnit {
     pub unit: String,
     /// Its slice, e.g. `system.slice`.
     pub slice: String,
+    /// Slices (outermost first) that did not exist before this scope started: systemd
+    /// made them for it, and `destroy` stops those that are empty again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_slices: Vec<String>,
 }
 
 fn bad(path: &str, reason: &'static str) -> Error {
@@ -87,7 +91,22 @@ impl SystemdUnit {
         Ok(SystemdUnit {
             unit,
             slice: slice.to_string(),
+            created_slices: Vec::new(),
         })
+    }
+
+    /// The slices from the outermost to the scope's own, each with its cgroup relative to
+    /// the cgroup2 root (empty for `-.slice`, the root).
+    pub fn slice_chain(&self) -> Vec<(String, PathBuf)> {
+        let path = expand_slice(&self.slice).expect("validated in parse");
+        let mut dir = PathBuf::from("/");
+        path.split('/')
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                dir.push(c);
+                (c.to_string(), dir.clone())
+            })
+            .collect()
     }
 
     /// The unit's cgroup relative to the cgroup2 root: slice path, then the scope.
@@ -171,6 +190,14 @@ mod tests {
         assert_eq!(root.cgroup(), PathBuf::from("/p-x.scope"));
         let nested = SystemdUnit::parse(Some("a-b.slice::x"), "").unwrap();
         assert_eq!(nested.unit, "x.scope");
+        assert_eq!(
+            nested.slice_chain(),
+            vec![
+                ("a.slice".to_string(), PathBuf::from("/a.slice")),
+                ("a-b.slice".to_string(), PathBuf::from("/a.slice/a-b.slice"))
+            ]
+        );
+        assert!(root.slice_chain().is_empty());
         assert_eq!(nested.cgroup(), PathBuf::from("/a.slice/a-b.slice/x.scope"));
         let empty_slice = SystemdUnit::parse(Some(":libpod:0123abc"), "").unwrap();
         assert_eq!(empty_slice.slice, "system.slice");
