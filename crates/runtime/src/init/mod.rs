@@ -204,6 +204,7 @@ fn run_exec(cfg: ExecConfig) -> Result<std::convert::Infallible> {
     let mut cfg = cfg;
     process::set_home(&mut cfg.process);
     process::set_oom_score_adj(&cfg.process, &proc)?;
+    crate::lsm::apply_apparmor(&cfg.process, &proc)?;
     drop(proc);
     process::apply_attributes(&cfg.process)?;
     let program = process::find_program(&cfg.process)?;

@@ -73,6 +73,10 @@ pub fn prepare(cfg: &InitConfig, console: Option<OwnedFd>) -> Result<ExecProcess
     let mut process = cfg.spec.process().clone().expect("validated");
     set_home(&mut process);
     apply_attributes(&process)?;
+    if crate::lsm::apparmor_profile(&process).is_some() {
+        // After pivot_root: the container's own /proc, checked to be procfs.
+        crate::lsm::apply_apparmor(&process, &ProcFs::open(Path::new("/proc"))?)?;
+    }
     let program = find_program(&process)?;
     let seccomp = cfg.seccomp.clone();
     Ok(ExecProcess {
