@@ -12,6 +12,7 @@
 mod common;
 
 mod advisories;
+mod client_configs;
 mod corpus;
 mod lifecycle;
 mod mounts;
