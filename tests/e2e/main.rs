@@ -14,6 +14,7 @@ mod common;
 mod advisories;
 mod client_configs;
 mod corpus;
+mod escapes;
 mod lifecycle;
 mod mounts;
 mod namespaces;

@@ -66,7 +66,10 @@ pub fn parse_spec(text: &[u8]) -> Result<Spec> {
     for field in &unknown {
         // serde_ignored renders each Option level as "?"; drop those segments.
         let field: Vec<&str> = field.split('.').filter(|s| *s != "?").collect();
-        tracing::debug!(field = field.join("."), "config.json: ignoring unknown field");
+        tracing::debug!(
+            field = field.join("."),
+            "config.json: ignoring unknown field"
+        );
     }
     Ok(spec)
 }
@@ -219,9 +222,12 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
                 return cfg(format!("field mounts[{i}].options: unknown option {opt:?}"));
             }
         }
-        let bind = crate::mount::MountOptions::parse(m.options().as_deref().unwrap_or_default())
-            .is_bind();
-        let typ = m.typ().as_deref().unwrap_or(if bind { "bind" } else { "none" });
+        let bind =
+            crate::mount::MountOptions::parse(m.options().as_deref().unwrap_or_default()).is_bind();
+        let typ = m
+            .typ()
+            .as_deref()
+            .unwrap_or(if bind { "bind" } else { "none" });
         if let Err(why) =
             crate::mount::kernel_fs_rule(m.destination(), typ, m.source().as_deref(), bind)
         {
@@ -297,7 +303,11 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
         return cfg("field domainname: setting a domainname needs a uts namespace".into());
     }
-    let groups = process.user().additional_gids().as_ref().map_or(0, Vec::len);
+    let groups = process
+        .user()
+        .additional_gids()
+        .as_ref()
+        .map_or(0, Vec::len);
     if groups > MAX_GROUPS {
         return cfg(format!(
             "field process.user.additionalGids: {groups} groups, the kernel allows at most {MAX_GROUPS}"
@@ -362,24 +372,36 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
         // Without a mount namespace of its own every mount would land on the caller's
         // host: refuse what needs one (runc refuses masked and read-only paths alike).
         let needs = [
-            (spec.mounts().as_ref().is_some_and(|m| !m.is_empty()), "mounts"),
+            (
+                spec.mounts().as_ref().is_some_and(|m| !m.is_empty()),
+                "mounts",
+            ),
             (
                 linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty()),
                 "linux.maskedPaths",
             ),
             (
-                linux.readonly_paths().as_ref().is_some_and(|m| !m.is_empty()),
+                linux
+                    .readonly_paths()
+                    .as_ref()
+                    .is_some_and(|m| !m.is_empty()),
                 "linux.readonlyPaths",
             ),
             (
-                spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+                spec.root()
+                    .as_ref()
+                    .and_then(|r| r.readonly())
+                    .unwrap_or(false),
                 "root.readonly",
             ),
             (
                 linux.devices().as_ref().is_some_and(|d| !d.is_empty()),
                 "linux.devices",
             ),
-            (linux.rootfs_propagation().is_some(), "linux.rootfsPropagation"),
+            (
+                linux.rootfs_propagation().is_some(),
+                "linux.rootfsPropagation",
+            ),
         ];
         if let Some((_, field)) = needs.iter().find(|(set, _)| *set) {
             return cfg(format!("field {field}: needs a mount namespace"));

@@ -93,7 +93,9 @@ impl Drop for CreateGuard {
 
 impl CreateGuard {
     fn dir(&self) -> &ContainerDir {
-        self.dir.as_ref().expect("the state directory exists for the whole create")
+        self.dir
+            .as_ref()
+            .expect("the state directory exists for the whole create")
     }
 
     /// Record `rec` (state.json is replaced atomically).
@@ -444,7 +446,11 @@ impl Runtime {
         if !rec.creating {
             if let Ok(spec) = load_spec_copy(&dir.path) {
                 if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
-                    crate::hooks::run_logged("poststop", &hooks, &state_json(&rec, Status::Stopped));
+                    crate::hooks::run_logged(
+                        "poststop",
+                        &hooks,
+                        &state_json(&rec, Status::Stopped),
+                    );
                 }
             }
         }

@@ -249,7 +249,12 @@ pub const PROC_OVERRIDES: &[&str] = &[
 /// stand in for them (CVE-2025-52881): only procfs at /proc, sysfs (or, rootless, a bind
 /// of the host's /sys) at /sys, cgroup filesystems at and below /sys/fs/cgroup, and the
 /// LXCFS files.
-pub fn kernel_fs_rule(dest: &Path, typ: &str, source: Option<&Path>, bind: bool) -> Result<(), String> {
+pub fn kernel_fs_rule(
+    dest: &Path,
+    typ: &str,
+    source: Option<&Path>,
+    bind: bool,
+) -> Result<(), String> {
     let dest = normalize(dest);
     let bind = bind || typ == "bind" || typ == "rbind";
     if dest == Path::new("/proc") {
@@ -293,7 +298,10 @@ mod kernel_fs_tests {
     #[test]
     fn normalize_is_lexical() {
         assert_eq!(normalize(Path::new("/a/./b//../c")), PathBuf::from("/a/c"));
-        assert_eq!(normalize(Path::new("/../../proc/1")), PathBuf::from("/proc/1"));
+        assert_eq!(
+            normalize(Path::new("/../../proc/1")),
+            PathBuf::from("/proc/1")
+        );
         assert_eq!(normalize(Path::new("/")), PathBuf::from("/"));
     }
 
@@ -304,8 +312,18 @@ mod kernel_fs_tests {
         assert!(rule("/sys", "sysfs", Some("sysfs"), false));
         assert!(rule("/sys", "none", Some("/sys"), true));
         assert!(rule("/sys/fs/cgroup", "cgroup", Some("cgroup"), false));
-        assert!(rule("/sys/fs/cgroup/systemd", "bind", Some("/sys/fs/cgroup/systemd"), true));
-        assert!(rule("/proc/meminfo", "bind", Some("/var/lib/lxcfs/proc/meminfo"), true));
+        assert!(rule(
+            "/sys/fs/cgroup/systemd",
+            "bind",
+            Some("/sys/fs/cgroup/systemd"),
+            true
+        ));
+        assert!(rule(
+            "/proc/meminfo",
+            "bind",
+            Some("/var/lib/lxcfs/proc/meminfo"),
+            true
+        ));
         assert!(rule("/dev/shm", "tmpfs", None, false));
         assert!(rule("/procfs-lookalike", "tmpfs", None, false));
         // An image VOLUME /proc/1, tmpfs over /proc, anything under /sys.

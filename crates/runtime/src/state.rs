@@ -304,7 +304,10 @@ pub fn init_alive(rec: &Record) -> bool {
 
 /// Whether the `create` that wrote this record is still at work.
 pub fn creator_alive(rec: &Record) -> bool {
-    rec.creating && rec.creator.is_some_and(|(pid, start)| process_alive(pid, start))
+    rec.creating
+        && rec
+            .creator
+            .is_some_and(|(pid, start)| process_alive(pid, start))
 }
 
 #[cfg(test)]

@@ -126,7 +126,9 @@ impl Channel {
             match socket::recv(self.fd.as_raw_fd(), buf, flags | extra) {
                 Ok(n) => return Ok(Some(n)),
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(nix::errno::Errno::EAGAIN) if flags.contains(socket::MsgFlags::MSG_DONTWAIT) => {
+                Err(nix::errno::Errno::EAGAIN)
+                    if flags.contains(socket::MsgFlags::MSG_DONTWAIT) =>
+                {
                     return Ok(None)
                 }
                 // The peer closed with messages of ours unread: the kernel reports that

@@ -181,8 +181,15 @@ pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Re
     };
     let mut kernel_fs = KernelFs::default();
     let mut mount = |i: usize, m: &Mount| {
-        mount_one(&root, &cfg.bundle, m, in_userns, cgroup_binds, &mut kernel_fs)
-            .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))
+        mount_one(
+            &root,
+            &cfg.bundle,
+            m,
+            in_userns,
+            cgroup_binds,
+            &mut kernel_fs,
+        )
+        .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))
     };
     for (i, m) in mounts.iter().enumerate() {
         if deferrable(i) {
@@ -287,7 +294,11 @@ fn check_landing(dest: &OwnedFd, m: &Mount, typ: &str) -> Result<()> {
     } else {
         Err(Error::Init(format!(
             "destination resolves into the container's {}; refusing to mount over it",
-            if magic == libc::PROC_SUPER_MAGIC { "procfs" } else { "sysfs" }
+            if magic == libc::PROC_SUPER_MAGIC {
+                "procfs"
+            } else {
+                "sysfs"
+            }
         )))
     }
 }
@@ -349,7 +360,11 @@ fn mount_one(
         finish_mount(&mounted, &opts)?;
         if bind_of_kernel_fs {
             // A rootless bind of the host's /proc or /sys stands for the container's own.
-            let kind = if m.destination().ends_with("proc") { "proc" } else { "sysfs" };
+            let kind = if m.destination().ends_with("proc") {
+                "proc"
+            } else {
+                "sysfs"
+            };
             kernel_fs.note(root, m.destination(), kind)?;
         }
         let _ = in_userns;
