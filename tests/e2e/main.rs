@@ -20,4 +20,5 @@ mod mounts;
 mod namespaces;
 mod ops;
 mod process;
+mod robustness;
 mod runc_compat;
