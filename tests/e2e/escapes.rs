@@ -216,7 +216,7 @@ fn a_cgroup_holding_host_processes_is_refused_and_left_alone() {
     let name = unique_id("sharedcg");
     let dir = Path::new("/sys/fs/cgroup/pids").join(&name);
     std::fs::create_dir(&dir).unwrap();
-    let host = Helper::spawn(&mut Command::new("sleep").arg("1000"));
+    let host = Helper::spawn(Command::new("sleep").arg("1000"));
     std::fs::write(dir.join("cgroup.procs"), host.pid().to_string()).unwrap();
     let mut b = Bundle::with_own_rootfs();
     b.spec["linux"]["cgroupsPath"] = json!(format!("/{name}"));
