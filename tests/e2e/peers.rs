@@ -234,10 +234,8 @@ fn the_spec_surface_matches_runc_or_crun() {
         ),
         compare(
             "namespaces not listed are the host's",
-            &format!(
-                "for k in net ipc uts; do [ \"$(readlink /proc/self/ns/$k)\" = \"$(cat /hostns-$k)\" ] \
-                 && echo $k host || echo $k own; done"
-            ),
+            "for k in net ipc uts; do [ \"$(readlink /proc/self/ns/$k)\" = \"$(cat /hostns-$k)\" ] \
+                 && echo $k host || echo $k own; done",
             |b| {
                 b.drop_namespace("network").drop_namespace("ipc");
                 for k in ["net", "ipc", "uts"] {
