@@ -12,10 +12,14 @@
 mod common;
 
 mod advisories;
+mod client_configs;
 mod corpus;
+mod escapes;
 mod lifecycle;
 mod mounts;
 mod namespaces;
 mod ops;
+mod peers;
 mod process;
+mod robustness;
 mod runc_compat;

@@ -2,10 +2,12 @@
 //! the host has the module; asking for one elsewhere is an error, not a silent no-op.
 //!
 //! AppArmor: `process.apparmorProfile` becomes the process's confinement at its execve
-//! (the profile must be loaded). The request is written as `exec <profile>` to the
-//! task's attr file through the checked procfs handle of the container's own /proc, so a
-//! fake /proc, or a bind mount over /proc/self/attr (CVE-2019-16884), makes berth refuse
-//! instead of writing into a file that confines nothing.
+//! (the profile must be loaded). The request is written as `exec <profile>` to the task's
+//! own attr file through a checked procfs handle on the host's /proc, opened before
+//! anything of the container's is joined: init writes it before pivot_root, `exec` before
+//! setns (the request survives fork). A fake /proc, or a bind mount over /proc/self/attr
+//! (CVE-2019-16884), therefore cannot divert it; a handle that is not procfs, or a path
+//! that crosses a mount, is refused rather than written through.
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -36,14 +38,12 @@ pub fn apparmor_profile(process: &Process) -> Option<&str> {
 }
 
 /// Asks AppArmor to confine this process with its profile from the next execve on.
-/// `proc` must be the procfs the process sees (the container's, after pivot_root).
 /// Uses the per-LSM `attr/apparmor/exec` (Linux 5.1+) and falls back to `attr/exec`.
 pub fn apply_apparmor(process: &Process, proc: &ProcFs) -> Result<()> {
     let Some(profile) = apparmor_profile(process) else {
         return Ok(());
     };
-    // Whether the host has AppArmor was checked at create/exec (config validation); here,
-    // after pivot_root, /sys/kernel/security is usually not mounted.
+    // Whether the host has AppArmor was checked at create/exec (config validation).
     let request = format!("exec {profile}");
     let field = "field process.apparmorProfile";
     let opened = match proc.open_write("self/attr/apparmor/exec") {

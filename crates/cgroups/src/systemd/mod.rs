@@ -99,11 +99,20 @@ fn under(mount: &std::path::Path, rel: &std::path::Path) -> PathBuf {
 }
 
 /// Reopens the scope of a stored state (the unit was started by the command that stored it).
-pub(crate) fn from_state(state: CgroupState, unit: SystemdUnit) -> SystemdManager {
+pub(crate) fn from_state(mut state: CgroupState, mut unit: SystemdUnit) -> SystemdManager {
     let mount = state
         .unified_mount
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_ROOT));
+    // systemd owns every directory of a scope's tree: never rmdir them as cgroupfs
+    // ancestors. A state recorded before the scope started (a create killed midway) lists
+    // the missing slice directories there; they are slices systemd may have made for it.
+    for (name, rel) in unit.slice_chain() {
+        if state.created.contains(&under(&mount, &rel)) && !unit.created_slices.contains(&name) {
+            unit.created_slices.push(name);
+        }
+    }
+    state.created.clear();
     SystemdManager {
         description: String::new(),
         created_slices: Mutex::new(unit.created_slices.clone()),
@@ -381,5 +390,18 @@ mod tests {
         let back: CgroupState = serde_json::from_value(json).unwrap();
         let m = crate::manager_from_state(back);
         assert_eq!(m.state(), state);
+        // A state planned before the scope started: its missing directories are slices
+        // systemd may make, never cgroupfs ancestors for berth to rmdir.
+        let mut planned = state.clone();
+        planned.created = vec![
+            PathBuf::from("/sys/fs/cgroup/a.slice/a-b.slice"),
+            PathBuf::from("/sys/fs/cgroup/a.slice/a-b.slice/p-x.scope"),
+        ];
+        let s = crate::manager_from_state(planned).state();
+        assert!(s.created.is_empty());
+        assert_eq!(
+            s.systemd.unwrap().created_slices,
+            vec!["a-b.slice".to_string()]
+        );
     }
 }

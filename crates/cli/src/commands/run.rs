@@ -32,7 +32,6 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mask = forwarded_signals();
-    mask.thread_block()?;
     let mut opts = a.create.options();
     // As runc: a terminal without --console-socket means berth itself holds the pty and
     // connects it to our stdio.
@@ -44,7 +43,10 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
         }
         _ => None,
     };
+    // Signals are forwarded only once there is a container to forward them to: during
+    // create, SIGTERM and Ctrl-C end berth (and `delete` undoes what create had done).
     let created = rt.create(&a.id, &opts)?;
+    mask.thread_block()?;
     let pty = match &console {
         Some(socket) => match socket.receive() {
             Ok(master) => Some(master),
