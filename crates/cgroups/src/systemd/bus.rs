@@ -113,7 +113,8 @@ impl Bus {
     }
 
     /// Runs a job-returning method and waits for its JobRemoved; `Ok(false)` when the
-    /// method said the unit does not exist and `missing_ok` is set.
+    /// method said the unit does not exist and `missing_ok` is set. `accepted` runs once
+    /// systemd has queued the job (from then on the unit is the caller's to clean up).
     async fn job<B>(
         &self,
         op: &'static str,
@@ -121,6 +122,7 @@ impl Bus {
         method: &str,
         body: &B,
         missing_ok: bool,
+        accepted: &dyn Fn(),
     ) -> Result<bool>
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
@@ -160,6 +162,7 @@ impl Bus {
             .body()
             .deserialize()
             .map_err(|e| sd_err(op, unit, format!("unexpected reply: {e}")))?;
+        accepted();
         let wait = async {
             while let Some(msg) = stream.next().await {
                 let Ok(msg) = msg else { continue };
@@ -199,7 +202,13 @@ impl Bus {
     }
 
     /// StartTransientUnit(name, "fail", properties, no aux units), then waits for the job.
-    pub(crate) fn start_transient(&self, unit: &str, props: &Props) -> Result<()> {
+    /// `accepted` runs when the unit exists (a refusal such as UnitExists never runs it).
+    pub(crate) fn start_transient(
+        &self,
+        unit: &str,
+        props: &Props,
+        accepted: &dyn Fn(),
+    ) -> Result<()> {
         let aux: Vec<(&str, Vec<(&str, Value)>)> = Vec::new();
         zbus::block_on(self.job(
             "StartTransientUnit",
@@ -207,6 +216,7 @@ impl Bus {
             "StartTransientUnit",
             &(unit, "fail", body(props), aux),
             false,
+            accepted,
         ))
         .map(|_| ())
     }
@@ -230,8 +240,15 @@ impl Bus {
     /// ResetFailedUnit, so a scope whose processes were killed leaves no failed unit.
     pub(crate) fn stop(&self, unit: &str) -> Result<()> {
         zbus::block_on(async {
-            self.job("StopUnit", unit, "StopUnit", &(unit, "replace"), true)
-                .await?;
+            self.job(
+                "StopUnit",
+                unit,
+                "StopUnit",
+                &(unit, "replace"),
+                true,
+                &|| {},
+            )
+            .await?;
             match self
                 .conn
                 .call_method(Some(DEST), PATH, Some(MANAGER), "ResetFailedUnit", &(unit,))

@@ -174,8 +174,9 @@ impl SystemdManager {
             .created_slices
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = missing;
-        bus.start_transient(&self.unit.unit, &props)?;
-        self.started.store(true, Ordering::SeqCst);
+        bus.start_transient(&self.unit.unit, &props, &|| {
+            self.started.store(true, Ordering::SeqCst)
+        })?;
         let res = (|| {
             let dir = self.dir();
             if !dir.is_dir() {
@@ -320,6 +321,11 @@ impl Manager for SystemdManager {
     }
 
     fn destroy(&self) -> Result<()> {
+        if !self.started.load(Ordering::SeqCst) {
+            // systemd never accepted our unit (e.g. UnitExists): a unit of that name is
+            // someone else's, and berth made nothing: no directory, no unit.
+            return Ok(());
+        }
         self.stop(None)
     }
 
