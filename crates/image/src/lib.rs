@@ -30,7 +30,7 @@ pub mod store;
 pub mod unpack;
 
 pub use archive::ArchiveFormat;
-pub use bundle::Bundle;
+pub use bundle::{AbandonedBundle, Bundle};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use reference::Reference;

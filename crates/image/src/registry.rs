@@ -25,7 +25,7 @@ use crate::oci::{self, Compression, Descriptor, ImageConfig, Index, Manifest};
 use crate::reference::Reference;
 use crate::store::{Image, ImageId, Store};
 
-const MAX_MANIFEST: u64 = 4 << 20;
+use crate::oci::MAX_MANIFEST_BYTES as MAX_MANIFEST;
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -584,11 +584,13 @@ impl Store {
         for l in &manifest.layers {
             Compression::from_media_type(&l.media_type)?;
         }
+        oci::check_config_size(&manifest.config)?;
         client.blob(self, &manifest.config, None)?;
         let config: ImageConfig = from_json(
             &self.read_blob(&manifest.config.digest)?,
             &format!("config {}", manifest.config.digest),
         )?;
+        config.check_limits(&manifest.config.digest)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
             return Err(client.err(format!(
                 "manifest {digest}: {} layers but config lists {} diff_ids",

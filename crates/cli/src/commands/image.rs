@@ -444,6 +444,12 @@ pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
         out!("Deleted: {id}");
     }
     let r = store.prune()?;
+    if r.containers_removed > 0 {
+        out!(
+            "Deleted {} containers whose creation was interrupted",
+            r.containers_removed
+        );
+    }
     out!(
         "Deleted {} blobs and {} snapshots\nTotal reclaimed space: {}",
         r.blobs_removed,
