@@ -178,15 +178,20 @@ impl Store {
                     ),
                 ));
             }
+            // podman's rule: the containerd name, else ref.name, and a name without a
+            // registry is local (`big` -> localhost/big:latest), so `run big` finds it.
             let found_name = top
                 .annotations
                 .get(oci::ANNOTATION_IMAGE_NAME)
-                .or_else(|| {
-                    top.annotations
-                        .get(oci::ANNOTATION_REF_NAME)
-                        .filter(|n| n.contains(['/', ':']))
-                })
-                .and_then(|n| n.parse::<Reference>().ok());
+                .filter(|n| !n.is_empty())
+                .or_else(|| top.annotations.get(oci::ANNOTATION_REF_NAME))
+                .and_then(|n| match crate::reference::parse_local(n) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(name = n, error = %e, "archive name ignored; image left unnamed");
+                        None
+                    }
+                });
             let chosen = if first.is_none() {
                 name.cloned().or(found_name)
             } else {

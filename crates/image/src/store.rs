@@ -454,10 +454,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Resolve a name (`busybox`, `x:tag`, `x@sha256:..`) or an image-ID prefix.
+    /// Resolve a name (`busybox`, `x:tag`, `x@sha256:..`) or an image-ID prefix. A short
+    /// name is looked up as Docker normalises it (`docker.io/library/x`), then as a local
+    /// image (`localhost/x`, what `load` names images from archives, as podman does).
     pub fn find(&self, image: &str) -> Result<Image> {
         let entries = self.entries()?;
-        if let Ok(r) = image.parse::<Reference>() {
+        let mut candidates: Vec<Reference> = image.parse::<Reference>().into_iter().collect();
+        if !crate::reference::is_qualified(image) {
+            candidates.extend(crate::reference::parse_local(image));
+        }
+        for r in candidates {
             for (md, names) in &entries {
                 let hit = match r.digest() {
                     Some(d) => {
