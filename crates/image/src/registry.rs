@@ -248,6 +248,32 @@ pub struct PullOptions {
     pub parallel: usize,
     /// Draw progress bars (only ever when stderr is a terminal).
     pub progress: bool,
+    /// A transfer that receives nothing for this long fails (naming the blob) instead
+    /// of waiting forever; default 30 s, or `BERTH_PULL_STALL_TIMEOUT` seconds.
+    pub stall_timeout: Duration,
+}
+
+/// Default of [`PullOptions::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Environment variable overriding [`DEFAULT_STALL_TIMEOUT`] (seconds, fractions allowed).
+pub const STALL_TIMEOUT_ENV: &str = "BERTH_PULL_STALL_TIMEOUT";
+
+/// The stall timeout from [`STALL_TIMEOUT_ENV`], else the default; a value that is not a
+/// positive number of seconds is ignored with a warning.
+pub fn stall_timeout_from_env() -> Duration {
+    let Ok(v) = std::env::var(STALL_TIMEOUT_ENV) else {
+        return DEFAULT_STALL_TIMEOUT;
+    };
+    match v.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Duration::from_secs_f64(secs),
+        _ => {
+            tracing::warn!(
+                value = v,
+                "{STALL_TIMEOUT_ENV}: not a positive number of seconds; using 30"
+            );
+            DEFAULT_STALL_TIMEOUT
+        }
+    }
 }
 
 impl Default for PullOptions {
@@ -259,6 +285,7 @@ impl Default for PullOptions {
             arch: oci::host_arch().to_string(),
             parallel: 3,
             progress: true,
+            stall_timeout: stall_timeout_from_env(),
         }
     }
 }
@@ -321,6 +348,7 @@ struct Client {
     creds: Option<Credentials>,
     /// The Authorization header value once a challenge was answered.
     authorization: Mutex<Option<String>>,
+    stall_timeout: Duration,
 }
 
 type Response = ureq::http::Response<ureq::Body>;
@@ -347,9 +375,13 @@ impl Client {
                 None => None,
             },
         };
+        // Per read/write, not per transfer: a large blob may take as long as it needs
+        // while bytes keep coming; a registry that stops sending trips it.
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(opts.stall_timeout))
+            .timeout_per_write(Some(opts.stall_timeout))
             .user_agent("berth")
             .build()
             .into();
@@ -360,6 +392,7 @@ impl Client {
             repository: repository.to_string(),
             creds,
             authorization: Mutex::new(None),
+            stall_timeout: opts.stall_timeout,
         })
     }
 
@@ -543,16 +576,55 @@ impl Client {
             return Ok(());
         }
         let resp = self.get(&format!("blobs/{}", d.digest), "*/*")?;
-        let reader = resp.into_body().into_reader().take(d.size + 1);
+        let failed = std::cell::RefCell::new(None);
+        let reader = ReadErrors {
+            inner: resp.into_body().into_reader().take(d.size + 1),
+            failed: &failed,
+        };
         let mut reader: Box<dyn Read> = match bar {
             Some(b) => Box::new(b.wrap_read(reader)),
             None => Box::new(reader),
         };
-        store.write_blob(&mut reader, Some((&d.digest, d.size)))?;
+        // The store removes its ingest temp file when this fails: nothing partial stays.
+        let stored = store.write_blob(&mut reader, Some((&d.digest, d.size)));
+        drop(reader);
+        if let (Err(_), Some(e)) = (&stored, failed.into_inner()) {
+            let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+                || e.get_ref()
+                    .and_then(|i| i.downcast_ref::<ureq::Error>())
+                    .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            let what = if timed_out {
+                format!(
+                    "stalled: nothing received for {:?} ({STALL_TIMEOUT_ENV} sets the limit)",
+                    self.stall_timeout
+                )
+            } else {
+                e.to_string()
+            };
+            return Err(self.err(format!("blob {}: {what}", d.digest)));
+        }
+        stored?;
         if let Some(b) = bar {
             b.finish_with_message("done");
         }
         Ok(())
+    }
+}
+
+/// Remembers the first error of the body reader, so a failed transfer is reported as
+/// the registry's fault (which blob, why) rather than as a write to the ingest file.
+struct ReadErrors<'a, R> {
+    inner: R,
+    failed: &'a std::cell::RefCell<Option<std::io::Error>>,
+}
+
+impl<R: Read> Read for ReadErrors<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let copy = std::io::Error::new(e.kind(), e.to_string());
+            self.failed.borrow_mut().get_or_insert(e);
+            copy
+        })
     }
 }
 
