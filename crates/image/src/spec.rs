@@ -312,6 +312,16 @@ mod tests {
     }
 
     #[test]
+    fn env_merge_keeps_the_last_of_each_key_in_its_place() {
+        let base: Vec<String> = ["A=1", "B=2", "A=3", "C"].map(String::from).to_vec();
+        let over: Vec<String> = ["B=4", "D=5"].map(String::from).to_vec();
+        assert_eq!(merge_env(&base, &over), ["A=3", "C", "B=4", "D=5"]);
+        // 100,000 entries, half of them duplicates: linear, so this returns at once.
+        let big: Vec<String> = (0..100_000).map(|i| format!("V{}=x", i % 50_000)).collect();
+        assert_eq!(merge_env(&big, &[]).len(), 50_000);
+    }
+
+    #[test]
     fn resolves_users_like_docker() {
         let r = rootfs();
         let u = resolve_user(r.path(), "www").unwrap();
