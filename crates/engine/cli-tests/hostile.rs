@@ -412,3 +412,46 @@ fn vm_run_refuses_a_fifo_kernel_or_initrd() {
         );
     }
 }
+
+/// `pull` and `run` read the registries.conf that `BERTH_REGISTRIES_CONF` names: a
+/// blocked prefix is refused in one line before any connection is made.
+#[test]
+fn registries_conf_from_the_environment_blocks_a_prefix() {
+    let env = Env::new();
+    let conf = env.dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        "[[registry]]\nprefix = \"blocked.example.invalid\"\nblocked = true\n",
+    )
+    .unwrap();
+    for args in [
+        &["pull", "blocked.example.invalid/app:1"][..],
+        &["run", "--rm", "blocked.example.invalid/app:1", "true"],
+    ] {
+        let r: super::Run = env
+            .command(args)
+            .env("BERTH_REGISTRIES_CONF", &conf)
+            .output()
+            .unwrap()
+            .into();
+        assert!(
+            r.code != 0 && one_line(&r.stderr) && r.stderr.contains("blocked by registries.conf"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    // A malformed file is one line naming it.
+    std::fs::write(&conf, "[[registry]]\nlocation = 3\n").unwrap();
+    let r: super::Run = env
+        .command(&["pull", "x.example.invalid/app:1"])
+        .env("BERTH_REGISTRIES_CONF", &conf)
+        .output()
+        .unwrap()
+        .into();
+    assert!(
+        r.code != 0 && one_line(&r.stderr) && r.stderr.contains(conf.to_str().unwrap()),
+        "{}",
+        r.stderr
+    );
+    assert_clean(&env);
+}

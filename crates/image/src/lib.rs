@@ -23,6 +23,7 @@ pub mod digest;
 pub mod error;
 pub mod oci;
 pub mod reference;
+pub mod registries_conf;
 pub mod registry;
 pub mod snapshot;
 pub mod spec;

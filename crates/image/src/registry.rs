@@ -23,6 +23,7 @@ use crate::digest::Digest;
 use crate::error::{from_json, Error, Result};
 use crate::oci::{self, Compression, Descriptor, ImageConfig, Index, Manifest};
 use crate::reference::Reference;
+use crate::registries_conf::RegistriesConf;
 use crate::store::{Image, ImageId, Store};
 
 use crate::oci::MAX_MANIFEST_BYTES as MAX_MANIFEST;
@@ -251,6 +252,9 @@ pub struct PullOptions {
     /// A transfer that receives nothing for this long fails (naming the blob) instead
     /// of waiting forever; default 30 s, or `BERTH_PULL_STALL_TIMEOUT` seconds.
     pub stall_timeout: Duration,
+    /// Mirrors, locations and blocks; `None` reads registries.conf
+    /// ([`RegistriesConf::load_default`]) at each pull.
+    pub registries_conf: Option<RegistriesConf>,
 }
 
 /// Default of [`PullOptions::stall_timeout`].
@@ -286,6 +290,7 @@ impl Default for PullOptions {
             parallel: 3,
             progress: true,
             stall_timeout: stall_timeout_from_env(),
+            registries_conf: None,
         }
     }
 }
@@ -630,11 +635,38 @@ impl<R: Read> Read for ReadErrors<'_, R> {
 
 impl Store {
     /// Pull `r` from its registry into the store and tag it; returns the image ID.
+    /// Where it is pulled from follows registries.conf ([`crate::registries_conf`]):
+    /// mirrors in order, then the location; the image is named `r` whichever served it.
     pub fn pull(&self, r: &Reference, opts: &PullOptions) -> Result<ImageId> {
         let _gc = self.gc_lock(false)?;
-        let client = Client::new(r, opts)?;
+        let conf = match &opts.registries_conf {
+            Some(c) => c.clone(),
+            None => RegistriesConf::load_default()?,
+        };
+        let endpoints = conf.endpoints(r)?;
+        let last = endpoints.len() - 1;
+        for (i, ep) in endpoints.into_iter().enumerate() {
+            let mut ep_opts = opts.clone();
+            if ep.insecure {
+                ep_opts
+                    .insecure_registries
+                    .push(ep.reference.registry().to_string());
+            }
+            match self.pull_from(&ep.reference, r, &ep_opts) {
+                Err(e) if i < last => {
+                    tracing::warn!(mirror = %ep.reference, error = %e, "mirror failed; trying the next");
+                }
+                done => return done,
+            }
+        }
+        unreachable!("endpoints() returns at least the location")
+    }
+
+    /// Pull `source` (one endpoint) and record it under the name `r`.
+    fn pull_from(&self, source: &Reference, r: &Reference, opts: &PullOptions) -> Result<ImageId> {
+        let client = Client::new(source, opts)?;
         let (mut media_type, mut body, mut digest) =
-            client.manifest(&r.manifest_selector(), r.digest())?;
+            client.manifest(&source.manifest_selector(), source.digest())?;
         if media_type == oci::OCI_INDEX || media_type == oci::DOCKER_MANIFEST_LIST {
             let index: Index = from_json(&body, &format!("index {digest}"))?;
             let chosen = index
