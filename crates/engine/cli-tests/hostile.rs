@@ -311,7 +311,7 @@ fn interrupted_create_is_seen_and_removed_by_rm_and_prune() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 
     let id = interrupted_run(&env, &fifo);
-    assert_eq!(env.container_dirs(), [id.clone()]);
+    assert_eq!(env.container_dirs(), std::slice::from_ref(&id));
     assert_eq!(env.inspect(&id)["State"]["Status"], "dead");
     env.ok(&["rm", "-f", &id]);
     assert_clean(&env);

@@ -331,7 +331,9 @@ blocked = true
         assert_eq!(c.registries.len(), 1);
         assert!(!c.registries[0].blocked);
         std::fs::write(&a, "[[registry]]\nlocation = 3\n").unwrap();
-        let e = RegistriesConf::load(&[a.clone()]).unwrap_err().to_string();
+        let e = RegistriesConf::load(std::slice::from_ref(&a))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with(&a.display().to_string()) && !e.contains('\n'),
             "{e}"
