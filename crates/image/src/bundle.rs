@@ -20,7 +20,7 @@ use crate::error::{from_json, Error, IoContext, Result};
 use crate::oci::Compression;
 use crate::snapshot;
 use crate::spec::{build_spec, RunOverrides, VolumeMount};
-use crate::store::{write_atomic, Image, ImageId, Store};
+use crate::store::{temp_name, write_atomic, Image, ImageId, Store, TempPath};
 use crate::unpack::{open_in_root, unpack_layer, WhiteoutMode};
 
 const RECORD: &str = "container.json";
@@ -91,6 +91,10 @@ pub struct AbandonedBundle {
     /// When its directory was made.
     pub created: Option<std::time::SystemTime>,
 }
+
+/// Name prefix of a container directory before it is renamed into place (see
+/// `create_bundle`); one left by a crash is empty and removed by `prune`.
+pub(crate) const CREATING_PREFIX: &str = ".creating-";
 
 /// Try to take the creation lock of a container directory without waiting: `None` when
 /// another process holds it (that container is being created right now).
@@ -371,33 +375,47 @@ impl Store {
         crate::oci::check_config_size(&img.manifest.config)?;
         img.config.check_limits(&img.manifest.config.digest)?;
         let lowers = snapshot::prepare(self, &img)?;
-        let cdir = self.root().join("containers").join(container_id);
+        let containers = self.root().join("containers");
+        let cdir = containers.join(container_id);
+        // The directory appears under its name already locked (made and locked under a
+        // temp name, then renamed; the flock follows the inode), so nobody ever sees it
+        // unlocked and half made. The lock is held until commit: while it is, `prune`
+        // and `abandoned_bundles` leave this container alone; when this process dies,
+        // the kernel drops it.
+        let tmp = TempPath::new(containers.join(temp_name(CREATING_PREFIX)));
         std::os::unix::fs::DirBuilderExt::mode(
             &mut fs::DirBuilder::new(),
             crate::store::PRIVATE_MODE,
         )
-        .create(&cdir)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::Bundle {
+        .create(tmp.path())
+        .at(tmp.path())?;
+        let creating = try_lock_dir(tmp.path())?.ok_or_else(|| Error::Bundle {
+            id: container_id.into(),
+            reason: "its new directory is locked by another process".into(),
+        })?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            tmp.path(),
+            nix::fcntl::AT_FDCWD,
+            &cdir,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EEXIST => Error::Bundle {
                 id: container_id.into(),
                 reason: "already exists".into(),
             },
-            _ => Error::Io {
+            e => Error::Io {
                 path: cdir.clone(),
-                source: e,
+                source: e.into(),
             },
         })?;
+        tmp.keep();
         let mut cleanup = Cleanup {
             store: self,
             id: container_id,
             armed: true,
         };
-        // Held until commit: while it is, `prune` and `abandoned_bundles` leave this
-        // container alone; when this process dies, the kernel drops it.
-        let creating = try_lock_dir(&cdir)?.ok_or_else(|| Error::Bundle {
-            id: container_id.into(),
-            reason: "locked by another process".into(),
-        })?;
         let rootfs = bundle_dir.join("rootfs");
         let mut record = ContainerRecord {
             bundle: bundle_dir.to_path_buf(),

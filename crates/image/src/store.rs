@@ -621,6 +621,18 @@ impl Store {
             self.remove_bundle(&b.id)?;
             report.containers_removed += 1;
         }
+        // Directories of creations killed before their rename (no bundle is being
+        // created now: that holds the GC lock shared).
+        let cdir = self.root.join("containers");
+        for e in fs::read_dir(&cdir).at(&cdir)? {
+            let e = e.at(&cdir)?;
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(crate::bundle::CREATING_PREFIX)
+            {
+                fs::remove_dir_all(e.path()).at(e.path())?;
+            }
+        }
         let live = self.referenced_blobs()?;
         let blob_dir = self.root.join("blobs/sha256");
         for e in fs::read_dir(&blob_dir).at(&blob_dir)? {
