@@ -17,6 +17,7 @@ mod container;
 pub mod error;
 mod exec;
 pub mod features;
+pub mod foreground;
 pub mod fs;
 mod hooks;
 pub mod init;

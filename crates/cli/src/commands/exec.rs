@@ -150,10 +150,9 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
         return Ok(0);
     }
     // The exec'd process is a grandchild: become its subreaper to collect its status.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let mask = super::run::forwarded_signals();
+    berth_runtime::foreground::become_subreaper();
+    let mask = berth_runtime::foreground::signal_mask();
     mask.thread_block()?;
     let pid = rt.exec(&a.id, &opts)?;
-    super::run::wait_forwarding(pid, &mask)
+    Ok(berth_runtime::foreground::wait_for(pid, Some(&mask), None)?.unwrap_or(255) as u8)
 }
