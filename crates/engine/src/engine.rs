@@ -602,13 +602,8 @@ impl Engine {
         if let Some(w) = &r.workdir {
             v["cwd"] = json!(w);
         }
-        let mut env: Vec<String> = serde_json::from_value(v["env"].take()).unwrap_or_default();
-        for kv in &r.env {
-            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-            env.push(kv.clone());
-        }
-        v["env"] = json!(env);
+        let env: Vec<String> = serde_json::from_value(v["env"].take()).unwrap_or_default();
+        v["env"] = json!(berth_runtime::merge_env(&env, &r.env));
         if let Some(u) = &r.user {
             let user = berth_image::spec::resolve_user(&c.bundle.join("rootfs"), u)?;
             v["user"] =

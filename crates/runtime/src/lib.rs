@@ -36,6 +36,6 @@ mod sync;
 
 pub use container::{CreateOptions, Created, Runtime};
 pub use error::{Error, Result};
-pub use exec::ExecOptions;
+pub use exec::{merge_env, ExecOptions, ExecOverrides};
 pub use oci_spec::runtime as oci;
 pub use state::{OciState, Status};
