@@ -1,4 +1,8 @@
 //! virtio-mmio transport, register layout of the virtio 1.x spec section 4.2.2.
+//!
+//! When a device reports a queue the driver broke ([`super::QueueError`]) the transport
+//! sets DEVICE_NEEDS_RESET, raises a configuration-change interrupt (virtio 1.2 section
+//! 2.1.2) and uses none of the device's queues until the driver resets it.
 
 use crate::memory::GuestMem;
 use virtio_queue::{Queue, QueueT};
@@ -13,8 +17,10 @@ const VENDOR: u32 = 0x4854_5245; // "ERTH"
 
 const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_NEEDS_RESET: u32 = 0x40;
 const STATUS_FAILED: u32 = 0x80;
 const INT_USED_RING: u32 = 1;
+const INT_CONFIG: u32 = 2;
 
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
@@ -71,26 +77,49 @@ impl MmioTransport {
         if !self.queues_usable() || index as usize >= self.queues.len() {
             return;
         }
-        let mut used = self
+        let r = self
             .device
-            .notify(index as u16, &mut self.queues, &self.mem);
-        used |= self.device.poll(&mut self.queues, &self.mem);
-        self.interrupt_if(used);
+            .notify(index as u16, &mut self.queues, &self.mem)
+            .and_then(|used| Ok(used | self.device.poll(&mut self.queues, &self.mem)?));
+        self.finish(r);
     }
 
     /// Device-initiated work (backend threads call this when their sockets wake them).
     pub fn service(&mut self) {
         if self.queues_usable() {
-            let used = self.device.poll(&mut self.queues, &self.mem);
-            self.interrupt_if(used);
+            let r = self.device.poll(&mut self.queues, &self.mem);
+            self.finish(r);
         }
+    }
+
+    /// Interrupts for used buffers, or enters DEVICE_NEEDS_RESET for a broken queue.
+    fn finish(&mut self, r: super::QueueResult) {
+        match r {
+            Ok(used) => self.interrupt_if(used),
+            Err(e) => {
+                // Once per reset: the queues are not used again until then.
+                tracing::warn!(
+                    "virtio device type {}: {e}; device needs reset",
+                    self.device.device_type()
+                );
+                self.status |= STATUS_NEEDS_RESET;
+                // Chains completed before the broken one are in the used ring too.
+                self.interrupt_status |= INT_CONFIG | INT_USED_RING;
+                let _ = self.irq.trigger();
+            }
+        }
+    }
+
+    /// The driver status register (for tests).
+    pub fn status(&self) -> u32 {
+        self.status
     }
 
     /// The driver is up and every queue it enabled is valid. Disabled queues stay
     /// unused (a driver may leave, say, the vsock event queue off).
     fn queues_usable(&self) -> bool {
         self.status & STATUS_DRIVER_OK != 0
-            && self.status & STATUS_FAILED == 0
+            && self.status & (STATUS_FAILED | STATUS_NEEDS_RESET) == 0
             && self
                 .queues
                 .iter()
@@ -187,7 +216,8 @@ impl MmioTransport {
                 return;
             }
         }
-        self.status = v;
+        // DEVICE_NEEDS_RESET is the device's to set; only a reset (0) clears it.
+        self.status = v | (self.status & STATUS_NEEDS_RESET);
     }
 }
 
