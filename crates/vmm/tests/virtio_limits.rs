@@ -526,6 +526,14 @@ fn check_used(
 }
 
 fn fuzz(cases: u32, run: impl FnMut(&GuestMem, &Case) -> Result<(), TestCaseError>) {
+    fuzz_with(any_case(), cases, run)
+}
+
+fn fuzz_with<S: Strategy>(
+    strategy: S,
+    cases: u32,
+    run: impl FnMut(&GuestMem, &S::Value) -> Result<(), TestCaseError>,
+) {
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -533,7 +541,7 @@ fn fuzz(cases: u32, run: impl FnMut(&GuestMem, &Case) -> Result<(), TestCaseErro
     });
     let run = std::cell::RefCell::new(run);
     runner
-        .run(&any_case(), |c| {
+        .run(&strategy, |c| {
             let ram = guest(FUZZ_MIB);
             (run.borrow_mut())(ram.memory(), &c)
         })
@@ -631,11 +639,10 @@ fn fuzz_vsock_packets_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("v.sock");
     let mut replies = 0;
-    fuzz(cases(), |mem, c| {
+    fuzz_with((any_case(), any_case()), cases(), |mem, (rc, c)| {
         let mut dev = Vsock::new(3, &sock).unwrap();
-        // The same random table serves as tx queue and (at another address) rx queue, so
-        // replies to the packets land in random rx chains.
-        let rx = lay_out(mem, c, 0x8000);
+        // Replies to the packets land in the chains of a second random queue.
+        let rx = lay_out(mem, rc, 0x8000);
         let tx = lay_out(mem, c, 0);
         vsock_headers(mem, c);
         let mut queues = vec![rx.queue(), tx.queue(), Driver::new(mem, 0xc000, 4).queue()];
@@ -647,7 +654,7 @@ fn fuzz_vsock_packets_both_ways() {
         let used = rx.used();
         for &(id, len) in &used {
             prop_assert!(id < u32::from(FUZZ_QUEUE));
-            let w = model_chain(c, id as u16).unwrap_or(0);
+            let w = model_chain(rc, id as u16).unwrap_or(0);
             prop_assert!(u64::from(len) <= w);
             replies += usize::from(len >= 44);
         }
@@ -658,4 +665,129 @@ fn fuzz_vsock_packets_both_ways() {
         Ok(())
     });
     assert!(replies > 0, "no case delivered a reply");
+}
+
+// ---- vsock flow control ----
+
+const VSOCK_OP_REQUEST: u16 = 1;
+const VSOCK_OP_RW: u16 = 5;
+
+/// A guest (CID 3) -> host packet header.
+fn vsock_hdr(src_port: u32, dst_port: u32, len: u32, op: u16, buf_alloc: u32) -> [u8; 44] {
+    let mut h = [0u8; 44];
+    h[..8].copy_from_slice(&3u64.to_le_bytes());
+    h[8..16].copy_from_slice(&2u64.to_le_bytes());
+    h[16..20].copy_from_slice(&src_port.to_le_bytes());
+    h[20..24].copy_from_slice(&dst_port.to_le_bytes());
+    h[24..28].copy_from_slice(&len.to_le_bytes());
+    h[28..30].copy_from_slice(&1u16.to_le_bytes());
+    h[30..32].copy_from_slice(&op.to_le_bytes());
+    h[36..40].copy_from_slice(&buf_alloc.to_le_bytes());
+    h
+}
+
+/// rx at 0x0, tx at 0x8000, event at 0xc000, each of 256 entries.
+fn vsock_queues(mem: &GuestMem) -> (Driver<'_>, Driver<'_>, Vec<Queue>) {
+    let rx = Driver::new(mem, 0, 256);
+    let tx = Driver::new(mem, 0x8000, 256);
+    let ev = Driver::new(mem, 0xc000, 4);
+    let queues = vec![rx.queue(), tx.queue(), ev.queue()];
+    (rx, tx, queues)
+}
+
+#[test]
+fn vsock_a_guest_ignoring_credit_is_reset_and_host_data_waits_in_the_socket() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let listener =
+        std::os::unix::net::UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
+    let mut dev = Vsock::new(3, &uds).unwrap();
+    let ram = guest(16);
+    let mem = ram.memory();
+    let (_rx, mut tx, mut queues) = vsock_queues(mem);
+    // The guest connects, claiming a 4 GiB receive buffer.
+    mem.write_slice(
+        &vsock_hdr(1000, 5000, 0, VSOCK_OP_REQUEST, u32::MAX),
+        GuestAddress(HDR),
+    )
+    .unwrap();
+    tx.post(tx.chain(0, &[(HDR, 44, 0)]));
+    assert_eq!(dev.notify(1, &mut queues, mem), Ok(true));
+    let (mut host, _) = listener.accept().unwrap();
+    // The host program writes all the socket takes; the guest gives no rx buffers.
+    host.set_nonblocking(true).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    let mut sent = 0;
+    while let Ok(n) = host.write(&chunk) {
+        sent += n;
+    }
+    assert!(sent > 64 << 10, "the socket took only {sent} bytes");
+    let (r, peak) = peak_heap(|| dev.poll(&mut queues, mem));
+    assert!(r.is_ok());
+    assert!(peak < 256 << 10, "{peak} bytes held for the guest");
+
+    // The guest sends 1 MiB in 64 KiB packets; the host program reads none of it.
+    let refused = dev.refused();
+    let payload = 64 << 10;
+    mem.write_slice(
+        &vsock_hdr(1000, 5000, payload, VSOCK_OP_RW, u32::MAX),
+        GuestAddress(HDR),
+    )
+    .unwrap();
+    let (_, peak) = peak_heap(|| {
+        for i in 0..16u16 {
+            tx.post(tx.chain(1 + i * 2, &[(HDR, 44, 0), (DATA, payload, 0)]));
+            assert!(dev.notify(1, &mut queues, mem).is_ok());
+        }
+    });
+    // BUF_ALLOC (256 KiB) at most; without the check the unread 1 MiB piles up.
+    assert!(peak < 512 << 10, "{peak} bytes held for the host");
+    assert_eq!(
+        dev.refused(),
+        refused + 1,
+        "one reset for exceeding the credit"
+    );
+    assert_eq!(tx.used().len(), 17);
+}
+
+#[test]
+fn vsock_replies_waiting_for_rx_buffers_pause_transmit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Vsock::new(3, &dir.path().join("v.sock")).unwrap();
+    let ram = guest(16);
+    let mem = ram.memory();
+    let (mut rx, mut tx, mut queues) = vsock_queues(mem);
+    // Data for connections that do not exist: each draws a reset, 256 per round, all
+    // distinct, and the guest offers no rx buffer to take them.
+    let post_round = |tx: &mut Driver<'_>, round: u32| {
+        for i in 0..256u32 {
+            let at = DATA + u64::from(round * 256 + i) * 64;
+            mem.write_slice(
+                &vsock_hdr(round * 256 + i, 9, 0, VSOCK_OP_RW, 0),
+                GuestAddress(at),
+            )
+            .unwrap();
+            tx.post(tx.chain(i as u16, &[(at, 44, 0)]));
+        }
+    };
+    for round in 0..3 {
+        post_round(&mut tx, round);
+        let (r, peak) = peak_heap(|| dev.notify(1, &mut queues, mem));
+        assert!(r.is_ok());
+        assert!(peak < 64 << 10, "{peak} bytes queued");
+    }
+    // Two rounds fill the reply queue; the third waits in the ring.
+    assert_eq!(tx.used().len(), 512);
+    for i in 0..256u16 {
+        rx.set(i, DATA + 0x10_0000 + u64::from(i) * 64, 44, F_WRITE, 0);
+        rx.post(i);
+    }
+    assert_eq!(dev.poll(&mut queues, mem), Ok(true));
+    assert_eq!(rx.used().len(), 256);
+    assert_eq!(
+        tx.used().len(),
+        768,
+        "transmit resumed once replies were taken"
+    );
 }

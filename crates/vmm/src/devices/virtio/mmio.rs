@@ -110,11 +110,6 @@ impl MmioTransport {
         }
     }
 
-    /// The driver status register (for tests).
-    pub fn status(&self) -> u32 {
-        self.status
-    }
-
     /// The driver is up and every queue it enabled is valid. Disabled queues stay
     /// unused (a driver may leave, say, the vsock event queue off).
     fn queues_usable(&self) -> bool {
@@ -244,5 +239,92 @@ impl BusDevice for MmioTransport {
                 self.write_reg(offset, u32::from_le_bytes(bytes));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::{QueueError, QueueResult, VIRTIO_F_VERSION_1};
+    use crate::memory::{GuestRam, Region};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A device whose queue is broken by the driver on every notification.
+    struct Broken(Arc<AtomicU32>);
+
+    impl VirtioDevice for Broken {
+        fn device_type(&self) -> u32 {
+            2
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[8]
+        }
+        fn features(&self) -> u64 {
+            VIRTIO_F_VERSION_1
+        }
+        fn read_config(&self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn notify(&mut self, _q: u16, _qs: &mut [Queue], _m: &GuestMem) -> QueueResult {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(QueueError::TooLong { head: 0, size: 8 })
+        }
+    }
+
+    fn write(t: &mut MmioTransport, offset: u64, v: u32) {
+        t.write(offset, &v.to_le_bytes());
+    }
+
+    fn read(t: &mut MmioTransport, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn a_broken_queue_sets_needs_reset_until_the_driver_resets() {
+        let ram = GuestRam::new(
+            &[Region {
+                start: 0,
+                size: 1 << 20,
+            }],
+            false,
+        )
+        .unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let dev = Box::new(Broken(calls.clone()));
+        let mut t = MmioTransport::new(dev, ram.memory().clone(), IrqLine::new(5).unwrap());
+        let setup = |t: &mut MmioTransport| {
+            write(t, 0x070, 1 | 2);
+            write(t, 0x024, 1);
+            write(t, 0x020, 1);
+            write(t, 0x070, 1 | 2 | STATUS_FEATURES_OK);
+            write(t, 0x030, 0);
+            write(t, 0x038, 8);
+            write(t, 0x080, 0x1000);
+            write(t, 0x090, 0x2000);
+            write(t, 0x0a0, 0x3000);
+            write(t, 0x044, 1);
+            write(t, 0x070, 1 | 2 | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        };
+        setup(&mut t);
+        write(&mut t, 0x050, 0);
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_ne!(read(&mut t, 0x070) & STATUS_NEEDS_RESET, 0);
+        assert_eq!(read(&mut t, 0x060), INT_CONFIG | INT_USED_RING);
+        // The driver cannot clear the bit by writing its own status, and the device's
+        // queues are left alone meanwhile.
+        write(&mut t, 0x070, 1 | 2 | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        assert_ne!(read(&mut t, 0x070) & STATUS_NEEDS_RESET, 0);
+        write(&mut t, 0x050, 0);
+        t.service();
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        // A reset brings the device back.
+        write(&mut t, 0x070, 0);
+        assert_eq!(read(&mut t, 0x070), 0);
+        setup(&mut t);
+        write(&mut t, 0x050, 0);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 }

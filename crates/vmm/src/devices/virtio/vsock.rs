@@ -633,14 +633,17 @@ impl VirtioDevice for Vsock {
         // (a SHUTDOWN to send) and makes room for paused transmit chains, so repeat until
         // a round delivers nothing.
         loop {
-            if self.tx_stalled && self.control.len() < CONTROL_MAX && txq.ready() {
+            self.accept_host_connections();
+            self.pump_host();
+            let delivered = self.deliver_all(rxq, mem)?;
+            let resume = self.tx_stalled && self.control.len() < CONTROL_MAX && txq.ready();
+            if resume {
                 self.tx_stalled = false;
                 used |= self.drain_tx(txq, mem)?;
             }
-            self.accept_host_connections();
-            self.pump_host();
-            match self.deliver_all(rxq, mem)? {
-                Delivered::Nothing => return Ok(used),
+            match delivered {
+                Delivered::Nothing if !resume => return Ok(used),
+                Delivered::Nothing => {}
                 Delivered::Some => used = true,
                 Delivered::OutOfBuffers => return Ok(true),
             }
