@@ -111,9 +111,13 @@ impl Block {
                 .and_then(|o| o.checked_add(len))
                 .is_some_and(|end| end <= self.capacity)
         };
-        let ok = |r: std::result::Result<(), ()>, n: u64| match r {
+        let head = chain.head();
+        let ok = |r: std::result::Result<(), IoError>, n: u64| match r {
             Ok(()) => (S_OK, n),
-            Err(()) => (S_IOERR, 0),
+            Err(e) => {
+                tracing::debug!("virtio-blk: request {head}: {e}");
+                (S_IOERR, 0)
+            }
         };
         match kind {
             T_IN if in_range(data_in) => ok(
@@ -124,16 +128,10 @@ impl Block {
                 ok(self.write_disk(chain, mem, sector * SECTOR, data_out), 0)
             }
             T_IN | T_OUT => (S_IOERR, 0),
-            T_FLUSH => ok(self.file.sync_all().map_err(|_| ()), 0),
+            T_FLUSH => ok(self.file.sync_all().map_err(IoError::Disk), 0),
             T_GET_ID => {
                 let n = data_in.min(ID_LEN as u64) as usize;
-                ok(
-                    chain
-                        .write_at(mem, 0, &self.id[..n])
-                        .map(|_| ())
-                        .map_err(|_| ()),
-                    n as u64,
-                )
+                ok(write_exact(chain, mem, 0, &self.id[..n]), n as u64)
             }
             _ => (S_UNSUPP, 0),
         }
@@ -146,15 +144,15 @@ impl Block {
         mem: &GuestMem,
         pos: u64,
         len: u64,
-    ) -> std::result::Result<(), ()> {
+    ) -> std::result::Result<(), IoError> {
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
             let buf = &mut self.bounce[..n];
-            self.file.read_exact_at(buf, pos + done).map_err(|_| ())?;
-            if chain.write_at(mem, done, buf).map_err(|_| ())? != n {
-                return Err(());
-            }
+            self.file
+                .read_exact_at(buf, pos + done)
+                .map_err(IoError::Disk)?;
+            write_exact(chain, mem, done, buf)?;
             done += n as u64;
         }
         Ok(())
@@ -167,15 +165,17 @@ impl Block {
         mem: &GuestMem,
         pos: u64,
         len: u64,
-    ) -> std::result::Result<(), ()> {
+    ) -> std::result::Result<(), IoError> {
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
             let buf = &mut self.bounce[..n];
-            if chain.read_at(mem, HDR_LEN + done, buf).map_err(|_| ())? != n {
-                return Err(());
+            if chain.read_at(mem, HDR_LEN + done, buf)? != n {
+                return Err(IoError::Short);
             }
-            self.file.write_all_at(buf, pos + done).map_err(|_| ())?;
+            self.file
+                .write_all_at(buf, pos + done)
+                .map_err(IoError::Disk)?;
             done += n as u64;
         }
         Ok(())
@@ -251,6 +251,30 @@ impl Block {
         } else {
             0
         }
+    }
+}
+
+/// Why an accepted request failed (answered `VIRTIO_BLK_S_IOERR`).
+#[derive(Debug, thiserror::Error)]
+enum IoError {
+    #[error("disk image: {0}")]
+    Disk(std::io::Error),
+    #[error(transparent)]
+    Guest(#[from] RequestError),
+    #[error("the chain ended before the request's data")]
+    Short,
+}
+
+/// Writes all of `data` at `offset` of the chain's writable bytes.
+fn write_exact(
+    chain: &DescChain,
+    mem: &GuestMem,
+    offset: u64,
+    data: &[u8],
+) -> std::result::Result<(), IoError> {
+    match chain.write_at(mem, offset, data)? {
+        n if n == data.len() => Ok(()),
+        _ => Err(IoError::Short),
     }
 }
 

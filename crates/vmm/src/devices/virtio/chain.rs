@@ -175,6 +175,7 @@ impl DescChain {
     ) -> Result<usize, RequestError> {
         let mut done = 0;
         for (addr, len) in self.pieces(false, offset, buf.len()) {
+            let addr = addr.ok_or_else(|| outside(u64::MAX, len))?;
             let dst = &mut buf[done..done + len];
             mem.read_slice(dst, GuestAddress(addr))
                 .map_err(|_| outside(addr, len))?;
@@ -193,6 +194,7 @@ impl DescChain {
     ) -> Result<usize, RequestError> {
         let mut done = 0;
         for (addr, len) in self.pieces(true, offset, data.len()) {
+            let addr = addr.ok_or_else(|| outside(u64::MAX, len))?;
             mem.write_slice(&data[done..done + len], GuestAddress(addr))
                 .map_err(|_| outside(addr, len))?;
             done += len;
@@ -200,13 +202,14 @@ impl DescChain {
         Ok(done)
     }
 
-    /// Guest ranges (address, length) covering `want` bytes from `offset` of one direction.
+    /// Guest ranges (address, length) covering `want` bytes from `offset` of one direction;
+    /// the address is None where it would pass 2^64.
     fn pieces(
         &self,
         write: bool,
         offset: u64,
         want: usize,
-    ) -> impl Iterator<Item = (u64, usize)> + '_ {
+    ) -> impl Iterator<Item = (Option<u64>, usize)> + '_ {
         let mut skip = offset;
         let mut left = want;
         self.descs
@@ -226,8 +229,7 @@ impl DescChain {
                 // Fits: at most u32::MAX and at most `left`.
                 let n = usize::try_from(len - start).unwrap_or(usize::MAX).min(left);
                 left -= n;
-                // No overflow past u64: check_memory or vm-memory refuses such a range.
-                Some((d.addr.wrapping_add(start), n))
+                Some((d.addr.checked_add(start), n))
             })
     }
 }
@@ -353,5 +355,20 @@ mod tests {
         assert!(c.check_memory(mem).is_err());
         let mut buf = [0u8; 8];
         assert!(c.read_at(mem, 0, &mut buf).is_err());
+        // An offset past 2^64 does not wrap around to low guest memory (found by
+        // fuzz_blk_requests: a status byte written over the descriptor table).
+        put(mem, 0, u64::MAX - 30, 44, F_WRITE, 0);
+        let c = DescChain::walk(mem, 0, 4, 0).unwrap();
+        assert!(c.write_at(mem, 43, &[1]).is_err());
+        let mut low = [0u8; 16];
+        mem.read_slice(&mut low, GuestAddress(0)).unwrap();
+        assert_eq!(
+            u16::from_le_bytes([low[12], low[13]]),
+            F_WRITE,
+            "table intact"
+        );
+        put(mem, 0, u64::MAX - 30, 44, 0, 0);
+        let c = DescChain::walk(mem, 0, 4, 0).unwrap();
+        assert!(c.read_at(mem, 40, &mut buf).is_err());
     }
 }
