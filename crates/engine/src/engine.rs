@@ -134,7 +134,9 @@ impl Engine {
             .map_err(|(_, e)| sys(format!("flock {}", p.display()))(e))
     }
 
-    /// Every engine container, oldest first, with its live status.
+    /// Every engine container, oldest first, with its live status; containers whose
+    /// creation was interrupted (creator killed after the rootfs was mounted) are listed
+    /// as dead, so `ps -a` shows them and `rm` removes them.
     pub fn list(&self) -> Result<Vec<Container>> {
         let dir = self.containers_dir();
         let mut out = Vec::new();
@@ -143,6 +145,34 @@ impl Engine {
             if let Some(c) = Container::load(&e.path())? {
                 out.push(self.refresh(c));
             }
+        }
+        for b in self.store.abandoned_bundles()? {
+            if out.iter().any(|c| c.id == b.id) {
+                continue; // metadata written, commit not: a created container
+            }
+            let cdir = dir.join(&b.id);
+            let created = b.created.map_or_else(now, |t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            });
+            out.push(Container {
+                name: String::new(),
+                image_id: b.image.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+                command: Vec::new(),
+                created,
+                options: RunOptions {
+                    image: b.image.map(|i| i.to_string()).unwrap_or_default(),
+                    ..RunOptions::default()
+                },
+                bundle: cdir.join("bundle"),
+                log_path: cdir.join(LOG),
+                stop_signal: "SIGKILL".into(),
+                state: State {
+                    status: Status::Dead,
+                    ..State::default()
+                },
+                id: b.id,
+            });
         }
         out.sort_by(|a, b| a.created.cmp(&b.created));
         Ok(out)
@@ -169,7 +199,7 @@ impl Engine {
         let all = self.list()?;
         if let Some(c) = all
             .iter()
-            .find(|c| c.id == reference || c.name == reference)
+            .find(|c| c.id == reference || (!c.name.is_empty() && c.name == reference))
         {
             return Ok(c.clone());
         }
@@ -211,7 +241,7 @@ impl Engine {
             .store
             .find_or_pull(&opts.image, &PullOptions::default())?;
         let dir = self.containers_dir().join(&id);
-        let bundle =
+        let mut bundle =
             self.store
                 .create_bundle(&opts.image, &id, &opts.overrides(), &dir.join("bundle"))?;
         let made = (|| {
@@ -247,6 +277,7 @@ impl Engine {
                 state: State::default(),
             };
             c.save()?;
+            bundle.commit()?;
             Ok(c)
         })();
         if made.is_err() {
