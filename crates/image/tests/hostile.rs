@@ -3,6 +3,7 @@
 //! than their descriptors, and a registry that sends one byte of a blob and then stalls.
 //! Each operation runs on a thread with a generous deadline, so a regression fails the
 //! test instead of hanging it.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 
