@@ -272,21 +272,6 @@ pub fn summary(n: &Network) -> Summary {
     }
 }
 
-fn ifname(name: &str) -> Result<[libc::c_char; libc::IFNAMSIZ]> {
-    let mut out = [0 as libc::c_char; libc::IFNAMSIZ];
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', '\0']) {
-        return Err(Error::Invalid {
-            what: "interface",
-            value: name.to_string(),
-            reason: "not an interface name".into(),
-        });
-    }
-    for (d, s) in out.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    Ok(out)
-}
-
 /// Whether a link of this name exists in the caller's namespace.
 pub fn link_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
@@ -296,37 +281,86 @@ pub fn link_exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
-/// linux/sockios.h: delete a bridge device by name.
-const SIOCBRDELBR: libc::c_ulong = 0x89a2;
-
-/// Take the bridge down and delete it (SIOCBRDELBR); absent is fine.
+/// Delete the bridge (netlink RTM_DELLINK by index); absent is fine.
 pub fn delete_bridge(name: &str) -> Result<()> {
-    if !link_exists(name) {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return Ok(());
+    };
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
         return Ok(());
     }
-    let n = ifname(name)?;
+    let what = || format!("delete bridge {name}");
     // SAFETY: socket(2) with constant arguments; the fd is owned right after.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
     if raw < 0 {
-        return Err(sys("socket(AF_INET)")(nix::Error::last()));
+        return Err(sys(what())(nix::Error::last()));
     }
     // SAFETY: `raw` is a fresh fd nobody else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    req.ifr_name = n;
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; SIOCBRDELBR
-    // reads the NUL-terminated name we own.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) == 0 {
-            req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
-            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req);
-        }
-        if libc::ioctl(sock.as_raw_fd(), SIOCBRDELBR, n.as_ptr()) < 0 {
-            let e = nix::Error::last();
-            if e != nix::Error::ENXIO && e != nix::Error::ENODEV {
-                return Err(sys(format!("delete bridge {name}"))(e));
-            }
+    #[repr(C)]
+    struct DelLink {
+        hdr: libc::nlmsghdr,
+        info: IfInfoMsg,
+    }
+    #[repr(C)]
+    struct IfInfoMsg {
+        family: u8,
+        pad: u8,
+        kind: u16,
+        index: i32,
+        flags: u32,
+        change: u32,
+    }
+    let msg = DelLink {
+        hdr: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<DelLink>() as u32,
+            nlmsg_type: libc::RTM_DELLINK,
+            nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        info: IfInfoMsg {
+            family: libc::AF_UNSPEC as u8,
+            pad: 0,
+            kind: 0,
+            index: index as i32,
+            flags: 0,
+            change: 0,
+        },
+    };
+    // SAFETY: sends the bytes of a repr(C) message we own to the kernel.
+    let sent = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            std::ptr::addr_of!(msg).cast(),
+            std::mem::size_of::<DelLink>(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(sys(what())(nix::Error::last()));
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: receives into a buffer we own, at most its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(sys(what())(nix::Error::last()));
+    }
+    // The ack: nlmsghdr (16 bytes) of type NLMSG_ERROR, then the (negative) errno.
+    let hdr = std::mem::size_of::<libc::nlmsghdr>();
+    if (n as usize) >= hdr + 4 {
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let errno = i32::from_ne_bytes([buf[hdr], buf[hdr + 1], buf[hdr + 2], buf[hdr + 3]]);
+        if kind == libc::NLMSG_ERROR as u16 && errno != 0 && -errno != libc::ENODEV {
+            return Err(sys(what())(nix::Error::from_raw(-errno)));
         }
     }
     Ok(())
