@@ -591,6 +591,30 @@ printf '%s' '{"cniVersion":"1.0.0","code":7,"msg":"cannot frob","details":"the f
         &["run", "--rm", "--network", "half", IMAGE, "true"],
         "CNI plugin broken (ADD, network half): cannot frob: the frobnicator is gone",
     );
+    // A plugin that hangs: killed at the deadline, the chain undone.
+    env.fake_plugin("hang", "exec sleep 600");
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "stuck",
+        "plugins": [
+            {"type": "bridge", "bridge": "stuckbr0",
+             "ipam": {"type": "host-local", "subnet": "10.237.0.0/24", "dataDir": env.path("data/cni/networks")}},
+            {"type": "hang"}
+        ]
+    });
+    std::fs::write(env.path("cni/stuck.conflist"), conf.to_string()).unwrap();
+    env.fails(
+        &[
+            "run",
+            "--rm",
+            "--cni-timeout",
+            "0.5",
+            "--network",
+            "stuck",
+            IMAGE,
+            "true",
+        ],
+        "CNI plugin hang (ADD, network stuck): no answer after 0.5 s, killed",
+    );
     // `network rm` leaves files it did not write alone.
     env.fails(&["network", "rm", "half"], "not by berth");
     assert_eq!(env.container_dirs(), 0, "no container left");

@@ -223,7 +223,7 @@ impl Cni {
                         ..net.clone()
                     };
                     if let Err(u) = self.del_chain(&undo, req, prev.as_ref()) {
-                        tracing::warn!(error = %u, "undoing a failed ADD");
+                        tracing::debug!(error = %u, "undoing a failed ADD");
                     }
                     return Err(e);
                 }
@@ -282,7 +282,7 @@ impl Cni {
         for p in net.plugins.iter().rev() {
             let conf = Cni::plugin_config(net, p, prev, req);
             if let Err(e) = self.run(net, p, Verb::Del, &conf, req) {
-                tracing::warn!(error = %e, "CNI DEL");
+                tracing::debug!(error = %e, "CNI DEL");
                 first.get_or_insert(e);
             }
         }

@@ -40,6 +40,9 @@ pub struct NetFlags {
         env = "BERTH_CNI_PATH"
     )]
     pub cni_path: String,
+    /// Seconds each CNI plugin may run before it is killed.
+    #[arg(long, global = true, default_value_t = 60.0, env = "BERTH_CNI_TIMEOUT")]
+    pub cni_timeout: f64,
 }
 
 /// The engine with the network flags applied.
@@ -52,6 +55,15 @@ pub fn open_engine(
     let s = engine.net_settings_mut();
     s.networks.cni_config_dir = net.cni_config_dir.clone();
     s.cni.plugin_dirs = berth_engine::cni::plugin_dirs_from(&net.cni_path);
+    s.cni.timeout = Duration::try_from_secs_f64(net.cni_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!(
+                "--cni-timeout {}: expected a positive number of seconds",
+                net.cni_timeout
+            )
+        })?;
     Ok(engine)
 }
 
@@ -262,6 +274,7 @@ const WITH_VALUE: &[&str] = &[
     "--add-host",
     "--cni-config-dir",
     "--cni-path",
+    "--cni-timeout",
     "-f",
     "--format",
     "--root",
