@@ -171,7 +171,11 @@ pub(crate) fn detach(s: &NetSettings, id: &str, st: &mut NetState) -> Result<()>
         return Ok(());
     }
     let fallback = CniNetwork::find(&s.networks.dirs(), &st.network).ok();
-    let req = request(id, &st.netns);
+    let mut req = request(id, &st.netns);
+    if !st.netns.exists() {
+        // Gone (a reboot emptied the runtime root): the spec allows DEL without one.
+        req.netns = None;
+    }
     let del = s.cni.detach(&st.network, &req, fallback.as_ref());
     let rm = NetNs {
         path: st.netns.clone(),
