@@ -227,6 +227,17 @@ impl Env {
         .unwrap()
     }
 
+    /// The pid of this test's aardvark-dns, if one runs.
+    fn aardvark(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.path("run/aardvark-dns/aardvark.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "aardvark-dns").then_some(pid)
+    }
+
     /// A fake plugin in a temp dir added to the plugin path.
     fn fake_plugin(&mut self, name: &str, body: &str) {
         use std::os::unix::fs::PermissionsExt;
@@ -247,6 +258,15 @@ impl Drop for Env {
             .split_whitespace()
         {
             let _ = self.berth(&["rm", "-f", id]);
+        }
+        // aardvark-dns exits by itself once no container is registered; a failed test
+        // may have left it.
+        let dns_alive = self.aardvark();
+        if let Some(pid) = dns_alive {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let prefix = self.dir.path().to_string_lossy().into_owned();
         let left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
@@ -269,6 +289,7 @@ impl Drop for Env {
             assert!(left.is_empty(), "mounts left behind: {left:?}");
             assert_eq!(veths, "", "veths left behind");
             assert!(leases.is_empty(), "leases left behind: {leases:?}");
+            assert_eq!(dns_alive, None, "aardvark-dns left running");
         }
     }
 }
@@ -618,5 +639,77 @@ printf '%s' '{"cniVersion":"1.0.0","code":7,"msg":"cannot frob","details":"the f
     // `network rm` leaves files it did not write alone.
     env.fails(&["network", "rm", "half"], "not by berth");
     assert_eq!(env.container_dirs(), 0, "no container left");
+    env.assert_clean();
+}
+
+#[test]
+fn names_resolve_on_a_user_network_through_aardvark_dns() {
+    let Some(env) = Env::new() else { return };
+    if !Path::new("/usr/lib/podman/aardvark-dns").exists() {
+        eprintln!("skipped: aardvark-dns is not installed (apt-get install aardvark-dns)");
+        return;
+    }
+    env.ok(&["network", "create", "--subnet", "10.238.0.0/24", "named"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "named",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let db = env.address("db");
+    assert!(
+        env.aardvark().is_some(),
+        "aardvark-dns started for the network"
+    );
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cache",
+        "--network",
+        "named",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let cache = env.address("cache");
+    let out = env.ok(&[
+        "run", "--rm", "--network", "named", IMAGE, "sh", "-c",
+        "head -2 /etc/resolv.conf; nslookup db | grep -A1 '^Name:'; nslookup cache.dns.podman | grep -A1 '^Name:'; ping -c1 -W5 db >/dev/null && echo ping-by-name",
+    ]);
+    assert_eq!(
+        out,
+        format!("search dns.podman\nnameserver 10.238.0.1\nName:\tdb.dns.podman\nAddress: {db}\nName:\tcache.dns.podman\nAddress: {cache}\nping-by-name\n")
+    );
+    // The default network has no name service, as with Docker's default bridge.
+    let resolv = env.ok(&["run", "--rm", IMAGE, "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains("dns.podman"), "{resolv}");
+    env.ok(&["rm", "-f", "db"]);
+    let gone = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "named",
+        IMAGE,
+        "sh",
+        "-c",
+        "nslookup db.dns.podman >/dev/null 2>&1 && echo still-there || echo gone",
+    ]);
+    assert_eq!(gone, "gone\n");
+    env.ok(&["rm", "-f", "cache"]);
+    let until = Instant::now() + Duration::from_secs(5);
+    while env.aardvark().is_some() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        env.aardvark(),
+        None,
+        "aardvark-dns exits with the last container"
+    );
     env.assert_clean();
 }

@@ -305,7 +305,7 @@ impl Engine {
             let spec = opts.apply(&bundle.spec)?;
             let mut v = serde_json::to_value(&spec).expect("spec serializes");
             if let Some(n) = &cni_net {
-                let st = attached.insert(net::attach(&self.net, &id, n, opts)?);
+                let st = attached.insert(net::attach(&self.net, &id, &name, n, opts)?);
                 net::join_netns(&mut v, &st.netns);
             }
             net::etc_files(&mut v, &dir, opts, attached.as_ref())?;

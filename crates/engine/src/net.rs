@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use berth_net::dns::{Aardvark, Record};
 use berth_net::{Cni, NetNs, Network as CniNetwork, Networks, PortMapping, Request};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,8 @@ pub struct NetSettings {
     pub cni: Cni,
     /// `<runtime-root>/netns`: the containers' network namespaces.
     pub netns_dir: PathBuf,
+    /// Names on user networks (none when aardvark-dns is not installed).
+    pub dns: Option<Aardvark>,
 }
 
 impl NetSettings {
@@ -45,6 +48,7 @@ impl NetSettings {
                 data_root.join("cni/results"),
             ),
             netns_dir: runtime_root.join("netns"),
+            dns: Aardvark::find(&runtime_root.join("aardvark-dns")),
         }
     }
 }
@@ -62,6 +66,9 @@ pub struct NetState {
     pub ports: Vec<PortMapping>,
     /// CNI ADD done and not yet undone.
     pub attached: bool,
+    /// Registered with aardvark-dns, which answers on this address (the gateway).
+    #[serde(default)]
+    pub dns_server: Option<String>,
 }
 
 impl NetState {
@@ -131,6 +138,7 @@ pub(crate) fn check_flags(opts: &RunOptions, net: Option<&CniNetwork>) -> Result
 pub(crate) fn attach(
     s: &NetSettings,
     id: &str,
+    name: &str,
     net: &CniNetwork,
     opts: &RunOptions,
 ) -> Result<NetState> {
@@ -153,7 +161,7 @@ pub(crate) fn attach(
             return Err(e.into());
         }
     };
-    Ok(NetState {
+    let mut st = NetState {
         network: net.name.clone(),
         netns: ns.path,
         address: a.ipv4().map(|(ip, p)| format!("{ip}/{p}")),
@@ -161,7 +169,44 @@ pub(crate) fn attach(
         mac: a.mac(),
         ports,
         attached: true,
-    })
+        dns_server: None,
+    };
+    if let Err(e) = register_name(s, id, name, net, &mut st) {
+        let _ = detach(s, id, &mut st);
+        return Err(e);
+    }
+    Ok(st)
+}
+
+/// User networks with a gateway (not the default one, as with Docker; not internal
+/// ones, whose bridge has no address) resolve their containers' names.
+fn register_name(
+    s: &NetSettings,
+    id: &str,
+    name: &str,
+    net: &CniNetwork,
+    st: &mut NetState,
+) -> Result<()> {
+    let Some(dns) = &s.dns else { return Ok(()) };
+    let gateway = st.gateway.as_deref().and_then(|g| g.parse().ok());
+    let ip = st.ip().and_then(|ip| match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    });
+    let (Some(gateway), Some(ip)) = (gateway, ip) else {
+        return Ok(());
+    };
+    if net.name == berth_net::DEFAULT_NETWORK || berth_net::summary(net).internal {
+        return Ok(());
+    }
+    let record = Record {
+        id: id.to_string(),
+        ip,
+        names: vec![name.to_string(), id[..12.min(id.len())].to_string()],
+    };
+    dns.add(&net.name, gateway, &record)?;
+    st.dns_server = Some(gateway.to_string());
+    Ok(())
 }
 
 /// CNI DEL (from the cache; the current config file as a fallback) and remove the
@@ -169,6 +214,12 @@ pub(crate) fn attach(
 pub(crate) fn detach(s: &NetSettings, id: &str, st: &mut NetState) -> Result<()> {
     if !st.attached {
         return Ok(());
+    }
+    if let (Some(dns), Some(_)) = (&s.dns, &st.dns_server) {
+        if let Err(e) = dns.remove(&st.network, id) {
+            tracing::warn!(id, error = %e, "removing the container's name from aardvark-dns");
+        }
+        st.dns_server = None;
     }
     let fallback = CniNetwork::find(&s.networks.dirs(), &st.network).ok();
     let mut req = request(id, &st.netns);
@@ -208,9 +259,16 @@ pub(crate) fn etc_files(
         (hosts, resolv)
     } else {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = match st.and_then(|s| s.dns_server.as_deref()) {
+            // aardvark-dns answers the network's names and forwards the rest.
+            Some(server) if opts.dns.is_empty() => {
+                berth_net::files::resolv_conf_via(&host_resolv, server)
+            }
+            _ => berth_net::files::resolv_conf(&host_resolv, &opts.dns),
+        };
         (
             berth_net::files::hosts(&hostname, st.and_then(NetState::ip), &opts.add_hosts),
-            berth_net::files::resolv_conf(&host_resolv, &opts.dns),
+            resolv,
         )
     };
     let mounts = spec["mounts"]

@@ -89,6 +89,20 @@ pub fn resolv_conf(host: &str, dns: &[IpAddr]) -> String {
     out
 }
 
+/// resolv.conf for a network with a DNS server of its own (aardvark-dns on the
+/// gateway): that server, its `dns.podman` domain (the one aardvark-dns 1.4 serves), and
+/// the host's options.
+pub fn resolv_conf_via(host: &str, server: &str) -> String {
+    let mut out = format!("search dns.podman\nnameserver {server}\n");
+    for line in host.lines().map(str::trim) {
+        if line.starts_with("options") {
+            out += line;
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +121,14 @@ mod tests {
         assert_eq!(
             resolv_conf(host, &["1.1.1.1".parse().unwrap()]),
             "search lan\noptions edns0\nnameserver 1.1.1.1\n"
+        );
+    }
+
+    #[test]
+    fn resolver_of_a_named_network() {
+        assert_eq!(
+            resolv_conf_via("nameserver 192.0.2.53\nsearch lan\noptions ndots:2\n", "10.9.0.1"),
+            "search dns.podman\nnameserver 10.9.0.1\noptions ndots:2\n"
         );
     }
 

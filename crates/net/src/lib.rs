@@ -17,12 +17,15 @@
 //!   every plugin succeeded.
 //! * A namespace made by [`NetNs::create`] is an nsfs bind mount on a file; it lives
 //!   until [`NetNs::remove`], independent of any process.
+//! * Names on user networks are served by one aardvark-dns for all networks
+//!   ([`dns::Aardvark`]), fed and reloaded the way netavark does it.
 //! * Plugins configure the network namespace of the calling process as "the host"
 //!   (bridges, iptables rules, port maps): callers pick it by where they run.
 
 mod bridge;
 mod cni;
 mod conf;
+pub mod dns;
 pub mod error;
 pub mod files;
 mod netns;
