@@ -12,10 +12,13 @@
 mod common;
 
 mod advisories;
+mod client_configs;
 mod corpus;
+mod escapes;
 mod lifecycle;
 mod mounts;
 mod namespaces;
 mod ops;
 mod process;
+mod robustness;
 mod runc_compat;

@@ -121,20 +121,32 @@ pub struct CriuArgs {
 }
 
 impl Cli {
-    /// The state directory: --root, or the default for the calling user.
-    pub fn state_root(&self) -> PathBuf {
+    /// The state directory: --root, or the default for the calling user: /run/berth for
+    /// root, $XDG_RUNTIME_DIR/berth (or /run/user/UID/berth) for other users. Never a
+    /// predictable name in a shared directory such as /tmp, which another user could
+    /// create first (the runtime also checks that the caller owns what it uses).
+    pub fn state_root(&self) -> anyhow::Result<PathBuf> {
         if let Some(root) = &self.root {
-            return root.clone();
+            return Ok(root.clone());
         }
         // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            return PathBuf::from("/run/berth");
+        let uid = unsafe { libc::geteuid() };
+        if uid == 0 {
+            return Ok(PathBuf::from("/run/berth"));
         }
-        match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("berth"),
-            // SAFETY: geteuid cannot fail.
-            _ => PathBuf::from(format!("/tmp/berth-{}", unsafe { libc::geteuid() })),
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            return Ok(PathBuf::from(dir).join("berth"));
         }
+        let user_run = PathBuf::from(format!("/run/user/{uid}"));
+        if std::fs::symlink_metadata(&user_run).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0
+        }) {
+            return Ok(user_run.join("berth"));
+        }
+        anyhow::bail!(
+            "no private state directory: set XDG_RUNTIME_DIR (or pass --root) to a directory only you can write"
+        )
     }
 }
 

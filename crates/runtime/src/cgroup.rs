@@ -8,6 +8,8 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Spec
 use berth_cgroups::{CgroupConfig, CgroupState, Manager};
 pub use berth_cgroups::{OomEvent, OomWatcher, Stats};
 
+use std::path::Path;
+
 use crate::error::{Error, Result};
 use crate::state::{Record, Status};
 
@@ -21,31 +23,72 @@ fn skip_cgroups(spec: &Spec) -> bool {
             .is_none()
 }
 
-/// A created cgroup with its resources applied, waiting for the container's init.
+/// The container's cgroup: planned first (so the plan can be recorded before anything
+/// exists), then created with its resources applied, waiting for the container's init.
 pub struct Placement {
     mgr: Box<dyn Manager>,
+    linux: oci_spec::runtime::Linux,
 }
 
-/// Create the container's cgroup and apply its resources (nothing is left on failure).
-pub fn prepare(spec: &Spec, id: &str) -> Result<Option<Placement>> {
+/// Plan the container's cgroup. A cgroup that already exists and holds processes is
+/// refused (as runc does): those processes are not the container's, and `delete --force`
+/// kills everything in the container's cgroup.
+pub fn plan(spec: &Spec, id: &str) -> Result<Option<Placement>> {
     if skip_cgroups(spec) {
         return Ok(None);
     }
-    let linux = spec.linux().as_ref().expect("validated");
+    let linux = spec.linux().clone().expect("validated");
     let path = linux
         .cgroups_path()
         .as_ref()
         .map(|p| p.to_string_lossy().into_owned());
     let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path))?;
-    mgr.create()?;
-    if let Err(e) = mgr.apply(&with_default_devices(linux)) {
-        let _ = mgr.destroy();
-        return Err(e.into());
+    for dir in mgr.paths() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if let Some(pid) = procs.split_whitespace().next() {
+            return Err(Error::Config(format!(
+                "field linux.cgroupsPath: cgroup {} already holds processes (pid {pid}) that are not this container's",
+                dir.display()
+            )));
+        }
     }
-    Ok(Some(Placement { mgr }))
+    Ok(Some(Placement { mgr, linux }))
 }
 
 impl Placement {
+    /// What to record before `create`: the cgroup's directories, and as "created" every
+    /// one of them (and their ancestors) that does not exist yet, so that a `delete` after
+    /// a create killed midway removes exactly what it may have made.
+    pub fn planned_state(&self) -> CgroupState {
+        let mut state = self.mgr.state();
+        let mut missing = Vec::new();
+        for dir in self.mgr.paths() {
+            let mut chain: Vec<_> = dir
+                .ancestors()
+                .take_while(|d| !d.exists())
+                .map(Path::to_path_buf)
+                .collect();
+            chain.reverse();
+            for d in chain {
+                if !missing.contains(&d) && !state.created.contains(&d) {
+                    missing.push(d);
+                }
+            }
+        }
+        state.created.extend(missing);
+        state
+    }
+
+    /// Create the cgroup and apply its resources (nothing is left on failure).
+    pub fn create(&self) -> Result<()> {
+        self.mgr.create()?;
+        if let Err(e) = self.mgr.apply(&with_default_devices(&self.linux)) {
+            let _ = self.mgr.destroy();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// On a pure v2 host, the cgroup directory for clone3(CLONE_INTO_CGROUP): the child is
     /// born in its cgroup and never migrates (no wait for cgroup_threadgroup_rwsem).
     pub fn clone_target(&self) -> Option<std::os::fd::OwnedFd> {

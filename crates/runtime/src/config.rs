@@ -1,10 +1,10 @@
 //! Loading and validating a bundle's `config.json`.
 //!
-//! Parsing is strict: a field of the wrong type names its JSON path, and an unknown field is
-//! refused with its path (the OCI spec lets runtimes ignore unknown fields; berth refuses
-//! them because a misspelt security field, e.g. `readOnly` for `readonly`, would otherwise
-//! silently weaken the container). Validation runs before any side effect, so a bad bundle
-//! leaves nothing behind.
+//! Parsing is strict about types: a field of the wrong type names its JSON path. Unknown
+//! fields are ignored (logged at debug with their path), because the runtime spec says
+//! runtimes MUST NOT fail on unknown properties: newer clients add fields before runtimes
+//! learn them. Validation runs before any side effect, so a bad bundle leaves nothing
+//! behind.
 
 use std::collections::HashSet;
 use std::fs;
@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
+
+/// Supplementary groups the kernel accepts (NGROUPS_MAX).
+pub const MAX_GROUPS: usize = 65536;
 
 /// Largest container ID accepted (runc accepts any length; a bound keeps paths sane).
 pub const MAX_ID_LEN: usize = 1024;
@@ -43,7 +46,8 @@ pub fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parse a spec from JSON text, refusing mistyped and unknown fields by their path.
+/// Parse a spec from JSON text, refusing mistyped fields by their path and ignoring
+/// unknown ones.
 pub fn parse_spec(text: &[u8]) -> Result<Spec> {
     let mut unknown = Vec::new();
     let mut json = serde_json::Deserializer::from_slice(text);
@@ -59,10 +63,13 @@ pub fn parse_spec(text: &[u8]) -> Result<Spec> {
         }
     })?;
     json.end().map_err(|e| Error::Config(e.to_string()))?;
-    if let Some(field) = unknown.first() {
+    for field in &unknown {
         // serde_ignored renders each Option level as "?"; drop those segments.
         let field: Vec<&str> = field.split('.').filter(|s| *s != "?").collect();
-        return Err(Error::Config(format!("unknown field {}", field.join("."))));
+        tracing::debug!(
+            field = field.join("."),
+            "config.json: ignoring unknown field"
+        );
     }
     Ok(spec)
 }
@@ -215,6 +222,20 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
                 return cfg(format!("field mounts[{i}].options: unknown option {opt:?}"));
             }
         }
+        let bind =
+            crate::mount::MountOptions::parse(m.options().as_deref().unwrap_or_default()).is_bind();
+        let typ = m
+            .typ()
+            .as_deref()
+            .unwrap_or(if bind { "bind" } else { "none" });
+        if let Err(why) =
+            crate::mount::kernel_fs_rule(m.destination(), typ, m.source().as_deref(), bind)
+        {
+            return cfg(format!(
+                "field mounts[{i}].destination: {}: {why}",
+                m.destination().display()
+            ));
+        }
     }
     let linux = match spec.linux() {
         Some(l) => l,
@@ -226,7 +247,8 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
         .is_some_and(|l| !l.is_empty())
         && !crate::lsm::selinux_enabled()
     {
-        return cfg("field linux.mountLabel: SELinux is not enabled on this host".into());
+        // crun's behaviour: a label nobody can apply is not worth failing the container.
+        tracing::warn!("linux.mountLabel is ignored: SELinux is not enabled on this host");
     }
     let mut seen = HashSet::new();
     for ns in linux.namespaces().iter().flatten() {
@@ -274,12 +296,22 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
         "gidMappings",
         linux.gid_mappings().as_deref().unwrap_or_default(),
     )?;
-    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !new_ns(LinuxNamespaceType::Uts) {
-        return cfg("field hostname: setting a hostname needs a new uts namespace".into());
+    // A UTS namespace joined by path is the container's own too (runc and crun accept it).
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
+        return cfg("field hostname: setting a hostname needs a uts namespace".into());
     }
-    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !new_ns(LinuxNamespaceType::Uts)
-    {
-        return cfg("field domainname: setting a domainname needs a new uts namespace".into());
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
+        return cfg("field domainname: setting a domainname needs a uts namespace".into());
+    }
+    let groups = process
+        .user()
+        .additional_gids()
+        .as_ref()
+        .map_or(0, Vec::len);
+    if groups > MAX_GROUPS {
+        return cfg(format!(
+            "field process.user.additionalGids: {groups} groups, the kernel allows at most {MAX_GROUPS}"
+        ));
     }
     if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
         if !new_ns(LinuxNamespaceType::Time) {
@@ -334,6 +366,45 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
                     "field linux.{field}: {p:?} is not an absolute path"
                 ));
             }
+        }
+    }
+    if !has(LinuxNamespaceType::Mount) {
+        // Without a mount namespace of its own every mount would land on the caller's
+        // host: refuse what needs one (runc refuses masked and read-only paths alike).
+        let needs = [
+            (
+                spec.mounts().as_ref().is_some_and(|m| !m.is_empty()),
+                "mounts",
+            ),
+            (
+                linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty()),
+                "linux.maskedPaths",
+            ),
+            (
+                linux
+                    .readonly_paths()
+                    .as_ref()
+                    .is_some_and(|m| !m.is_empty()),
+                "linux.readonlyPaths",
+            ),
+            (
+                spec.root()
+                    .as_ref()
+                    .and_then(|r| r.readonly())
+                    .unwrap_or(false),
+                "root.readonly",
+            ),
+            (
+                linux.devices().as_ref().is_some_and(|d| !d.is_empty()),
+                "linux.devices",
+            ),
+            (
+                linux.rootfs_propagation().is_some(),
+                "linux.rootfsPropagation",
+            ),
+        ];
+        if let Some((_, field)) = needs.iter().find(|(set, _)| *set) {
+            return cfg(format!("field {field}: needs a mount namespace"));
         }
     }
     if linux.intel_rdt().is_some() {

@@ -57,22 +57,24 @@ pub(crate) fn load_spec_copy(dir: &Path) -> Result<Spec> {
 }
 
 /// Send to init; if init already died, report init's own last words instead of EPIPE.
+/// Never waits for init: a live init that cannot take the message waits for us.
 fn send(ch: &crate::sync::Channel, msg: &ParentMsg) -> Result<()> {
-    ch.send(msg).map_err(|e| match ch.recv::<ChildMsg>() {
+    ch.send(msg).map_err(|e| match ch.try_recv::<ChildMsg>() {
         Ok(Some(ChildMsg::Failed(why))) => Error::Reported(why),
         _ => e,
     })
 }
 
-/// Undo a half-made container: kill its init, remove its state directory.
-struct CreateGuard<'a> {
+/// Undo a half-made container: kill its init, remove its cgroup and state directory.
+/// Every step of `create` is recorded in state.json before it is taken, so `delete
+/// --force` can do the same after a create that was killed midway.
+struct CreateGuard {
     dir: Option<ContainerDir>,
     init: Option<(Pid, bool)>,
     cgroup: Option<berth_cgroups::CgroupState>,
-    _root: &'a RuntimeRoot,
 }
 
-impl Drop for CreateGuard<'_> {
+impl Drop for CreateGuard {
     fn drop(&mut self) {
         if let Some((pid, is_child)) = self.init.take() {
             let _ = kill(pid, Signal::SIGKILL);
@@ -89,6 +91,58 @@ impl Drop for CreateGuard<'_> {
     }
 }
 
+impl CreateGuard {
+    fn dir(&self) -> &ContainerDir {
+        self.dir
+            .as_ref()
+            .expect("the state directory exists for the whole create")
+    }
+
+    /// Record `rec` (state.json is replaced atomically).
+    fn record(&self, rec: &Record) -> Result<()> {
+        self.dir().save(rec)
+    }
+
+    /// Everything is done: nothing is undone any more.
+    fn disarm(mut self) {
+        self.init = None;
+        self.cgroup = None;
+        self.dir = None;
+    }
+}
+
+/// Answer init until it reports `created`: run the createRuntime and prestart hooks when
+/// it asks (its namespaces and mounts exist, pivot_root has not happened yet).
+fn wait_until_created(ch: &crate::sync::Channel, spec: &Spec, rec: &Record) -> Result<()> {
+    loop {
+        match ch.recv::<ChildMsg>()? {
+            Some(ChildMsg::NamespacesReady) => {
+                let state = state_json(rec, Status::Creating);
+                if let Some(h) = spec.hooks() {
+                    for (kind, hooks) in [
+                        ("prestart", h.prestart()),
+                        ("createRuntime", h.create_runtime()),
+                    ] {
+                        if let Some(hooks) = hooks {
+                            crate::hooks::run(kind, hooks, &state)?;
+                        }
+                    }
+                }
+                send(ch, &ParentMsg::Continue { state })?;
+            }
+            Some(ChildMsg::Created) => return Ok(()),
+            Some(ChildMsg::Failed(msg)) => return Err(Error::Reported(msg)),
+            Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
+            None => return Err(Error::Init("the container init exited during setup".into())),
+        }
+    }
+}
+
+fn this_process() -> Option<(i32, u64)> {
+    let pid = std::process::id() as i32;
+    state::proc_stat(pid).map(|(start, _)| (pid, start))
+}
+
 impl Runtime {
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
         Runtime {
@@ -101,6 +155,10 @@ impl Runtime {
     }
 
     /// Create a container from a bundle; init waits for `start`.
+    ///
+    /// The stages, each recorded before it is taken: state directory, cgroup, init
+    /// process, init's configuration and cgroup placement, createRuntime/prestart hooks,
+    /// `created`. A failure at any stage unwinds what the earlier ones made.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Created> {
         config::validate_id(id)?;
         tracing::debug!(id, "create");
@@ -109,30 +167,53 @@ impl Runtime {
         config::validate(&spec, &bundle)?;
         let plan = Plan::from_spec(&spec);
         let rootfs = config::rootfs_path(&bundle, &spec)?;
-        // The state directory first: it refuses a duplicate id before anything of the
+        let (seccomp, console) = crate::exec::seccomp_and_console(&spec, &opts.console_socket)?;
+
+        // Stage 1: the state directory. It refuses a duplicate id before anything of the
         // existing container's (its cgroup) could be touched.
-        let dir = self.root.create_container_dir(id)?;
         let mut guard = CreateGuard {
-            dir: None,
+            dir: Some(self.root.create_container_dir(id)?),
             init: None,
             cgroup: None,
-            _root: &self.root,
         };
-        let dir_path = dir.path.clone();
-        guard.dir = Some(dir);
-        // The cgroup exists before init does. On a pure v2 host init is born in it;
-        // elsewhere init is moved in right after it is sent its config, so the move's wait
-        // (the first v1 migration waits for an RCU grace period) overlaps init's mounts.
-        let placement = crate::cgroup::prepare(&spec, id)?;
-        guard.cgroup = placement.as_ref().map(|p| p.state());
-        let (seccomp, console) = crate::exec::seccomp_and_console(&spec, &opts.console_socket)?;
+        let dir_path = guard.dir().path.clone();
+        let placement = crate::cgroup::plan(&spec, id)?;
+        let mut rec = Record {
+            id: id.to_string(),
+            pid: 0,
+            pid_start_time: 0,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            owner_uid: nix::unistd::geteuid().as_raw(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            started: false,
+            cgroup: None,
+            exit_status: None,
+            creating: true,
+            creator: this_process(),
+        };
+        guard.record(&rec)?;
         std::fs::write(
             dir_path.join(state::CONFIG_FILE),
             serde_json::to_vec(&spec).expect("spec serializes"),
         )
         .at(dir_path.join(state::CONFIG_FILE))?;
 
-        tracing::debug!(id, "state directory ready");
+        // Stage 2: the cgroup, before init exists. On a pure v2 host init is born in it;
+        // elsewhere init is moved in right after it is sent its config, so the move's wait
+        // (the first v1 migration waits for an RCU grace period) overlaps init's mounts.
+        if let Some(p) = &placement {
+            let planned = p.planned_state();
+            rec.cgroup = Some(serde_json::to_value(&planned).expect("serializes"));
+            guard.record(&rec)?;
+            guard.cgroup = Some(planned);
+            p.create()?;
+            guard.cgroup = Some(p.state());
+        }
+        tracing::debug!(id, "state directory and cgroup ready");
+
+        // Stage 3: the init process, from a sealed copy of berth.
         let exe = crate::sealed_exe::sealed_self()?;
         let start_listener = crate::init::listen_for_start(&dir_path)?;
         // The console socket and the start listener must survive the exec into init.
@@ -145,7 +226,6 @@ impl Runtime {
             // SAFETY: fcntl on an fd we own.
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
-        tracing::debug!(id, "config validated");
         let target = placement
             .as_ref()
             .filter(|_| !plan.uses_user_ns())
@@ -154,22 +234,11 @@ impl Runtime {
         tracing::debug!(id, pid = spawned.pid.as_raw(), "init spawned");
         drop(exe);
         guard.init = Some((spawned.pid, spawned.is_child));
-        let pid_start_time = state::proc_stat(spawned.pid.as_raw())
-            .map(|s| s.0)
-            .unwrap_or(0);
-        let mut rec = Record {
-            id: id.to_string(),
-            pid: spawned.pid.as_raw(),
-            pid_start_time,
-            bundle: bundle.clone(),
-            rootfs: rootfs.clone(),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            owner_uid: nix::unistd::geteuid().as_raw(),
-            annotations: spec.annotations().clone().unwrap_or_default(),
-            started: false,
-            cgroup: None,
-            exit_status: None,
-        };
+        rec.pid = spawned.pid.as_raw();
+        rec.pid_start_time = state::proc_stat(rec.pid).map(|s| s.0).unwrap_or(0);
+        guard.record(&rec)?;
+
+        // Stage 4: init's configuration, devices, and its place in the cgroup.
         let ch = &spawned.channel;
         send(
             ch,
@@ -204,47 +273,25 @@ impl Runtime {
             if !spawned.in_cgroup {
                 p.add(spawned.pid)?;
             }
+            rec.cgroup = Some(serde_json::to_value(p.state()).expect("serializes"));
         }
-        let cgroup = placement.map(|p| p.state());
-        rec.cgroup = cgroup.map(|c| serde_json::to_value(c).expect("serializes"));
-        guard.dir.as_ref().expect("set").save(&rec)?;
+        guard.record(&rec)?;
         send(ch, &ParentMsg::CgroupReady)?;
         tracing::debug!(id, "cgroup ready");
-        loop {
-            match ch.recv::<ChildMsg>()? {
-                Some(ChildMsg::NamespacesReady) => {
-                    let state = state_json(&rec, Status::Creating);
-                    if let Some(h) = spec.hooks() {
-                        for (kind, hooks) in [
-                            ("prestart", h.prestart()),
-                            ("createRuntime", h.create_runtime()),
-                        ] {
-                            if let Some(hooks) = hooks {
-                                crate::hooks::run(kind, hooks, &state)?;
-                            }
-                        }
-                    }
-                    send(ch, &ParentMsg::Continue { state })?;
-                }
-                Some(ChildMsg::Created) => {
-                    tracing::debug!(id, "created");
-                    break;
-                }
-                Some(ChildMsg::Failed(msg)) => return Err(Error::Reported(msg)),
-                Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
-                None => return Err(Error::Init("the container init exited during setup".into())),
-            }
-        }
-        rec.pid_start_time = state::proc_stat(spawned.pid.as_raw())
+
+        // Stage 5: hooks between namespaces and pivot_root, then `created`.
+        wait_until_created(ch, &spec, &rec)?;
+        tracing::debug!(id, "created");
+        rec.pid_start_time = state::proc_stat(rec.pid)
             .map(|s| s.0)
-            .unwrap_or(pid_start_time);
-        let dir = guard.dir.take().expect("set");
-        dir.save(&rec)?;
+            .unwrap_or(rec.pid_start_time);
+        rec.creating = false;
+        rec.creator = None;
+        guard.record(&rec)?;
         if let Some(pid_file) = &opts.pid_file {
-            write_pid_file(pid_file, spawned.pid.as_raw())?;
+            write_pid_file(pid_file, rec.pid)?;
         }
-        guard.init = None;
-        guard.cgroup = None;
+        guard.disarm();
         Ok(Created {
             pid: spawned.pid,
             is_child: spawned.is_child,
@@ -274,6 +321,14 @@ impl Runtime {
     }
 
     pub fn status_of(&self, rec: &Record) -> Status {
+        if rec.creating {
+            // A create that died midway left a container that can only be deleted.
+            return if state::creator_alive(rec) {
+                Status::Creating
+            } else {
+                Status::Stopped
+            };
+        }
         if !state::init_alive(rec) {
             Status::Stopped
         } else if !rec.started {
@@ -360,9 +415,14 @@ impl Runtime {
         })
     }
 
-    /// Delete a stopped (or, with `force`, any) container and everything it holds.
+    /// Delete a stopped (or, with `force`, any) container and everything it holds, also
+    /// what a `create` killed midway left.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let (dir, rec) = self.open(id)?;
+        let (dir, rec) = match self.open(id) {
+            Ok(opened) => opened,
+            Err(Error::NotFound(_)) if self.root.remove_unrecorded(id)? => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let status = self.status_of(&rec);
         match status {
             Status::Stopped | Status::Created => {}
@@ -375,15 +435,23 @@ impl Runtime {
             }
             _ => {}
         }
-        if status != Status::Stopped {
+        // A dead create may have left its init alive (it exits when it sees the channel
+        // close, but need not have yet): kill it whatever the status says.
+        if state::init_alive(&rec) {
             crate::cgroup::thaw(&rec);
             let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
             wait_gone(&rec, Duration::from_secs(10));
         }
         crate::cgroup::destroy(&rec)?;
-        if let Ok(spec) = load_spec_copy(&dir.path) {
-            if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
-                crate::hooks::run_logged("poststop", &hooks, &state_json(&rec, Status::Stopped));
+        if !rec.creating {
+            if let Ok(spec) = load_spec_copy(&dir.path) {
+                if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+                    crate::hooks::run_logged(
+                        "poststop",
+                        &hooks,
+                        &state_json(&rec, Status::Stopped),
+                    );
+                }
             }
         }
         dir.remove()

@@ -112,6 +112,11 @@ impl Runtime {
         if let Some(m) = crate::cgroup::manager_of(&rec) {
             m.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
         }
+        if let Some(adj) = p.oom_score_adj() {
+            crate::fs::ProcFs::open(std::path::Path::new("/proc"))
+                .and_then(|proc| proc.write(&format!("{pid}/oom_score_adj"), &adj.to_string()))
+                .map_err(fail)?;
+        }
         ch.send(&ParentMsg::Continue {
             state: serde_json::Value::Null,
         })

@@ -25,10 +25,20 @@ pub fn run(kind: &'static str, hooks: &[Hook], state: &serde_json::Value) -> Res
     Ok(())
 }
 
-/// Run hooks whose failure must not fail the operation.
+/// Run hooks whose failure must not fail the operation (poststart, poststop): a failing
+/// hook is logged as a warning and the remaining hooks still run, as the spec says.
 pub fn run_logged(kind: &'static str, hooks: &[Hook], state: &serde_json::Value) {
-    if let Err(e) = run(kind, hooks, state) {
-        tracing::warn!("{e}");
+    let input = serde_json::to_vec(state).expect("state serializes");
+    for (index, hook) in hooks.iter().enumerate() {
+        if let Err(why) = run_one(hook, &input) {
+            let e = Error::Hook {
+                kind,
+                index,
+                path: hook.path().display().to_string(),
+                why,
+            };
+            tracing::warn!("{e}");
+        }
     }
 }
 

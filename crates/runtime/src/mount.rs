@@ -1,4 +1,7 @@
-//! Mount options as runc understands them, turned into mount(2) flags and a data string.
+//! Mount options as runc understands them, turned into mount(2) flags and a data string,
+//! and the rule for what may be mounted on the container's /proc and /sys.
+
+use std::path::{Component, Path, PathBuf};
 
 use nix::mount::MsFlags;
 
@@ -207,5 +210,129 @@ mod tests {
     #[test]
     fn comma_in_a_single_option_is_refused() {
         assert!(MountOptions::known("a,b").is_none());
+    }
+}
+
+/// `path` with `.`, `..` and repeated slashes resolved lexically (`..` stops at `/`).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Files under /proc that may be bind-mounted over (what LXCFS provides; runc allows
+/// exactly these).
+pub const PROC_OVERRIDES: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Whether a mount of `typ` (a bind when `bind`, from `source`) may have `dest` as its
+/// destination. Masked and read-only paths are applied through the container's own procfs
+/// and sysfs, so nothing else may be mounted on or under /proc and /sys, where it could
+/// stand in for them (CVE-2025-52881): only procfs at /proc, sysfs (or, rootless, a bind
+/// of the host's /sys) at /sys, cgroup filesystems at and below /sys/fs/cgroup, and the
+/// LXCFS files.
+pub fn kernel_fs_rule(
+    dest: &Path,
+    typ: &str,
+    source: Option<&Path>,
+    bind: bool,
+) -> Result<(), String> {
+    let dest = normalize(dest);
+    let bind = bind || typ == "bind" || typ == "rbind";
+    if dest == Path::new("/proc") {
+        return match (typ, bind, source) {
+            ("proc", false, _) => Ok(()),
+            (_, true, Some(src)) if normalize(src) == Path::new("/proc") => Ok(()),
+            _ => Err("only procfs may be mounted at /proc".into()),
+        };
+    }
+    if dest.starts_with("/proc") {
+        return if bind && PROC_OVERRIDES.iter().any(|p| dest == Path::new(p)) {
+            Ok(())
+        } else {
+            Err("mounts under /proc would stand in for procfs; only the LXCFS files may be bound there".into())
+        };
+    }
+    if dest == Path::new("/sys") {
+        return match (typ, bind, source) {
+            ("sysfs", false, _) => Ok(()),
+            (_, true, Some(src)) if normalize(src) == Path::new("/sys") => Ok(()),
+            _ => Err("only sysfs may be mounted at /sys".into()),
+        };
+    }
+    if dest.starts_with("/sys/fs/cgroup") {
+        return Ok(());
+    }
+    if dest.starts_with("/sys") {
+        return Err("mounts under /sys would stand in for sysfs; only cgroup mounts may go below /sys/fs/cgroup".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod kernel_fs_tests {
+    use super::*;
+
+    fn rule(dest: &str, typ: &str, source: Option<&str>, bind: bool) -> bool {
+        kernel_fs_rule(Path::new(dest), typ, source.map(Path::new), bind).is_ok()
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b//../c")), PathBuf::from("/a/c"));
+        assert_eq!(
+            normalize(Path::new("/../../proc/1")),
+            PathBuf::from("/proc/1")
+        );
+        assert_eq!(normalize(Path::new("/")), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn only_kernel_filesystems_on_proc_and_sys() {
+        // What runc, podman, containerd and Kubernetes send.
+        assert!(rule("/proc", "proc", Some("proc"), false));
+        assert!(rule("/sys", "sysfs", Some("sysfs"), false));
+        assert!(rule("/sys", "none", Some("/sys"), true));
+        assert!(rule("/sys/fs/cgroup", "cgroup", Some("cgroup"), false));
+        assert!(rule(
+            "/sys/fs/cgroup/systemd",
+            "bind",
+            Some("/sys/fs/cgroup/systemd"),
+            true
+        ));
+        assert!(rule(
+            "/proc/meminfo",
+            "bind",
+            Some("/var/lib/lxcfs/proc/meminfo"),
+            true
+        ));
+        assert!(rule("/dev/shm", "tmpfs", None, false));
+        assert!(rule("/procfs-lookalike", "tmpfs", None, false));
+        // An image VOLUME /proc/1, tmpfs over /proc, anything under /sys.
+        assert!(!rule("/proc/1", "bind", Some("/var/lib/x"), true));
+        assert!(!rule("/proc/sys", "tmpfs", None, false));
+        assert!(!rule("/proc", "tmpfs", None, false));
+        assert!(!rule("/x/../proc/self", "bind", Some("/tmp"), true));
+        assert!(!rule("/sys/kernel", "bind", Some("/tmp"), true));
+        assert!(!rule("/sys", "tmpfs", None, false));
+        assert!(!rule("/proc/meminfo", "tmpfs", None, false));
     }
 }

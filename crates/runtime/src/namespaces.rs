@@ -87,6 +87,12 @@ impl Plan {
         CloneFlags::from_bits_retain(self.create)
     }
 
+    /// Whether the container has a mount namespace of its own (new or joined). Without
+    /// one every mount would land in the caller's namespace: berth then only chroots.
+    pub fn has_mount_ns(&self) -> bool {
+        self.create & libc::CLONE_NEWNS != 0 || self.join.iter().any(|(kind, _)| kind == "mnt")
+    }
+
     /// Whether the user-namespace path (two forks) is needed.
     pub fn uses_user_ns(&self) -> bool {
         self.new_user || self.join_user.is_some()

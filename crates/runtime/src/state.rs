@@ -65,6 +65,14 @@ pub struct Record {
     /// Exit status, when berth itself waited for the container (`run`).
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// Set while `create` runs: the record is saved before each step, so a `delete`
+    /// after a create killed midway knows everything it may have made.
+    #[serde(default)]
+    pub creating: bool,
+    /// The `create` process (pid and start time), to tell a create in progress from one
+    /// that died.
+    #[serde(default)]
+    pub creator: Option<(i32, u64)>,
 }
 
 /// The `state` command's output: the OCI state plus runc's extra fields.
@@ -102,12 +110,52 @@ impl RuntimeRoot {
         self.path.join(id)
     }
 
+    /// Create the root if missing (mode 0700), and refuse one that someone else could
+    /// use against the caller: it must be a real directory owned by the caller, in a
+    /// parent that others cannot rename it out of. Other users' access bits are removed
+    /// (a state directory holds sockets that start containers, and hook definitions).
     fn ensure(&self) -> Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.path)
-            .at(&self.path)
+            .at(&self.path)?;
+        self.check()
+    }
+
+    /// The ownership checks of [`RuntimeRoot::ensure`], for a root that exists.
+    fn check(&self) -> Result<()> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let me = nix::unistd::geteuid().as_raw();
+        let refuse = |why: String| {
+            Err(Error::Unsupported(format!(
+                "state root {}: {why}; pass --root with a directory of your own",
+                self.path.display()
+            )))
+        };
+        let meta = fs::symlink_metadata(&self.path).at(&self.path)?;
+        if !meta.is_dir() {
+            return refuse("is not a directory (a symlink?)".into());
+        }
+        if meta.uid() != me {
+            return refuse(format!("is owned by uid {}, not by you ({me})", meta.uid()));
+        }
+        if let Some(parent) = self.path.parent() {
+            if let Ok(p) = fs::metadata(parent) {
+                let others_write = p.mode() & 0o022 != 0;
+                let sticky = p.mode() & 0o1000 != 0;
+                if p.uid() != me && p.uid() != 0 || others_write && !sticky {
+                    return refuse(format!(
+                        "its parent {} can be changed by other users",
+                        parent.display()
+                    ));
+                }
+            }
+        }
+        if meta.mode() & 0o077 != 0 {
+            fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700)).at(&self.path)?;
+        }
+        Ok(())
     }
 
     /// Create the directory of a new container, failing if it exists, and lock it.
@@ -126,6 +174,9 @@ impl RuntimeRoot {
 
     /// Lock the directory of an existing container.
     pub fn open_container_dir(&self, id: &str) -> Result<ContainerDir> {
+        if self.path.exists() {
+            self.check()?;
+        }
         let dir = self.container_dir(id);
         let locked = ContainerDir::lock(dir, id)?;
         // The directory may have been deleted while we waited for the lock.
@@ -135,8 +186,26 @@ impl RuntimeRoot {
         Ok(locked)
     }
 
+    /// Remove the directory of a container whose `create` died before its first record
+    /// (a directory without state.json): it holds nothing else.
+    pub fn remove_unrecorded(&self, id: &str) -> Result<bool> {
+        let dir = self.container_dir(id);
+        if !dir.is_dir() {
+            return Ok(false);
+        }
+        let locked = ContainerDir::lock(dir, id)?;
+        if locked.path.join(STATE_FILE).exists() {
+            return Ok(false);
+        }
+        locked.remove()?;
+        Ok(true)
+    }
+
     /// IDs of all containers under this root.
     pub fn list(&self) -> Result<Vec<String>> {
+        if self.path.exists() {
+            self.check()?;
+        }
         let entries = match fs::read_dir(&self.path) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -222,10 +291,23 @@ pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
     Some((start, state))
 }
 
+/// Whether the process `pid` that started at `start_time` still exists (not a zombie).
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    pid > 0
+        && matches!(proc_stat(pid), Some((start, state)) if start == start_time && state != 'Z' && state != 'X')
+}
+
 /// Whether the recorded init process still exists (and is not a zombie).
 pub fn init_alive(rec: &Record) -> bool {
-    rec.pid > 0
-        && matches!(proc_stat(rec.pid), Some((start, state)) if start == rec.pid_start_time && state != 'Z' && state != 'X')
+    process_alive(rec.pid, rec.pid_start_time)
+}
+
+/// Whether the `create` that wrote this record is still at work.
+pub fn creator_alive(rec: &Record) -> bool {
+    rec.creating
+        && rec
+            .creator
+            .is_some_and(|(pid, start)| process_alive(pid, start))
 }
 
 #[cfg(test)]
@@ -256,6 +338,8 @@ mod tests {
             started: false,
             cgroup: None,
             exit_status: None,
+            creating: false,
+            creator: None,
         };
         c.save(&rec).unwrap();
         drop(c);

@@ -42,23 +42,24 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     if cli.systemd_cgroup {
         anyhow::bail!("--systemd-cgroup: the systemd cgroup driver is not supported; berth manages cgroupfs directly (drop the flag)");
     }
-    let rt = Runtime::new(cli.state_root());
+    // Only commands that use container state need (and check) the state root.
+    let rt = || cli.state_root().map(Runtime::new);
     match &cli.command {
-        Command::Create(a) => create::run(&rt, a),
-        Command::Start(a) => start::run(&rt, a),
-        Command::Run(a) => run::run(&rt, a),
-        Command::State(a) => state::run(&rt, a),
-        Command::Kill(a) => kill::run(&rt, a),
-        Command::Delete(a) => delete::run(&rt, a),
-        Command::List(a) => list::run(&rt, a),
+        Command::Create(a) => create::run(&rt()?, a),
+        Command::Start(a) => start::run(&rt()?, a),
+        Command::Run(a) => run::run(&rt()?, a),
+        Command::State(a) => state::run(&rt()?, a),
+        Command::Kill(a) => kill::run(&rt()?, a),
+        Command::Delete(a) => delete::run(&rt()?, a),
+        Command::List(a) => list::run(&rt()?, a),
         Command::Spec(a) => spec::run(a),
         Command::Features => features::run(),
-        Command::Exec(a) => exec::run(&rt, a),
-        Command::Pause(a) => pause::pause(&rt, a),
-        Command::Resume(a) => pause::resume(&rt, a),
-        Command::Update(a) => update::run(&rt, a),
-        Command::Events(a) => events::run(&rt, a),
-        Command::Ps(a) => ps::run(&rt, a),
+        Command::Exec(a) => exec::run(&rt()?, a),
+        Command::Pause(a) => pause::pause(&rt()?, a),
+        Command::Resume(a) => pause::resume(&rt()?, a),
+        Command::Update(a) => update::run(&rt()?, a),
+        Command::Events(a) => events::run(&rt()?, a),
+        Command::Ps(a) => ps::run(&rt()?, a),
         Command::Checkpoint(_) | Command::Restore(_) => {
             anyhow::bail!("checkpoint/restore (CRIU) is not supported by berth")
         }
@@ -73,7 +74,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Import(a) => image::import(a),
         Command::Image(a) => image::image(a),
         Command::System(a) => image::system(a),
-        Command::Container(a) => container::run(&cli.state_root(), a),
-        Command::Network(a) => network::run(&cli.state_root(), a),
+        Command::Container(a) => container::run(&cli.state_root()?, a),
+        Command::Network(a) => network::run(&cli.state_root()?, a),
     }
 }

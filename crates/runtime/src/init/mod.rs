@@ -43,6 +43,11 @@ pub struct InitConfig {
 
 /// Entry point of `berth init`. Never returns.
 pub fn main(channel_fd: i32) -> ! {
+    // Non-dumpable until the user process is exec'd (execve makes it dumpable again):
+    // a container process may not ptrace us or open our /proc/PID/fd while we hold the
+    // channel to the host and sit in its pid namespace (CVE-2016-9962).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // SAFETY: the parent passed this fd number for us to own.
     let ch = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(channel_fd) });
     let err = match run(&ch) {
@@ -95,7 +100,7 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
         new_namespace: cfg.plan.new_cgroup,
         entered: false,
     };
-    rootfs::mount_all(&cfg, &proc, &mut cgroup)?;
+    let kernel_fs = rootfs::mount_all(&cfg, &proc, &mut cgroup)?;
     // runc's order: mounts, then the createRuntime hooks (run by the parent), then pivot.
     let hooks = cfg.spec.hooks().as_ref();
     let has_hooks = hooks.is_some_and(|h| {
@@ -123,7 +128,9 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
     }
     process::set_oom_score_adj(cfg.spec.process().as_ref().expect("validated"), &proc)?;
     drop(proc);
-    rootfs::finish(&cfg, &state)?;
+    rootfs::finish(&cfg, &kernel_fs, &state)?;
+    drop(kernel_fs); // the waiting init holds no directory fd
+
     let console = console::setup(&cfg)?;
     let exec = process::prepare(&cfg, console)?;
     cgroup.wait()?;
@@ -135,6 +142,13 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
 /// can be joined with its privileges), then fork so the child is in its pid namespace. The
 /// child waits until the parent has put it in the container's cgroup.
 fn join_container(ch: &Channel, cfg: ExecConfig) -> Result<std::convert::Infallible> {
+    // Nothing of the host's but stdio, the preserved fds, the channel and the console
+    // socket may enter the container with us.
+    let keep: Vec<i32> = [ch.fd().as_raw_fd()]
+        .into_iter()
+        .chain(cfg.console_socket)
+        .collect();
+    process::close_stray_fds(cfg.preserve_fds, &keep)?;
     let mut namespaces = Vec::new();
     for kind in ["user", "ipc", "uts", "net", "pid", "cgroup", "time", "mnt"] {
         let theirs = PathBuf::from(format!("/proc/{}/ns/{kind}", cfg.target));
@@ -186,8 +200,6 @@ fn join_container(ch: &Channel, cfg: ExecConfig) -> Result<std::convert::Infalli
 /// The same final steps as the container's own process. Success is the
 /// channel closing on exec; errors go back over it.
 fn run_exec(cfg: ExecConfig) -> Result<std::convert::Infallible> {
-    // We are in the container's mount namespace and root: this is its /proc.
-    let proc = crate::fs::ProcFs::open(std::path::Path::new("/proc"))?;
     let console = match (cfg.process.terminal().unwrap_or(false), cfg.console_socket) {
         (false, _) => None,
         (true, None) => return Err(Error::Config("exec --tty needs --console-socket".into())),
@@ -201,10 +213,14 @@ fn run_exec(cfg: ExecConfig) -> Result<std::convert::Infallible> {
             Some(slave)
         }
     };
+    if let Some(socket) = cfg.console_socket {
+        // SAFETY: the parent passed us this fd to own; nothing else uses it.
+        drop(unsafe { OwnedFd::from_raw_fd(socket) });
+    }
+    // oom_score_adj was written by the parent, through the host's procfs: nothing here
+    // goes through this container's /proc, which its processes can replace.
     let mut cfg = cfg;
     process::set_home(&mut cfg.process);
-    process::set_oom_score_adj(&cfg.process, &proc)?;
-    drop(proc);
     process::apply_attributes(&cfg.process)?;
     let program = process::find_program(&cfg.process)?;
     let exec = ExecProcess {

@@ -420,6 +420,14 @@ fn capset_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> Error + '_ 
 }
 
 /// Turn this (root, fully privileged) process into the configured user process and exec.
+///
+/// The seccomp filter goes in last, so that a profile only has to allow what the user
+/// process needs: everything execve needs is built first (nothing allocates afterwards),
+/// the cwd is checked, fds are closed and signals reset before it. With no_new_privs the
+/// only system call after the filter is execve. Without no_new_privs the kernel wants
+/// CAP_SYS_ADMIN to install a filter, so it is kept until then and dropped by one capset
+/// right after, then execve (runc installs that filter before switching the user, which
+/// takes more system calls under it).
 pub fn become_process(
     exec: &ExecProcess,
     state: &serde_json::Value,
@@ -442,12 +450,10 @@ pub fn become_process(
             })?;
         }
     }
-    if !nnp {
-        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
-        if let Some(f) = &exec.seccomp {
-            crate::seccomp::install(f, state)?;
-        }
-    }
+    let argv = ExecArgs::new(&exec.program, p)?;
+    // As root first (runc's order: a cwd only root can reach still works); again as the
+    // user below if that failed.
+    let cwd_done = change_dir(p.cwd()).is_ok();
     let caps = p.capabilities().clone().unwrap_or_else(empty_caps);
     let bounding = to_caps(caps.bounding());
     for cap in caps::runtime::thread_all_supported() {
@@ -456,13 +462,27 @@ pub fn become_process(
         }
     }
     set_user(p)?;
+    if !cwd_done {
+        change_dir(p.cwd())?;
+    }
+    let effective = to_caps(caps.effective());
+    let permitted = to_caps(caps.permitted());
+    let final_sets = CapSets {
+        effective: mask_of(&effective),
+        permitted: mask_of(&permitted),
+        inheritable: mask_of(&to_caps(caps.inheritable())),
+    };
+    let filter_needs_admin = exec.seccomp.is_some() && !nnp;
+    let (mut install_effective, mut install_permitted) = (effective, permitted);
+    if filter_needs_admin {
+        install_effective.insert(Capability::CAP_SYS_ADMIN);
+        install_permitted.insert(Capability::CAP_SYS_ADMIN);
+    }
     caps::set(None, CapSet::Inheritable, &to_caps(caps.inheritable()))
         .map_err(capset_err("inheritable"))?;
     // Effective first: every capset call needs effective to stay within permitted.
-    caps::set(None, CapSet::Effective, &to_caps(caps.effective()))
-        .map_err(capset_err("effective"))?;
-    caps::set(None, CapSet::Permitted, &to_caps(caps.permitted()))
-        .map_err(capset_err("permitted"))?;
+    caps::set(None, CapSet::Effective, &install_effective).map_err(capset_err("effective"))?;
+    caps::set(None, CapSet::Permitted, &install_permitted).map_err(capset_err("permitted"))?;
     // Raising an ambient capability needs it in permitted and inheritable; runc only warns
     // when it cannot (its own default spec asks for ambient caps without inheritable ones).
     for cap in to_caps(caps.ambient()) {
@@ -470,7 +490,8 @@ pub fn become_process(
             tracing::warn!("cannot raise ambient capability {cap}: {e}");
         }
     }
-    change_dir(p.cwd())?;
+    close_inherited_fds(exec.preserve_fds)?;
+    reset_signals();
     if nnp {
         // SAFETY: prctl with integer arguments.
         let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
@@ -478,13 +499,115 @@ pub fn become_process(
             op: "set no_new_privs".into(),
             source: e,
         })?;
-        if let Some(f) = &exec.seccomp {
-            crate::seccomp::install(f, state)?;
+    }
+    if let Some(f) = &exec.seccomp {
+        crate::seccomp::install(f, state)?;
+        if filter_needs_admin {
+            final_sets.apply()?;
         }
     }
-    close_inherited_fds(exec.preserve_fds)?;
-    reset_signals();
-    exec_program(&exec.program, p)
+    argv.exec()
+}
+
+/// Capability sets as the kernel's bit masks, applied with one capset(2) that does not
+/// allocate (it runs under the seccomp filter).
+struct CapSets {
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+}
+
+fn mask_of(set: &HashSet<Capability>) -> u64 {
+    set.iter().fold(0, |m, c| m | c.bitmask())
+}
+
+impl CapSets {
+    fn apply(&self) -> Result<()> {
+        // struct __user_cap_header_struct and __user_cap_data_struct of <linux/capability.h>.
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        // _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
+        let mut header = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let word = |m: u64, i: u32| (m >> (32 * i)) as u32;
+        let data = [0u32, 1].map(|i| Data {
+            effective: word(self.effective, i),
+            permitted: word(self.permitted, i),
+            inheritable: word(self.inheritable, i),
+        });
+        // SAFETY: capset(2) reads the header and two data structs, which outlive the call.
+        let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        nix::errno::Errno::result(r)
+            .map(drop)
+            .map_err(|e| Error::Sys {
+                op: "field process.capabilities: capset".into(),
+                source: e,
+            })
+    }
+}
+
+/// execve's arguments, built before the seccomp filter is installed: the exec itself
+/// must be the only thing left to do, without allocating.
+struct ExecArgs {
+    path: CString,
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl ExecArgs {
+    fn new(program: &Path, p: &Process) -> Result<ExecArgs> {
+        let cstr = |s: &[u8]| {
+            CString::new(s).map_err(|_| Error::Config("NUL byte in process args or env".into()))
+        };
+        let path = cstr(program.as_os_str().as_bytes())?;
+        let args: Vec<CString> = p
+            .args()
+            .iter()
+            .flatten()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<Result<_>>()?;
+        let env: Vec<CString> = p
+            .env()
+            .iter()
+            .flatten()
+            .map(|e| cstr(e.as_bytes()))
+            .collect::<Result<_>>()?;
+        let nul_terminated = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain([std::ptr::null()])
+                .collect()
+        };
+        let argv = nul_terminated(&args);
+        let envp = nul_terminated(&env);
+        Ok(ExecArgs {
+            path,
+            _strings: args.into_iter().chain(env).collect(),
+            argv,
+            envp,
+        })
+    }
+
+    fn exec(&self) -> Result<std::convert::Infallible> {
+        // SAFETY: path, argv and envp are NUL-terminated arrays of C strings owned by self.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        Err(Error::Sys {
+            op: format!("exec {}", self.path.to_string_lossy()),
+            source: nix::errno::Errno::last(),
+        })
+    }
 }
 
 fn empty_caps() -> LinuxCapabilities {
@@ -584,28 +707,4 @@ fn reset_signals() {
         }
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-}
-
-fn exec_program(program: &Path, p: &Process) -> Result<std::convert::Infallible> {
-    let cstr = |s: &[u8]| {
-        CString::new(s).map_err(|_| Error::Config("NUL byte in process args or env".into()))
-    };
-    let path = cstr(program.as_os_str().as_bytes())?;
-    let args: Vec<CString> = p
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| cstr(a.as_bytes()))
-        .collect::<Result<_>>()?;
-    let env: Vec<CString> = p
-        .env()
-        .iter()
-        .flatten()
-        .map(|e| cstr(e.as_bytes()))
-        .collect::<Result<_>>()?;
-    let e = nix::unistd::execve(&path, &args, &env).unwrap_err();
-    Err(Error::Sys {
-        op: format!("exec {}", program.display()),
-        source: e,
-    })
 }

@@ -20,10 +20,107 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     move |source| Error::Sys { op, source }
 }
 
+/// The container's own procfs and sysfs, each as a handle on the root of the mount berth
+/// made, checked to be that filesystem. Masked and read-only paths are resolved from these
+/// handles (never through a path the container could have replaced).
+#[derive(Default)]
+pub struct KernelFs {
+    proc: Option<(PathBuf, OwnedFd)>,
+    sys: Option<(PathBuf, OwnedFd)>,
+}
+
+impl KernelFs {
+    /// Record the mount just made at `dest` if it is procfs or sysfs.
+    fn note(&mut self, root: &Root, dest: &Path, typ: &str) -> Result<()> {
+        let (magic, slot) = match typ {
+            "proc" => (libc::PROC_SUPER_MAGIC, &mut self.proc),
+            "sysfs" => (libc::SYSFS_MAGIC, &mut self.sys),
+            _ => return Ok(()),
+        };
+        let fd = open_ordinary(root, dest)?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| io_err(dest, e))?;
+        // Both are kernfs-style filesystems whose root directory is inode 1.
+        if crate::fs::fs_magic(&fd).map_err(|e| io_err(dest, e))? != magic || st.st_ino != 1 {
+            return Err(Error::Init(format!(
+                "{}: the {typ} mount berth just made is not there",
+                dest.display()
+            )));
+        }
+        *slot = Some((crate::mount::normalize(dest), fd));
+        Ok(())
+    }
+
+    /// Open `path` (a masked or read-only path) through the procfs or sysfs handle it lies
+    /// in: no symlink, no magic link, no mount crossed (unless `xdev`, to reach a mount
+    /// berth itself just made there), and the result still on that filesystem. `None`
+    /// when `path` is under neither.
+    fn open(&self, path: &Path, flags: OFlag, xdev: bool) -> Option<Result<OwnedFd>> {
+        let path = crate::mount::normalize(path);
+        let (base, fd, magic) = [
+            (self.proc.as_ref(), libc::PROC_SUPER_MAGIC),
+            (self.sys.as_ref(), libc::SYSFS_MAGIC),
+        ]
+        .into_iter()
+        .find_map(|(h, magic)| {
+            h.filter(|(base, _)| path.starts_with(base))
+                .map(|(base, fd)| (base, fd, magic))
+        })?;
+        let rel = path.strip_prefix(base).expect("checked");
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let mut resolve =
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        if !xdev {
+            resolve |= libc::RESOLVE_NO_XDEV;
+        }
+        Some(
+            crate::fs::openat2(std::os::fd::AsFd::as_fd(fd), rel, flags, 0, resolve)
+                .map_err(|e| io_err(&path, e))
+                .and_then(|f| {
+                    if crate::fs::fs_magic(&f).map_err(|e| io_err(&path, e))? != magic {
+                        return Err(Error::Init(format!(
+                            "{} is not on the container's own procfs/sysfs",
+                            path.display()
+                        )));
+                    }
+                    Ok(f)
+                }),
+        )
+    }
+}
+
+/// Resolve `dest` inside the root with no symlink in it: procfs and sysfs go on ordinary
+/// directories only (a symlinked /proc once redirected them).
+fn open_ordinary(root: &Root, dest: &Path) -> Result<OwnedFd> {
+    crate::fs::openat2(
+        root.fd(),
+        &crate::fs::relative(dest),
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        0,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| {
+        Error::Init(format!(
+            "{}: must be an ordinary directory for this mount (no symlink): {}",
+            dest.display(),
+            std::io::Error::from(e)
+        ))
+    })
+}
+
 /// Everything before pivot_root that needs no hook: propagation, mounts, devices, sysctls.
-pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Result<()> {
+pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Result<KernelFs> {
     let spec = &cfg.spec;
     let linux = spec.linux().as_ref().expect("validated");
+    if !cfg.plan.has_mount_ns() {
+        // The caller's own mount namespace: no propagation change, no mount (validation
+        // refused every mount-related field), only the namespaced sysctls.
+        write_sysctls(spec, proc)?;
+        return Ok(KernelFs::default());
+    }
     // Stop our mounts from propagating back to the host (and the host's into us, unless
     // rootfsPropagation asks for it).
     let prop = linux
@@ -82,9 +179,17 @@ pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Re
                 .iter()
                 .any(|later| later.destination().starts_with(mounts[i].destination()))
     };
-    let mount = |i: usize, m: &Mount| {
-        mount_one(&root, &cfg.bundle, m, in_userns, cgroup_binds)
-            .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))
+    let mut kernel_fs = KernelFs::default();
+    let mut mount = |i: usize, m: &Mount| {
+        mount_one(
+            &root,
+            &cfg.bundle,
+            m,
+            in_userns,
+            cgroup_binds,
+            &mut kernel_fs,
+        )
+        .map_err(|e| Error::Init(format!("mounts[{i}] {}: {e}", m.destination().display())))
     };
     for (i, m) in mounts.iter().enumerate() {
         if deferrable(i) {
@@ -108,11 +213,11 @@ pub fn mount_all(cfg: &InitConfig, proc: &ProcFs, cgroup: &mut CgroupGate) -> Re
     for (i, m) in mounts.iter().enumerate().filter(|(i, _)| deferrable(*i)) {
         mount(i, m)?;
     }
-    Ok(())
+    Ok(kernel_fs)
 }
 
 /// createContainer hooks, pivot_root, masked and read-only paths, read-only root.
-pub fn finish(cfg: &InitConfig, state: &serde_json::Value) -> Result<()> {
+pub fn finish(cfg: &InitConfig, kernel_fs: &KernelFs, state: &serde_json::Value) -> Result<()> {
     let spec = &cfg.spec;
     let linux = spec.linux().as_ref().expect("validated");
     if let Some(hooks) = spec
@@ -125,13 +230,30 @@ pub fn finish(cfg: &InitConfig, state: &serde_json::Value) -> Result<()> {
     // runc creates a missing cwd; do it inside the rootfs, before it can become read-only.
     let cwd = spec.process().as_ref().expect("validated").cwd();
     Root::open(&cfg.rootfs)?.create_path(cwd, false)?;
+    if !cfg.plan.has_mount_ns() {
+        // pivot_root here would move the root of the caller's (the host's) namespace.
+        nix::unistd::chroot(&cfg.rootfs).map_err(|e| io_err(&cfg.rootfs, e))?;
+        return nix::unistd::chdir("/").map_err(sys("chdir /"));
+    }
     enter_root(&cfg.rootfs, cfg.no_pivot)?;
     let new_root = Root::open(Path::new("/"))?;
-    for p in linux.masked_paths().iter().flatten() {
-        mask_path(&new_root, Path::new(p))?;
+    let masked: Vec<PathBuf> = linux
+        .masked_paths()
+        .iter()
+        .flatten()
+        .map(|p| crate::mount::normalize(Path::new(p)))
+        .collect();
+    for p in &masked {
+        mask_path(&new_root, kernel_fs, p)?;
     }
     for p in linux.readonly_paths().iter().flatten() {
-        readonly_path(&new_root, Path::new(p))?;
+        let p = crate::mount::normalize(Path::new(p));
+        // Masking already made it an empty read-only tmpfs or /dev/null (Kubernetes lists
+        // some paths in both).
+        if masked.iter().any(|m| p.starts_with(m)) {
+            continue;
+        }
+        readonly_path(&new_root, kernel_fs, &p)?;
     }
     if spec
         .root()
@@ -152,12 +274,42 @@ pub fn finish(cfg: &InitConfig, state: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a destination that resolved onto procfs or sysfs, unless the mount is one the
+/// kernel-filesystem rule allows there (see [`crate::mount::kernel_fs_rule`]; this catches
+/// what lexical checks cannot: a symlink in the image leading there).
+fn check_landing(dest: &OwnedFd, m: &Mount, typ: &str) -> Result<()> {
+    let magic = crate::fs::fs_magic(dest).map_err(|e| io_err(m.destination(), e))?;
+    let lexical = crate::mount::normalize(m.destination());
+    let allowed = if magic == libc::PROC_SUPER_MAGIC {
+        crate::mount::PROC_OVERRIDES
+            .iter()
+            .any(|p| lexical == Path::new(p))
+    } else if magic == libc::SYSFS_MAGIC {
+        matches!(typ, "cgroup" | "cgroup2") && lexical == Path::new("/sys/fs/cgroup")
+    } else {
+        true
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::Init(format!(
+            "destination resolves into the container's {}; refusing to mount over it",
+            if magic == libc::PROC_SUPER_MAGIC {
+                "procfs"
+            } else {
+                "sysfs"
+            }
+        )))
+    }
+}
+
 fn mount_one(
     root: &Root,
     bundle: &Path,
     m: &Mount,
     in_userns: bool,
     cgroup_binds: Option<&[berth_cgroups::CgroupMount]>,
+    kernel_fs: &mut KernelFs,
 ) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let typ = m
@@ -165,6 +317,11 @@ fn mount_one(
         .as_deref()
         .unwrap_or(if opts.is_bind() { "bind" } else { "none" });
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+    let bind_of_kernel_fs = opts.is_bind()
+        && matches!(
+            crate::mount::normalize(m.destination()).to_str(),
+            Some("/proc" | "/sys")
+        );
     if opts.is_bind() || typ == "bind" {
         let src = if source.is_absolute() {
             source
@@ -175,7 +332,12 @@ fn mount_one(
             path: src.clone(),
             source: e,
         })?;
-        let dest = root.create_path(m.destination(), !meta.is_dir())?;
+        let dest = if bind_of_kernel_fs {
+            open_ordinary(root, m.destination())?
+        } else {
+            root.create_path(m.destination(), !meta.is_dir())?
+        };
+        check_landing(&dest, m, typ)?;
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         if let Some(recursive) = opts.idmap {
             idmapped_bind(&src, &dest, recursive || flags.contains(MsFlags::MS_REC), m)?;
@@ -196,10 +358,24 @@ fn mount_one(
             remount(&mounted, extra, &m.destination().display().to_string())?;
         }
         finish_mount(&mounted, &opts)?;
+        if bind_of_kernel_fs {
+            // A rootless bind of the host's /proc or /sys stands for the container's own.
+            let kind = if m.destination().ends_with("proc") {
+                "proc"
+            } else {
+                "sysfs"
+            };
+            kernel_fs.note(root, m.destination(), kind)?;
+        }
         let _ = in_userns;
         return Ok(());
     }
-    let dest = root.create_path(m.destination(), false)?;
+    let dest = if matches!(typ, "proc" | "sysfs") {
+        open_ordinary(root, m.destination())?
+    } else {
+        root.create_path(m.destination(), false)?
+    };
+    check_landing(&dest, m, typ)?;
     let data = opts.data_string();
     match typ {
         "cgroup" | "cgroup2" => match cgroup_binds {
@@ -243,6 +419,7 @@ fn mount_one(
             .map_err(sys(format!("mount {typ}")))?;
             let mounted = root.open_in(m.destination(), OFlag::O_PATH)?;
             finish_mount(&mounted, &opts)?;
+            kernel_fs.note(root, m.destination(), typ)?;
         }
     }
     Ok(())
@@ -385,7 +562,7 @@ fn mount_cgroup(root: &Root, m: &Mount, dest: &OwnedFd, opts: &MountOptions) -> 
         };
         mount(Some(fstype), &fd_path(&d), Some(fstype), flags, data)
             .map_err(sys(format!("mount cgroup {name}")))?;
-        link_comounted(root, m, &name);
+        link_comounted(root, m, &name)?;
     }
     seal_cgroup_tmpfs(root, m, flags)
 }
@@ -426,7 +603,7 @@ fn bind_cgroups(
     for o in own {
         let sub = m.destination().join(&o.name);
         bind(&o.dir, &sub, &root.create_path(&sub, false)?)?;
-        link_comounted(root, m, &o.name);
+        link_comounted(root, m, &o.name)?;
     }
     seal_cgroup_tmpfs(root, m, flags)
 }
@@ -443,15 +620,25 @@ fn mount_cgroup_tmpfs(dest: &OwnedFd, flags: MsFlags) -> Result<()> {
     .map_err(sys("mount cgroup tmpfs"))
 }
 
-/// Co-mounted controllers (`cpu,cpuacct`) get a symlink per controller, as on the host.
-fn link_comounted(root: &Root, m: &Mount, name: &str) {
-    for single in name
+/// Co-mounted controllers (`cpu,cpuacct`) get a symlink per controller, as on the host,
+/// created in the tmpfs berth just mounted (resolved inside the root: a symlinked /sys in
+/// the image once made these links on the host).
+fn link_comounted(root: &Root, m: &Mount, name: &str) -> Result<()> {
+    let singles: Vec<&str> = name
         .split(',')
         .filter(|s| *s != name && !name.starts_with("name="))
-    {
-        let link = crate::fs::relative(&m.destination().join(single));
-        let _ = std::os::unix::fs::symlink(name, root.path().join(link));
+        .collect();
+    if singles.is_empty() {
+        return Ok(());
     }
+    let dir = root.open_in(m.destination(), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    for single in singles {
+        match nix::unistd::symlinkat(name, &dir, single) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(io_err(&m.destination().join(single), e)),
+        }
+    }
+    Ok(())
 }
 
 /// The tmpfs becomes read-only once filled, if the mount asks for it.
@@ -807,8 +994,16 @@ fn verified_dev_null(root: &Root) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn mask_path(root: &Root, path: &Path) -> Result<()> {
-    let target = match root.open_in(path, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+/// Open a masked or read-only path: through the container's own procfs or sysfs when it
+/// lies in one, otherwise inside the root.
+fn open_protected(root: &Root, kernel_fs: &KernelFs, path: &Path, flags: OFlag) -> Result<OwnedFd> {
+    kernel_fs
+        .open(path, flags, false)
+        .unwrap_or_else(|| root.open_in(path, flags))
+}
+
+fn mask_path(root: &Root, kernel_fs: &KernelFs, path: &Path) -> Result<()> {
+    let target = match open_protected(root, kernel_fs, path, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
         Ok(fd) => fd,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(())
@@ -838,8 +1033,8 @@ fn mask_path(root: &Root, path: &Path) -> Result<()> {
     }
 }
 
-fn readonly_path(root: &Root, path: &Path) -> Result<()> {
-    let target = match root.open_in(path, OFlag::O_PATH) {
+fn readonly_path(root: &Root, kernel_fs: &KernelFs, path: &Path) -> Result<()> {
+    let target = match open_protected(root, kernel_fs, path, OFlag::O_PATH) {
         Ok(fd) => fd,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(())
@@ -854,7 +1049,10 @@ fn readonly_path(root: &Root, path: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(sys(format!("bind {} read-only", path.display())))?;
-    let mounted = root.open_in(path, OFlag::O_PATH)?;
+    // Reopen to get the bind just made (the fd still names what lies under it).
+    let mounted = kernel_fs
+        .open(path, OFlag::O_PATH, true)
+        .unwrap_or_else(|| root.open_in(path, OFlag::O_PATH))?;
     remount(
         &mounted,
         MsFlags::MS_RDONLY
