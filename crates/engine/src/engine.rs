@@ -707,6 +707,23 @@ impl Engine {
         Ok(self.net.networks.remove(name)?)
     }
 
+    /// `network prune`: remove every network berth wrote that no container is attached
+    /// to (the default one too; it comes back on first use). Returns the names removed.
+    pub fn network_prune(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for n in self.net.networks.list()? {
+            if !berth_net::summary(&n).managed {
+                continue;
+            }
+            match self.network_remove(&n.name) {
+                Ok(_) => removed.push(n.name),
+                Err(Error::NetworkInUse { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Docker-inspect-like JSON.
     pub fn inspect(&self, reference: &str) -> Result<Value> {
         let c = self.get(reference)?;
