@@ -161,7 +161,8 @@ pub fn exec(
         plugin,
         command = verb.as_str(),
         network,
-        ms = (timeout.saturating_sub(deadline.saturating_duration_since(Instant::now()))).as_millis() as u64,
+        ms = (timeout.saturating_sub(deadline.saturating_duration_since(Instant::now())))
+            .as_millis() as u64,
         "CNI plugin finished"
     );
     let _ = writer.join();
