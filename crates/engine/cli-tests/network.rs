@@ -10,6 +10,8 @@
 //! left, then deletes the namespace, even when the test fails. Failure cases that no
 //! real plugin produces on demand use a fake plugin (a shell script in a temp CNI_PATH).
 
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
