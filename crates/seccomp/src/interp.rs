@@ -26,7 +26,7 @@ impl SeccompData {
             12 => (self.instruction_pointer >> 32) as u32,
             16..=63 => {
                 let arg = self.args[(offset as usize - 16) / 8];
-                if offset % 8 == 0 {
+                if offset.is_multiple_of(8) {
                     arg as u32
                 } else {
                     (arg >> 32) as u32
@@ -48,7 +48,7 @@ pub(crate) fn check(prog: &[sock_filter]) {
         let in_bounds = |off: u32| pc + 1 + (off as usize) < prog.len();
         match insn.code {
             BPF_LD_W_ABS => assert!(
-                insn.k % 4 == 0 && insn.k < 64,
+                insn.k.is_multiple_of(4) && insn.k < 64,
                 "pc {pc}: bad load {}",
                 insn.k
             ),

@@ -325,7 +325,7 @@ fn long_jumps_use_trampolines() {
         let name = Target::X86_64.name_of(nr);
         let Some(name) = name else { continue };
         nr_names.push(name);
-        let args = if nr % 5 == 0 {
+        let args = if nr.is_multiple_of(5) {
             vec![
                 arg(0, Op::ScmpCmpGt, nr as u64, None),
                 arg(1, Op::ScmpCmpNe, 3, None),

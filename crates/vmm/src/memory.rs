@@ -182,7 +182,7 @@ pub fn check_layout(regions: &[Region]) -> Result<()> {
         return Err(Error::Layout("no memory regions".into()));
     }
     for r in regions {
-        if r.size == 0 || r.start % PAGE != 0 || r.size % PAGE != 0 {
+        if r.size == 0 || !r.start.is_multiple_of(PAGE) || !r.size.is_multiple_of(PAGE) {
             return Err(Error::Layout(format!(
                 "region {:#x}+{:#x} is empty or not 4 KiB aligned",
                 r.start, r.size
