@@ -1,0 +1,1 @@
+//! The seed's formal models as code.
