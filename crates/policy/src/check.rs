@@ -27,7 +27,7 @@ pub enum Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Status::Pass => "pass",
             Status::Warn => "warn",
             Status::Fail => "fail",
@@ -217,7 +217,6 @@ pub fn check(spec: &Value) -> Vec<Finding> {
     namespaces(&mut out, linux);
     user(&mut out, spec);
     capabilities(&mut out, process);
-    seccomp(&mut out, &linux["seccomp"]);
     if process["noNewPrivileges"].as_bool() == Some(true) {
         out.add("nnp", Status::Pass, "process.noNewPrivileges", "set".into());
     } else {
@@ -228,9 +227,10 @@ pub fn check(spec: &Value) -> Vec<Finding> {
             "not set: setuid-root binaries and file capabilities can raise privileges".into(),
         );
     }
+    seccomp(&mut out, &linux["seccomp"]);
     paths(&mut out, spec);
-    devices(&mut out, linux);
     mounts(&mut out, spec);
+    devices(&mut out, linux);
     cgroup_limits(&mut out, &linux["resources"]);
     lsm(&mut out, process);
     out.0
@@ -523,6 +523,17 @@ fn seccomp(out: &mut Out, profile: &Value) {
             format!("allowed unconditionally: {}", list(&dangerous)),
         );
     }
+    if dangerous.is_empty() {
+        out.add(
+            "seccomp.dangerous",
+            Status::Pass,
+            field,
+            format!(
+                "all {} escape syscalls of the seed's list are denied or argument-checked",
+                DANGEROUS_SYSCALLS.len()
+            ),
+        );
+    }
     if !guarded.is_empty() {
         out.add_sev(
             "seccomp.dangerous",
@@ -532,17 +543,6 @@ fn seccomp(out: &mut Out, profile: &Value) {
             format!(
                 "allowed, guarded by the kernel's capability and ptrace checks: {}",
                 list(&guarded)
-            ),
-        );
-    }
-    if dangerous.is_empty() {
-        out.add(
-            "seccomp.dangerous",
-            Status::Pass,
-            field,
-            format!(
-                "all {} escape syscalls of the seed's list are denied or argument-checked",
-                DANGEROUS_SYSCALLS.len()
             ),
         );
     }

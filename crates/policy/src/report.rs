@@ -72,7 +72,7 @@ impl CheckReport {
             }
             let _ = writeln!(
                 s,
-                "  {:<4} {:<20} {:<8} {}  [seed {}; {}]",
+                "  {:<4} {:<20} {:<9}{}  [seed {}; {}]",
                 f.status.to_string().to_uppercase(),
                 f.rule,
                 f.severity,

@@ -96,3 +96,8 @@ pub fn container(id: &str, root: &Path) -> Result<(PathBuf, Record)> {
     })?;
     Ok((dir, rec))
 }
+
+/// The config copy in a runtime container's state directory, as OCI JSON.
+pub fn resolve_config(dir: &Path) -> Result<Value> {
+    read_spec(&dir.join(state::CONFIG_FILE))
+}
