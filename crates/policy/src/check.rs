@@ -329,6 +329,17 @@ fn user(out: &mut Out, spec: &Value) {
             ),
         }
     }
+    let no_maps = ["uidMappings", "gidMappings"]
+        .iter()
+        .all(|k| linux[k].as_array().is_none_or(Vec::is_empty));
+    if no_maps {
+        out.add(
+            "user.idmap",
+            Status::Pass,
+            "linux.uidMappings",
+            "no id maps (identity on the host)".into(),
+        );
+    }
     for (kind, key) in [("uid", "uidMappings"), ("gid", "gidMappings")] {
         let maps: Vec<oci_spec::runtime::LinuxIdMapping> =
             serde_json::from_value(linux[key].clone()).unwrap_or_default();
@@ -622,7 +633,19 @@ fn devices(out: &mut Out, linux: &Value) {
         }
     }
     let field = "linux.resources.devices";
-    if all_open {
+    let new_userns = linux["namespaces"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n["type"] == "user" && n["path"].is_null()));
+    if all_open && new_userns {
+        out.add_sev(
+            "devices.cgroup",
+            Status::Warn,
+            Severity::Low,
+            field,
+            "no device rules; in its own user namespace the container cannot create device nodes"
+                .into(),
+        );
+    } else if all_open {
         out.add(
             "devices.cgroup",
             Status::Fail,
@@ -721,17 +744,14 @@ fn mounts(out: &mut Out, spec: &Value) {
             "no writable or sensitive host bind mounts".into(),
         );
     }
-    match spec["linux"]["rootfsPropagation"].as_str() {
-        Some(p @ ("shared" | "rshared")) => {
-            prop_ok = false;
-            out.add(
-                "mounts.propagation",
-                Status::Fail,
-                "linux.rootfsPropagation",
-                format!("{p}: mounts in the container propagate to the host"),
-            );
-        }
-        _ => {}
+    if let Some(p @ ("shared" | "rshared")) = spec["linux"]["rootfsPropagation"].as_str() {
+        prop_ok = false;
+        out.add(
+            "mounts.propagation",
+            Status::Fail,
+            "linux.rootfsPropagation",
+            format!("{p}: mounts in the container propagate to the host"),
+        );
     }
     if prop_ok {
         out.add(

@@ -17,7 +17,7 @@ pub enum Error {
     Policy { path: PathBuf, why: String },
     #[error("{arg}: neither a bundle (a directory with config.json) nor a container under {root}")]
     NotFound { arg: String, root: PathBuf },
-    #[error("container {id:?} is {status}: verify needs a created or running container")]
+    #[error("container {id:?} is {status}: verify needs a running (or paused) container")]
     NotLive { id: String, status: String },
     #[error("container {id:?} exited during verify (reading {what})")]
     Exited { id: String, what: String },
