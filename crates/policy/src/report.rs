@@ -60,6 +60,7 @@ impl CheckReport {
             match self.target.kind {
                 crate::target::Kind::Bundle => "bundle",
                 crate::target::Kind::Container => "container",
+                crate::target::Kind::Engine => "engine container",
             },
             self.target.name,
             self.target.config.display()

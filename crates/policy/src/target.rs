@@ -14,7 +14,10 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Bundle,
+    /// A runtime container (state under `--root`).
     Container,
+    /// A docker-style engine container, by name or id (its bundle).
+    Engine,
 }
 
 /// A resolved target and its config as OCI JSON.
@@ -100,4 +103,15 @@ pub fn container(id: &str, root: &Path) -> Result<(PathBuf, Record)> {
 /// The config copy in a runtime container's state directory, as OCI JSON.
 pub fn resolve_config(dir: &Path) -> Result<Value> {
     read_spec(&dir.join(state::CONFIG_FILE))
+}
+
+/// An engine container's bundle (the caller resolved the name with the engine's API).
+pub fn engine_bundle(name: &str, bundle: &Path) -> Result<Target> {
+    let config = bundle.join("config.json");
+    Ok(Target {
+        kind: Kind::Engine,
+        name: name.to_string(),
+        spec: read_spec(&config)?,
+        config,
+    })
 }
