@@ -391,3 +391,16 @@ fn bad_policies_are_one_line_errors() {
         assert!(!e.contains('\n'), "more than one line: {e:?}");
     }
 }
+
+#[test]
+fn docs_list_every_rule() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/policy.md"))
+        .unwrap();
+    for r in RULES {
+        assert!(
+            doc.contains(&format!("| `{}` |", r.id)),
+            "docs/policy.md lacks rule {}",
+            r.id
+        );
+    }
+}
