@@ -204,6 +204,14 @@ fn verify_of_a_stopped_missing_or_exiting_container_is_one_line_and_exit_2() {
     c.wait_status("stopped");
     one_line_error(&c.berth(&["verify", &c.id]));
     one_line_error(&c.berth(&["verify", "no-such-container"]));
+    let mut sleeping = Bundle::new();
+    sleeping.sh("exec sleep 1000");
+    let s = sleeping.create("verify-foreign");
+    start_sleeping(&s);
+    let me = std::process::id().to_string();
+    let out = s.berth(&["verify", &s.id, "--pid", &me]);
+    one_line_error(&out);
+    assert!(out.stderr.contains("not a process of container"), "{out:?}");
 
     // A container that exits while being verified: every verify either completes or says
     // so in one line with status 2.

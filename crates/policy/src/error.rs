@@ -21,6 +21,8 @@ pub enum Error {
     NotLive { id: String, status: String },
     #[error("container {id:?} exited during verify (reading {what})")]
     Exited { id: String, what: String },
+    #[error("pid {pid} is not a process of container {id:?} (not in its pid namespace)")]
+    NotInContainer { id: String, pid: i32 },
     #[error("{path}: cannot parse: {why}")]
     Parse { path: PathBuf, why: String },
 }

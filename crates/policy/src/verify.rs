@@ -757,6 +757,19 @@ pub fn verify(id: &str, rec: &Record, spec: &Value, pid: Option<i32>) -> Result<
     if pid == rec.pid && start != rec.pid_start_time {
         return Err(p.gone("stat"));
     }
+    if pid != rec.pid {
+        // Only the container's own processes: the pid namespace of its init (which
+        // every exec'd process joins).
+        let init = Proc { id, pid: rec.pid };
+        let (d, i, _) = init.ns("pid")?;
+        let (pd, pi, _) = p.ns("pid")?;
+        if (d, i) != (pd, pi) {
+            return Err(Error::NotInContainer {
+                id: id.to_string(),
+                pid,
+            });
+        }
+    }
     let mut items = Vec::new();
     namespaces(&p, spec, &mut items)?;
     capabilities(&p, spec, &mut items)?;
