@@ -1,6 +1,7 @@
 //! `check` on a corpus of configs: berth spec's default, privileged, host namespaces,
 //! rootless, and the default with each barrier removed one at a time (exactly the
 //! rules of that barrier change, and to fail). Policies on top.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The seed's models checked: property tests over random inputs, and the lifecycle
 //! state machine exhaustively.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use std::collections::{BTreeSet, VecDeque};
 
