@@ -83,9 +83,10 @@ impl Policy {
     }
 
     pub fn load(path: &Path) -> Result<Policy> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = crate::target::read_regular(path, 1 << 20)?;
+        let text = String::from_utf8(text).map_err(|_| Error::Policy {
             path: path.to_path_buf(),
-            source,
+            why: "not UTF-8 text".into(),
         })?;
         Policy::parse(&text, path)
     }

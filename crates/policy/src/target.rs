@@ -32,11 +32,41 @@ pub struct Target {
     pub spec: Value,
 }
 
-fn read_spec(path: &Path) -> Result<Value> {
-    let text = std::fs::read(path).map_err(|source| Error::Io {
+/// Read a file that may be hostile: only a regular file, at most `limit` bytes (a FIFO or
+/// /dev/zero in its place must not hang or exhaust memory).
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let bad = |why: String| Error::Parse {
+        path: path.to_path_buf(),
+        why,
+    };
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() > limit {
+        return Err(bad(format!(
+            "{} bytes; at most {limit} are accepted",
+            meta.len()
+        )));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut text).map_err(io)?;
+    Ok(text)
+}
+
+fn read_spec(path: &Path) -> Result<Value> {
+    let text = read_regular(path, berth_runtime::config::MAX_CONFIG_BYTES)?;
     let spec = berth_runtime::config::parse_spec(&text).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
         why: e

@@ -405,3 +405,18 @@ fn docs_list_every_rule() {
         );
     }
 }
+
+#[test]
+fn a_fifo_or_device_in_place_of_a_config_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.json");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = berth_policy::resolve(dir.path().to_str().unwrap(), dir.path()).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let e = Policy::load(Path::new("/dev/zero")).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+}
