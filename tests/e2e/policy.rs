@@ -160,6 +160,30 @@ fn verify_reports_what_a_container_changed_after_start_as_a_change() {
 }
 
 #[test]
+fn verify_reports_masks_a_privileged_container_removed_as_widened() {
+    let mut b = sleeper("umount /proc/keys && umount /proc/sys && exec sleep 1000");
+    for set in ["bounding", "effective", "permitted"] {
+        b.push(
+            &format!("/process/capabilities/{set}"),
+            json!("CAP_SYS_ADMIN"),
+        );
+    }
+    b.spec["linux"].as_object_mut().unwrap().remove("seccomp");
+    let c = b.create("verify-unmasked");
+    start_sleeping(&c);
+    let (code, report) = verify(&c, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        differences(&report),
+        vec![
+            ("mount.masked".to_string(), "widened".to_string()),
+            ("mount.readonly".to_string(), "widened".to_string())
+        ],
+        "{report:#}"
+    );
+}
+
+#[test]
 fn verify_reports_an_exec_with_an_added_capability_as_widened() {
     let b = sleeper("exec sleep 1000");
     let c = b.create("verify-exec");

@@ -575,9 +575,16 @@ fn mount_table(text: &str) -> BTreeMap<String, Vec<String>> {
 
 fn mounts(p: &Proc, spec: &Value, items: &mut Vec<Item>) -> Result<()> {
     let table = mount_table(&p.read("mountinfo")?);
-    let root = p.path("root");
-    let exists =
-        |path: &str| std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))).is_ok();
+    // Paths are resolved inside the container's root (its symlinks cannot lead out).
+    let root = berth_runtime::fs::Root::open(&p.path("root")).map_err(|_| p.gone("root"))?;
+    let exists = |path: &str| {
+        use nix::fcntl::OFlag;
+        root.open_in(
+            Path::new(path),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        )
+        .is_ok()
+    };
     let strs = |v: &Value| -> Vec<String> {
         v.as_array()
             .into_iter()
