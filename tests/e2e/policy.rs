@@ -184,6 +184,52 @@ fn verify_reports_masks_a_privileged_container_removed_as_widened() {
 }
 
 #[test]
+fn the_capability_model_predicts_what_the_kernel_leaves_after_exec() {
+    // The spec's sets are what the runtime sets before execve; the kernel then recomputes
+    // them. verify compares the live sets with the capset model's prediction, so these
+    // configurations match only if the model agrees with the kernel.
+    let cases: &[(&str, Value)] = &[
+        // non-root without ambient caps: permitted and effective are emptied by exec
+        ("non-root", json!({"uid": 1000, "gid": 1000})),
+        // non-root with an ambient cap: it survives exec into permitted and effective
+        ("ambient", json!({"uid": 1000, "gid": 1000})),
+        // root with effective below permitted: exec makes effective = permitted
+        ("root-eff", json!({"uid": 0, "gid": 0})),
+    ];
+    for (what, user) in cases {
+        let mut b = sleeper("exec sleep 1000");
+        b.spec["process"]["user"] = user.clone();
+        let caps = &mut b.spec["process"]["capabilities"];
+        match *what {
+            "ambient" => {
+                caps["inheritable"] = json!(["CAP_KILL"]);
+                caps["ambient"] = json!(["CAP_KILL"]);
+            }
+            "root-eff" => caps["effective"] = json!(["CAP_KILL"]),
+            _ => {}
+        }
+        let c = b.create("verify-capmodel");
+        start_sleeping(&c);
+        let (code, report) = verify(&c, &[]);
+        assert_eq!(differences(&report), vec![], "{what}: {report:#}");
+        assert_eq!(code, 0, "{what}");
+        let eff = report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["check"] == "caps.effective")
+            .unwrap()["actual"]
+            .clone();
+        let want = match *what {
+            "non-root" => "(none)",
+            "ambient" => "CAP_KILL",
+            _ => "CAP_AUDIT_WRITE,CAP_KILL,CAP_NET_BIND_SERVICE",
+        };
+        assert_eq!(eff, want, "{what}");
+    }
+}
+
+#[test]
 fn verify_reports_an_exec_with_an_added_capability_as_widened() {
     let b = sleeper("exec sleep 1000");
     let c = b.create("verify-exec");

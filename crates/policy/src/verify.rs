@@ -246,6 +246,40 @@ fn namespaces(p: &Proc, spec: &Value, items: &mut Vec<Item>) -> Result<()> {
     Ok(())
 }
 
+/// The sets the process should hold once it has exec'd its program: the runtime sets the
+/// spec's five sets (within the host's bounding set), then the kernel's execve rules apply
+/// (root in its namespace gets permitted = inheritable | bounding, a non-root user keeps
+/// only its ambient set, no_new_privs caps permitted at the old one). The program is
+/// assumed to carry no file capabilities and no setuid bit.
+pub fn after_exec(spec: &Value, host_bounding: u64) -> crate::models::capset::Creds {
+    use crate::models::capset::{Creds, File, Transition};
+    let set = |name: &str| {
+        let names: Vec<&str> = spec["process"]["capabilities"][name]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        caps::mask(names) & host_bounding
+    };
+    let uid = spec["process"]["user"]["uid"].as_u64().unwrap_or(0) as u32;
+    let before = Creds {
+        uid,
+        euid: uid,
+        inheritable: set("inheritable"),
+        permitted: set("permitted"),
+        effective: set("effective"),
+        bounding: set("bounding"),
+        ambient: set("ambient"),
+        no_new_privs: spec["process"]["noNewPrivileges"].as_bool() == Some(true),
+    };
+    let exec = Transition::Exec(File {
+        setuid_root: false,
+        caps: None,
+    });
+    before.apply(exec).unwrap_or(before)
+}
+
 fn capabilities(p: &Proc, spec: &Value, items: &mut Vec<Item>) -> Result<()> {
     let status = p.read("status")?;
     let path = p.path("status");
@@ -254,6 +288,7 @@ fn capabilities(p: &Proc, spec: &Value, items: &mut Vec<Item>) -> Result<()> {
         source,
     })?;
     let host_bounding = hex_field(&own, "CapBnd", Path::new("/proc/self/status"))?;
+    let predicted = after_exec(spec, host_bounding);
     for (set, key) in [
         ("bounding", "CapBnd"),
         ("effective", "CapEff"),
@@ -261,13 +296,13 @@ fn capabilities(p: &Proc, spec: &Value, items: &mut Vec<Item>) -> Result<()> {
         ("inheritable", "CapInh"),
         ("ambient", "CapAmb"),
     ] {
-        let names: Vec<String> = spec["process"]["capabilities"][set]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_str().map(str::to_string))
-            .collect();
-        let want = caps::mask(names.iter().map(String::as_str)) & host_bounding;
+        let want = match set {
+            "bounding" => predicted.bounding,
+            "effective" => predicted.effective,
+            "permitted" => predicted.permitted,
+            "inheritable" => predicted.inheritable,
+            _ => predicted.ambient,
+        };
         let live = hex_field(&status, key, &path)?;
         let (w, l) = (caps::names(want), caps::names(live));
         items_of(

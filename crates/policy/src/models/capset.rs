@@ -142,8 +142,14 @@ impl Creds {
                 } else {
                     f.caps.unwrap_or((0, 0, false))
                 };
-                let privileged_file = root || f.caps.is_some();
-                let ambient = if privileged_file { 0 } else { self.ambient };
+                // The ambient set survives unless the exec changes the effective uid
+                // (a honoured setuid) or the file carries capabilities.
+                let is_setid = euid != self.uid;
+                let ambient = if is_setid || f.caps.is_some() {
+                    0
+                } else {
+                    self.ambient
+                };
                 let mut permitted = (self.inheritable & fi) | (fp & self.bounding) | ambient;
                 if self.no_new_privs {
                     permitted &= self.permitted;
