@@ -113,6 +113,8 @@ pub enum Command {
     Verify(commands::verify::Args),
     /// Docker-style containers from images (run, ps, logs, stop, kill, rm, exec, inspect).
     Container(commands::container::Args),
+    /// Container networks (create, ls, inspect, rm).
+    Network(commands::network::Args),
 }
 
 /// Whatever a client passes to checkpoint/restore; refused with one clear line.

@@ -24,6 +24,7 @@ pub mod features;
 pub mod image;
 pub mod kill;
 pub mod list;
+pub mod network;
 pub mod pause;
 pub mod ps;
 pub mod run;
@@ -78,5 +79,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Container(a) => container::run(&cli.state_root()?, a),
         Command::Check(a) => check::run(&cli.state_root()?, a),
         Command::Verify(a) => verify::run(&cli.state_root()?, a),
+        Command::Network(a) => network::run(&cli.state_root()?, a),
     }
 }
