@@ -143,6 +143,9 @@ fn verify_finds_a_fresh_container_as_its_spec_says() {
     ] {
         assert!(checks.contains(&want), "{want} not verified: {checks:?}");
     }
+    if std::path::Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
+        assert!(checks.contains(&"cgroup.devices"), "{checks:?}");
+    }
 }
 
 #[test]

@@ -555,6 +555,35 @@ fn cgroup(p: &Proc, rec: &Record, spec: &Value, items: &mut Vec<Item>) -> Result
             show(q, per),
         );
     }
+    // v1's device controller lists what it allows; `a *:* rwm` is every device. (On v2
+    // the rules are a BPF program, not readable as a list.)
+    if let (None, Some(d)) = (&v2, v1("devices")) {
+        if let Some(list) = read_trim(&d.join("devices.list")) {
+            let want_all = crate::check::check(spec)
+                .iter()
+                .any(|f| f.rule == "devices.cgroup" && f.status != crate::check::Status::Pass);
+            let all = list.lines().any(|l| l.trim() == "a *:* rwm");
+            let show = |all: bool| {
+                if all {
+                    "every device"
+                } else {
+                    "listed devices only"
+                }
+            };
+            let outcome = match (want_all, all) {
+                (a, b) if a == b => Outcome::Match,
+                (true, false) => Outcome::Narrowed,
+                _ => Outcome::Widened,
+            };
+            items_of(
+                items,
+                "cgroup.devices",
+                outcome,
+                show(want_all).into(),
+                show(all).into(),
+            );
+        }
+    }
     if let (None, Some(d), Some(shares)) = (&v2, v1("cpu"), res["cpu"]["shares"].as_u64()) {
         if let Some(live) = read_trim(&d.join("cpu.shares")).and_then(|s| s.parse().ok()) {
             items_of(
