@@ -126,6 +126,7 @@ fn verify_finds_a_fresh_container_as_its_spec_says() {
         .collect();
     for want in [
         "ns.pid",
+        "ns.pid.parent",
         "ns.mount",
         "caps.effective",
         "caps.bounding",
@@ -146,6 +147,30 @@ fn verify_finds_a_fresh_container_as_its_spec_says() {
     if std::path::Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
         assert!(checks.contains(&"cgroup.devices"), "{checks:?}");
     }
+}
+
+#[test]
+fn verify_checks_id_maps_and_namespace_parents_of_a_user_namespace_container() {
+    let mut b = sleeper("exec sleep 1000");
+    b.namespace("user", None);
+    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let c = b.create("verify-userns");
+    start_sleeping(&c);
+    let (code, report) = verify(&c, &[]);
+    assert_eq!(differences(&report), vec![], "{report:#}");
+    assert_eq!(code, 0);
+    let item = |check: &str| {
+        report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["check"] == check)
+            .unwrap_or_else(|| panic!("no {check}"))["actual"]
+            .clone()
+    };
+    assert_eq!(item("uid_map"), "0 100000 65536");
+    assert_eq!(item("ns.user.parent"), "the host's");
 }
 
 #[test]

@@ -242,8 +242,49 @@ fn namespaces(p: &Proc, spec: &Value, items: &mut Vec<Item>) -> Result<()> {
         };
         let outcome = if ok { Outcome::Match } else { Outcome::Differs };
         items_of(items, check, outcome, expected, actual);
+        // pid and user namespaces are hierarchical (§4.2.1's partial order): a new one
+        // must be a direct child of the host's.
+        if matches!(*typ, "pid" | "user") && entry.is_some_and(|n| n["path"].is_null()) {
+            let file = format!("ns/{name}");
+            let parent = ns_parent(&p.path(&file)).map_err(|e| p.io(&file, e))?;
+            let outcome = if parent == host {
+                Outcome::Match
+            } else {
+                Outcome::Differs
+            };
+            let show = |(d, i): (u64, u64)| {
+                if (d, i) == host {
+                    "the host's".to_string()
+                } else {
+                    format!("{name}:[{i}]")
+                }
+            };
+            items_of(
+                items,
+                format!("ns.{typ}.parent"),
+                outcome,
+                "the host's".into(),
+                show(parent),
+            );
+        }
     }
     Ok(())
+}
+
+/// The (device, inode) of the parent of the namespace at `path` (ioctl NS_GET_PARENT).
+fn ns_parent(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NS_GET_PARENT: libc::c_ulong = 0xb702; // _IO(0xb7, 0x2)
+    let ns = std::fs::File::open(path)?;
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new fd or -1; `ns` is open.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let parent = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = parent.metadata()?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// The sets the process should hold once it has exec'd its program: the runtime sets the
