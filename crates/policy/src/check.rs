@@ -307,6 +307,18 @@ fn user(out: &mut Out, spec: &Value) {
                 format!("runs as host uid {uid} (no user namespace)"),
             );
         }
+    } else if let Some(path) = linux["namespaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["type"] == "user"))
+        .and_then(|n| n["path"].as_str())
+    {
+        out.add_sev(
+            "user.root",
+            Status::Warn,
+            Severity::Medium,
+            "linux.namespaces",
+            format!("joins the user namespace at {path}: its maps decide who container root is"),
+        );
     } else {
         match map_id(&linux["uidMappings"], 0) {
             Some(0) => out.add(

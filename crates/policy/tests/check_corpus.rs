@@ -128,7 +128,8 @@ fn host_namespaces_fail_by_type_and_a_joined_host_namespace_is_named() {
     s["linux"]["namespaces"] = json!([
         {"type": "mount"},
         {"type": "network", "path": "/proc/self/ns/net"},
-        {"type": "ipc", "path": "/proc/1/ns/ipc"}
+        {"type": "ipc", "path": "/proc/1/ns/ipc"},
+        {"type": "user", "path": "/proc/self/ns/user"}
     ]);
     let s = parsed(s);
     let m = statuses(&s);
@@ -136,6 +137,8 @@ fn host_namespaces_fail_by_type_and_a_joined_host_namespace_is_named() {
         assert_eq!(m[r], Status::Fail, "{r}");
     }
     assert_eq!(m["ns.mount"], Status::Pass);
+    assert_eq!(m["ns.user"], Status::Fail, "the host's user namespace");
+    assert_eq!(m["user.root"], Status::Warn, "a joined user ns: its maps decide");
     let net = check(&s)
         .into_iter()
         .find(|f| f.rule == "ns.network")
