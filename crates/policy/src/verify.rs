@@ -124,7 +124,7 @@ impl Proc<'_> {
     fn io(&self, file: &str, e: std::io::Error) -> Error {
         match e.raw_os_error() {
             // ENOENT, ESRCH: the process is gone.
-            Some(2 | 3) => self.gone(file),
+            Some(libc::ENOENT | libc::ESRCH) => self.gone(file),
             _ => Error::Io {
                 path: self.path(file),
                 source: e,
