@@ -138,7 +138,11 @@ fn host_namespaces_fail_by_type_and_a_joined_host_namespace_is_named() {
     }
     assert_eq!(m["ns.mount"], Status::Pass);
     assert_eq!(m["ns.user"], Status::Fail, "the host's user namespace");
-    assert_eq!(m["user.root"], Status::Warn, "a joined user ns: its maps decide");
+    assert_eq!(
+        m["user.root"],
+        Status::Warn,
+        "a joined user ns: its maps decide"
+    );
     let net = check(&s)
         .into_iter()
         .find(|f| f.rule == "ns.network")
