@@ -3,7 +3,8 @@
 //! `cargo test -p berth --test e2e`.
 //!
 //! Covered: lifecycle, namespaces, mounts, process settings, exec/pause/update/events/ps
-//! (ops), a bad-input corpus, runc advisories replayed as attacks, and runc comparison.
+//! (ops), a bad-input corpus, runc advisories replayed as attacks, runc comparison, and
+//! `check`/`verify` with the lifecycle model against real containers (policy).
 //!
 //! Every test gets its own bundle and state root (`--root`), unique container ids, and
 //! guards that `delete --force` its containers and undo host-side fixtures on drop, so
@@ -21,6 +22,7 @@ mod mounts;
 mod namespaces;
 mod ops;
 mod peers;
+mod policy;
 mod process;
 mod robustness;
 mod runc_compat;

@@ -108,6 +108,10 @@ pub enum Command {
     Image(commands::image::ImageArgs),
     /// System-wide maintenance (prune).
     System(commands::image::SystemArgs),
+    /// Report what isolates a bundle's or container's config, barrier by barrier.
+    Check(commands::check::Args),
+    /// Compare a live container's kernel state with its spec.
+    Verify(commands::verify::Args),
     /// Docker-style containers from images (run, ps, logs, stop, kill, rm, exec, inspect).
     Container(commands::container::Args),
     /// Container networks (create, ls, inspect, rm).

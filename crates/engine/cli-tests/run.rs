@@ -841,3 +841,44 @@ fn monitor_killed_exit_unknown() {
         "runtime state released"
     );
 }
+
+#[test]
+fn check_and_verify_find_engine_containers_by_name() {
+    let env = Env::new();
+    let id = env.ok(&["run", "-d", "--name", "checked", IMAGE, "sleep", "100"]);
+    let id = id.trim();
+    let r = env.berth(&["check", "checked", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["target"]["kind"], "engine");
+    // Docker's 14 capabilities: nothing beyond the defaults.
+    let least = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "caps.least")
+        .unwrap();
+    assert_eq!(least["status"], "pass", "{least}");
+    for _ in 0..500 {
+        let comm = std::fs::read_to_string(format!(
+            "/proc/{}/comm",
+            env.inspect("checked")["State"]["Pid"]
+        ));
+        if comm.is_ok_and(|c| c.trim() == "sleep") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let r = env.berth(&["verify", "checked", "--format", "json"]);
+    assert!(r.code == 0 || r.code == 1, "{}{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["id"], id);
+    let diffs: Vec<&Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["outcome"] != "match")
+        .collect();
+    assert!(diffs.is_empty(), "{diffs:?}");
+    env.ok(&["rm", "-f", "checked"]);
+}

@@ -14,6 +14,7 @@ macro_rules! out {
     }};
 }
 
+pub mod check;
 pub mod container;
 pub mod create;
 pub mod delete;
@@ -31,6 +32,7 @@ pub mod spec;
 pub mod start;
 pub mod state;
 pub mod update;
+pub mod verify;
 pub mod vm;
 
 use berth_runtime::Runtime;
@@ -75,6 +77,8 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Image(a) => image::image(a),
         Command::System(a) => image::system(a),
         Command::Container(a) => container::run(&cli.state_root()?, a),
+        Command::Check(a) => check::run(&cli.state_root()?, a),
+        Command::Verify(a) => verify::run(&cli.state_root()?, a),
         Command::Network(a) => network::run(&cli.state_root()?, a),
     }
 }
