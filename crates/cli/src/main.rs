@@ -109,6 +109,8 @@ pub enum Command {
     System(commands::image::SystemArgs),
     /// Docker-style containers from images (run, ps, logs, stop, kill, rm, exec, inspect).
     Container(commands::container::Args),
+    /// Container networks (create, ls, inspect, rm).
+    Network(commands::network::Args),
 }
 
 /// Whatever a client passes to checkpoint/restore; refused with one clear line.

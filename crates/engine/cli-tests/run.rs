@@ -102,6 +102,11 @@ impl Env {
         c.args(args)
             .env("BERTH_DATA_ROOT", self.data())
             .env("BERTH_ROOT", self.root())
+            // These tests run in the machine's network namespace: no bridge, no CNI
+            // config of the machine's (the network tests, in network.rs, make their own
+            // namespace for that).
+            .env("BERTH_NETWORK", "none")
+            .env("BERTH_CNI_CONFIG_DIR", self.dir.path().join("cni"))
             .stdin(Stdio::null());
         c
     }
@@ -596,8 +601,8 @@ fn bad_input_gives_one_line_errors() {
             "-v \"relative:/x\"",
         ),
         (
-            &["run", "--network", "bridge", IMAGE, "true"],
-            "--network \"bridge\"",
+            &["run", "--network", "no-such-net", IMAGE, "true"],
+            "no such network: no-such-net",
         ),
         (
             &["run", "--security-opt", "apparmor=x", IMAGE, "true"],

@@ -67,6 +67,9 @@ pub struct Container {
     /// Signal `stop` sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: String,
     pub state: State,
+    /// The CNI attachment of `--network bridge|NAME` (none for none/host).
+    #[serde(default)]
+    pub network: Option<crate::net::NetState>,
 }
 
 impl Container {
@@ -173,6 +176,7 @@ mod tests {
             log_path: d.path().join(LOG),
             stop_signal: "SIGTERM".into(),
             state: State::default(),
+            network: None,
         };
         assert!(Container::load(d.path()).unwrap().is_none());
         c.save().unwrap();

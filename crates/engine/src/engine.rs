@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::container::{generated_name, validate_name, Container, State, Status, LOG};
 use crate::error::{sys, Error, IoContext, Result};
+use crate::net::{self, NetSettings};
 use crate::options::{Network, RunOptions};
 use crate::tty::{self, ConsoleSocket};
 
@@ -40,6 +41,7 @@ pub struct Engine {
     data_root: PathBuf,
     store: Store,
     runtime: Runtime,
+    net: NetSettings,
 }
 
 fn now() -> String {
@@ -181,7 +183,17 @@ impl Engine {
             data_root: data_root.to_path_buf(),
             store,
             runtime: Runtime::new(runtime_root),
+            net: NetSettings::new(data_root, runtime_root),
         })
+    }
+
+    /// Where networks, plugins and the CNI cache are (defaults from [`Engine::open`]).
+    pub fn net_settings(&self) -> &NetSettings {
+        &self.net
+    }
+
+    pub fn net_settings_mut(&mut self) -> &mut NetSettings {
+        &mut self.net
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -277,6 +289,9 @@ impl Engine {
                 }
             },
         };
+        // An unknown network or a -p it cannot take fails before anything is made.
+        let cni_net = net::resolve(&self.net, &opts.network)?;
+        net::check_flags(opts, cni_net.as_ref())?;
         let id = hex(&random_bytes(32)?);
         let image = self
             .store
@@ -285,8 +300,21 @@ impl Engine {
         let bundle =
             self.store
                 .create_bundle(&opts.image, &id, &opts.overrides(), &dir.join("bundle"))?;
+        let mut attached = None;
         let made = (|| {
             let spec = opts.apply(&bundle.spec)?;
+            let mut v = serde_json::to_value(&spec).expect("spec serializes");
+            if let Some(n) = &cni_net {
+                let st = attached.insert(net::attach(&self.net, &id, &name, n, opts)?);
+                net::join_netns(&mut v, &st.netns);
+            }
+            net::etc_files(&mut v, &dir, opts, attached.as_ref())?;
+            let spec: oci_spec::runtime::Spec =
+                serde_json::from_value(v).map_err(|e| Error::BadFlag {
+                    flag: "--network",
+                    value: opts.network.to_string(),
+                    reason: format!("gives an invalid spec: {e}"),
+                })?;
             let cfg = bundle.dir.join("config.json");
             let tmp = bundle.dir.join(".config.json.tmp");
             std::fs::write(
@@ -316,11 +344,17 @@ impl Engine {
                     .and_then(|a| a.get(ANNOTATION_STOP_SIGNAL).cloned())
                     .unwrap_or_else(|| "SIGTERM".into()),
                 state: State::default(),
+                network: attached.clone(),
             };
             c.save()?;
             Ok(c)
         })();
         if made.is_err() {
+            if let Some(st) = attached.as_mut() {
+                if let Err(e) = net::detach(&self.net, &id, st) {
+                    tracing::warn!(id, error = %e, "undoing the network of a failed create");
+                }
+            }
             let _ = bundle.remove();
         }
         made
@@ -386,8 +420,9 @@ impl Engine {
         };
         let created = self.runtime.create(&c.id, &opts)?;
         let started = match c.options.network {
-            Network::None => crate::net::loopback_up(created.pid),
-            Network::Host => Ok(()),
+            Network::None => net::loopback_up(created.pid),
+            // The namespace made at create has lo up; host is the host's.
+            Network::Host | Network::Bridge | Network::Named(_) => Ok(()),
         }
         .and_then(|()| Ok(self.runtime.start(&c.id)?));
         if let Err(e) = started {
@@ -404,6 +439,7 @@ impl Engine {
     /// Record the exit, release the runtime state, and with `--rm` remove everything.
     fn finish(&self, c: &mut Container, code: Option<i32>) {
         let _ = self.runtime.delete(&c.id, true);
+        self.network_down(c);
         if c.options.auto_remove {
             self.discard(c);
             return;
@@ -420,8 +456,27 @@ impl Engine {
     /// Remove a container that never ran (or ran with --rm): runtime state, bundle, dir.
     fn discard(&self, c: &Container) {
         let _ = self.runtime.delete(&c.id, true);
+        // Detach only if both the caller's copy and the recorded state say attached:
+        // the monitor, or `finish` just before, may have detached already.
+        let mut fresh = Container::load(c.dir())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| c.clone());
+        if c.network.as_ref().is_some_and(|n| n.attached) {
+            self.network_down(&mut fresh);
+        }
         if let Err(e) = self.store.remove_bundle(&c.id) {
             tracing::warn!(id = c.id, error = %e, "removing the container");
+        }
+    }
+
+    /// Detach `c` from its network (CNI DEL, namespace removed); the caller saves `c`.
+    fn network_down(&self, c: &mut Container) {
+        if let Some(st) = c.network.as_mut() {
+            if let Err(e) = net::detach(&self.net, &c.id, st) {
+                tracing::warn!(id = c.id, error = %e, "detaching the network");
+                eprintln!("berth: container {}: {e}", c.short_id());
+            }
         }
     }
 
@@ -599,6 +654,59 @@ impl Engine {
         Ok(c)
     }
 
+    /// `network create`.
+    pub fn network_create(&self, spec: &berth_net::NetworkSpec) -> Result<berth_net::Network> {
+        Ok(self.net.networks.create(spec)?)
+    }
+
+    /// `network ls`: berth's networks (the default one made on first use) and the CNI
+    /// config directory's.
+    pub fn network_list(&self) -> Result<Vec<berth_net::Network>> {
+        self.net.networks.get(berth_net::DEFAULT_NETWORK)?;
+        Ok(self.net.networks.list()?)
+    }
+
+    /// `network inspect`: the summary, the configuration list and the attached containers.
+    pub fn network_inspect(&self, name: &str) -> Result<Value> {
+        let n = self.net.networks.get(name)?;
+        let containers: serde_json::Map<String, Value> = self
+            .list()?
+            .into_iter()
+            .filter_map(|c| {
+                let st = c
+                    .network
+                    .as_ref()
+                    .filter(|s| s.attached && s.network == n.name)?;
+                Some((
+                    c.id.clone(),
+                    json!({"Name": c.name, "IPv4Address": st.address, "MacAddress": st.mac}),
+                ))
+            })
+            .collect();
+        Ok(json!({
+            "Name": n.name,
+            "Summary": berth_net::summary(&n),
+            "Containers": containers,
+            "Config": n.to_json(),
+        }))
+    }
+
+    /// `network rm`: refused while a container is attached.
+    pub fn network_remove(&self, name: &str) -> Result<berth_net::Network> {
+        let _lock = self.lock()?;
+        if let Some(c) = self.list()?.into_iter().find(|c| {
+            c.network
+                .as_ref()
+                .is_some_and(|s| s.attached && s.network == name)
+        }) {
+            return Err(Error::NetworkInUse {
+                network: name.to_string(),
+                container: c.name,
+            });
+        }
+        Ok(self.net.networks.remove(name)?)
+    }
+
     /// Docker-inspect-like JSON.
     pub fn inspect(&self, reference: &str) -> Result<Value> {
         let c = self.get(reference)?;
@@ -643,6 +751,9 @@ impl Engine {
                 "Binds": o.binds.iter().map(|b| format!("{}:{}:{}", b.source.display(), b.destination, if b.read_only {"ro"} else {"rw"})).collect::<Vec<_>>(),
                 "AutoRemove": o.auto_remove,
                 "NetworkMode": o.network,
+                "PortBindings": o.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "Dns": o.dns,
+                "ExtraHosts": o.add_hosts.iter().map(|(n, a)| format!("{n}:{a}")).collect::<Vec<_>>(),
                 "Memory": o.memory.unwrap_or(0),
                 "NanoCpus": o.cpus.map_or(0, |c| (c * 1e9).round() as i64),
                 "PidsLimit": o.pids_limit,
@@ -652,6 +763,7 @@ impl Engine {
                 "SecurityOpt": o.seccomp,
             },
             "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind").cloned().collect::<Vec<_>>()),
+            "NetworkSettings": network_settings(&c),
             "GraphDriver": {"Name": "overlay", "Data": {"MergedDir": c.bundle.join("rootfs"), "UpperDir": c.dir().join("upper")}},
         }))
     }
@@ -692,6 +804,38 @@ impl Engine {
         })?;
         Ok((c, p))
     }
+}
+
+/// docker inspect's NetworkSettings: the address while attached, the port maps.
+fn network_settings(c: &Container) -> Value {
+    let Some(st) = c.network.as_ref().filter(|s| s.attached) else {
+        return json!({"IPAddress": "", "Ports": {}, "Networks": {}});
+    };
+    let (ip, prefix) = st
+        .address
+        .as_deref()
+        .and_then(|a| a.split_once('/'))
+        .map_or(("", 0), |(ip, p)| (ip, p.parse::<u8>().unwrap_or(0)));
+    let mut ports = serde_json::Map::new();
+    for p in &st.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let host_ip = p.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string());
+        let entry = ports.entry(key).or_insert_with(|| json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(json!({"HostIp": host_ip, "HostPort": p.host_port.to_string()}));
+        }
+    }
+    json!({
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": st.gateway,
+        "MacAddress": st.mac,
+        "SandboxKey": st.netns,
+        "Ports": ports,
+        "Networks": {st.network.clone(): {
+            "IPAddress": ip, "IPPrefixLen": prefix, "Gateway": st.gateway, "MacAddress": st.mac,
+        }},
+    })
 }
 
 /// The socket the runtime sends a `-t` container's pty master to.

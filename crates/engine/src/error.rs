@@ -46,6 +46,11 @@ pub enum Error {
     Runtime(#[from] berth_runtime::Error),
     #[error(transparent)]
     Seccomp(#[from] berth_seccomp::Error),
+    #[error(transparent)]
+    Net(#[from] berth_net::Error),
+    /// `network rm` of a network containers are attached to.
+    #[error("network {network} is in use by container {container}: remove it first")]
+    NetworkInUse { network: String, container: String },
 }
 
 /// Attach a path to an io::Error.

@@ -18,15 +18,21 @@
 //! * Flags the image crate does not know are applied to its spec in one place
 //!   ([`RunOptions::apply`]): capabilities (Docker's 14 defaults +/-), Docker's seccomp
 //!   profile for the final capability set, resources, binds, read-only root, network.
+//! * `--network bridge|NAME` attaches a persistent netns (`<runtime-root>/netns/<id>`)
+//!   through CNI before the metadata exists, and detaches it (CNI DEL from the result
+//!   cache, netns unmounted) when the exit is recorded, on `rm`, and when `create` fails:
+//!   a container that is not running holds no address, veth or port map.
 
 mod container;
 mod engine;
 pub mod error;
-mod net;
+pub mod net;
 pub mod options;
 pub mod tty;
 
+pub use berth_net as cni;
 pub use container::{Container, State, Status};
 pub use engine::{Engine, ExecRequest};
 pub use error::{Error, Result};
+pub use net::{NetSettings, NetState};
 pub use options::{Bind, Network, RunOptions, Seccomp};

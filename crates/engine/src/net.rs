@@ -1,45 +1,297 @@
-//! `--network none`: the container's new network namespace gets loopback up, as Docker
-//! gives it (a fresh namespace has `lo` down, so even 127.0.0.1 is unreachable).
+//! The engine's network step: for `--network bridge|NAME`, a persistent network
+//! namespace under `<runtime-root>/netns/<id>` attached to the CNI network before the
+//! container exists (the spec joins it by path), and detached (CNI DEL, namespace
+//! removed) when the exit is recorded, on `rm`, or when `create` fails. Every mode gets
+//! generated /etc/hosts, /etc/hostname and /etc/resolv.conf bind-mounted from the
+//! container directory.
 
-use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
-use nix::sched::{setns, CloneFlags};
+use berth_net::dns::{Aardvark, Record};
+use berth_net::{Cni, NetNs, Network as CniNetwork, Networks, PortMapping, Request};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use crate::error::{sys, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::options::{Network, RunOptions};
 
-/// Set `lo` up in the network namespace of `pid`. setns(CLONE_NEWNET) moves only the
-/// calling thread, so a short-lived thread does it and the caller stays where it is.
+/// The container's interface name on its network.
+pub const IFNAME: &str = "eth0";
+
+/// Where CNI plugins and network configurations are found, and where berth keeps its
+/// own networks, IP leases and the CNI result cache.
+#[derive(Clone, Debug)]
+pub struct NetSettings {
+    pub networks: Networks,
+    pub cni: Cni,
+    /// `<runtime-root>/netns`: the containers' network namespaces.
+    pub netns_dir: PathBuf,
+    /// Names on user networks (none when aardvark-dns is not installed).
+    pub dns: Option<Aardvark>,
+}
+
+impl NetSettings {
+    pub fn new(data_root: &Path, runtime_root: &Path) -> NetSettings {
+        NetSettings {
+            networks: Networks {
+                own_dir: data_root.join("networks"),
+                cni_config_dir: PathBuf::from(berth_net::DEFAULT_CONFIG_DIR),
+                ipam_dir: data_root.join("cni/networks"),
+            },
+            cni: Cni::new(
+                berth_net::DEFAULT_PLUGIN_DIRS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                data_root.join("cni/results"),
+            ),
+            netns_dir: runtime_root.join("netns"),
+            dns: Aardvark::find(&runtime_root.join("aardvark-dns")),
+        }
+    }
+}
+
+/// A container's attachment, kept in its metadata until it is detached.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetState {
+    pub network: String,
+    pub netns: PathBuf,
+    /// CIDR, e.g. `10.88.0.2/16`.
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    pub mac: Option<String>,
+    /// With the host ports picked for `-p CTRPORT`.
+    pub ports: Vec<PortMapping>,
+    /// CNI ADD done and not yet undone.
+    pub attached: bool,
+    /// Registered with aardvark-dns, which answers on this address (the gateway).
+    #[serde(default)]
+    pub dns_server: Option<String>,
+}
+
+impl NetState {
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.address.as_deref()?.split('/').next()?.parse().ok()
+    }
+}
+
+/// Set `lo` up in the network namespace of `pid` (`--network none`).
 pub(crate) fn loopback_up(pid: Pid) -> Result<()> {
-    let path = format!("/proc/{pid}/ns/net");
-    let ns = File::open(&path).at(&path)?;
-    std::thread::spawn(move || -> Result<()> {
-        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(sys(format!("setns {path}")))?;
-        // SAFETY: socket(2) with constant arguments; the fd is owned right after.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(sys("socket(AF_INET) for lo")(nix::Error::last()));
+    Ok(NetNs {
+        path: PathBuf::from(format!("/proc/{pid}/ns/net")),
+    }
+    .loopback_up()?)
+}
+
+fn request(id: &str, netns: &Path) -> Request {
+    Request {
+        container_id: id.to_string(),
+        netns: Some(netns.to_path_buf()),
+        ifname: IFNAME.into(),
+        ..Default::default()
+    }
+}
+
+/// The CNI network `--network` names (`bridge` is berth's default network).
+pub(crate) fn resolve(s: &NetSettings, mode: &Network) -> Result<Option<CniNetwork>> {
+    let name = match mode {
+        Network::None | Network::Host => return Ok(None),
+        Network::Bridge => berth_net::DEFAULT_NETWORK,
+        Network::Named(n) => n.as_str(),
+    };
+    Ok(Some(s.networks.get(name)?))
+}
+
+/// Check the flags against the mode before anything is made.
+pub(crate) fn check_flags(opts: &RunOptions, net: Option<&CniNetwork>) -> Result<()> {
+    if opts.ports.is_empty() {
+        return Ok(());
+    }
+    let bad = |reason: String| Error::BadFlag {
+        flag: "-p",
+        value: opts.ports[0].to_string(),
+        reason,
+    };
+    match net {
+        None => Err(bad(format!(
+            "port maps need a bridge network, not --network {}",
+            opts.network
+        ))),
+        Some(n)
+            if !n
+                .plugins
+                .iter()
+                .any(|p| p["capabilities"]["portMappings"] == true) =>
+        {
+            Err(bad(format!(
+                "network {} has no portmap plugin (an --internal network has no way in)",
+                n.name
+            )))
         }
-        // SAFETY: `raw` is a fresh fd nobody else owns.
-        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ifreq is plain data; all-zero is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
-            *dst = *src as libc::c_char;
+        Some(_) => Ok(berth_net::check_unique(&opts.ports)?),
+    }
+}
+
+/// Make the namespace and ADD it to `net`. Nothing is left when this fails.
+pub(crate) fn attach(
+    s: &NetSettings,
+    id: &str,
+    name: &str,
+    net: &CniNetwork,
+    opts: &RunOptions,
+) -> Result<NetState> {
+    let mut ports = opts.ports.clone();
+    for p in &mut ports {
+        p.assign()?;
+    }
+    let ns = NetNs::create(&s.netns_dir, id)?;
+    let mut req = request(id, &ns.path);
+    if !ports.is_empty() {
+        req.capabilities.insert(
+            "portMappings".into(),
+            Value::Array(ports.iter().map(PortMapping::to_cni).collect()),
+        );
+    }
+    let a = match s.cni.attach(net, &req) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ns.remove();
+            return Err(e.into());
         }
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
-        unsafe {
-            if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-                return Err(sys("SIOCGIFFLAGS lo")(nix::Error::last()));
+    };
+    let mut st = NetState {
+        network: net.name.clone(),
+        netns: ns.path,
+        address: a.ipv4().map(|(ip, p)| format!("{ip}/{p}")),
+        gateway: a.gateway(),
+        mac: a.mac(),
+        ports,
+        attached: true,
+        dns_server: None,
+    };
+    if let Err(e) = register_name(s, id, name, net, &mut st) {
+        let _ = detach(s, id, &mut st);
+        return Err(e);
+    }
+    Ok(st)
+}
+
+/// User networks with a gateway (not the default one, as with Docker; not internal
+/// ones, whose bridge has no address) resolve their containers' names.
+fn register_name(
+    s: &NetSettings,
+    id: &str,
+    name: &str,
+    net: &CniNetwork,
+    st: &mut NetState,
+) -> Result<()> {
+    let Some(dns) = &s.dns else { return Ok(()) };
+    let gateway = st.gateway.as_deref().and_then(|g| g.parse().ok());
+    let ip = st.ip().and_then(|ip| match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    });
+    let (Some(gateway), Some(ip)) = (gateway, ip) else {
+        return Ok(());
+    };
+    if net.name == berth_net::DEFAULT_NETWORK || berth_net::summary(net).internal {
+        return Ok(());
+    }
+    let record = Record {
+        id: id.to_string(),
+        ip,
+        names: vec![name.to_string(), id[..12.min(id.len())].to_string()],
+    };
+    dns.add(&net.name, gateway, &record)?;
+    st.dns_server = Some(gateway.to_string());
+    Ok(())
+}
+
+/// CNI DEL (from the cache; the current config file as a fallback) and remove the
+/// namespace. Safe to call again.
+pub(crate) fn detach(s: &NetSettings, id: &str, st: &mut NetState) -> Result<()> {
+    if !st.attached {
+        return Ok(());
+    }
+    if let (Some(dns), Some(_)) = (&s.dns, &st.dns_server) {
+        if let Err(e) = dns.remove(&st.network, id) {
+            tracing::warn!(id, error = %e, "removing the container's name from aardvark-dns");
+        }
+        st.dns_server = None;
+    }
+    let fallback = CniNetwork::find(&s.networks.dirs(), &st.network).ok();
+    let mut req = request(id, &st.netns);
+    if !st.netns.exists() {
+        // Gone (a reboot emptied the runtime root): the spec allows DEL without one.
+        req.netns = None;
+    }
+    let del = s.cni.detach(&st.network, &req, fallback.as_ref());
+    let rm = NetNs {
+        path: st.netns.clone(),
+    }
+    .remove();
+    st.attached = false;
+    del?;
+    Ok(rm?)
+}
+
+/// Write hosts, hostname and resolv.conf into `dir` and bind them over the image's.
+pub(crate) fn etc_files(
+    spec: &mut Value,
+    dir: &Path,
+    opts: &RunOptions,
+    st: Option<&NetState>,
+) -> Result<()> {
+    let hostname = spec["hostname"].as_str().unwrap_or("localhost").to_string();
+    let (hosts, resolv) = if opts.network == Network::Host {
+        let host = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let mut hosts = host("/etc/hosts");
+        for (n, a) in &opts.add_hosts {
+            hosts += &format!("{a}\t{n}\n");
+        }
+        let resolv = if opts.dns.is_empty() {
+            host("/etc/resolv.conf")
+        } else {
+            berth_net::files::resolv_conf("", &opts.dns)
+        };
+        (hosts, resolv)
+    } else {
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = match st.and_then(|s| s.dns_server.as_deref()) {
+            // aardvark-dns answers the network's names and forwards the rest.
+            Some(server) if opts.dns.is_empty() => {
+                berth_net::files::resolv_conf_via(&host_resolv, server)
             }
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-                return Err(sys("SIOCSIFFLAGS lo")(nix::Error::last()));
-            }
-        }
-        Ok(())
-    })
-    .join()
-    .unwrap_or_else(|_| Err(sys("loopback thread")(nix::Error::EIO)))
+            _ => berth_net::files::resolv_conf(&host_resolv, &opts.dns),
+        };
+        (
+            berth_net::files::hosts(&hostname, st.and_then(NetState::ip), &opts.add_hosts),
+            resolv,
+        )
+    };
+    let mounts = spec["mounts"]
+        .as_array_mut()
+        .expect("the image crate sets mounts");
+    for (file, text) in [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
+        let p = dir.join(file);
+        std::fs::write(&p, text).at(&p)?;
+        let dest = format!("/etc/{file}");
+        mounts.retain(|m| m["destination"] != dest.as_str());
+        mounts.push(json!({"destination": dest, "type": "bind", "source": p, "options": ["rbind", "rprivate", "rw"]}));
+    }
+    Ok(())
+}
+
+/// Point the spec's network namespace at `netns`.
+pub(crate) fn join_netns(spec: &mut Value, netns: &Path) {
+    if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+        ns.retain(|n| n["type"] != "network");
+        ns.push(json!({"type": "network", "path": netns}));
+    }
 }

@@ -12,24 +12,61 @@ use serde_json::json;
 use crate::error::{Error, IoContext, Result};
 
 /// `--network`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Network {
-    /// A new network namespace holding only loopback (the default: berth has no bridge).
+    /// berth's default bridge network `berth` (Docker's default `bridge`).
     #[default]
+    Bridge,
+    /// A new network namespace holding only loopback.
     None,
     /// The host's network namespace.
     Host,
+    /// A CNI network by name (`berth network create`, or a file in the CNI config dir).
+    Named(String),
 }
 
 impl FromStr for Network {
     type Err = Error;
     fn from_str(s: &str) -> Result<Network> {
         match s {
-            "none" | "default" => Ok(Network::None),
+            "bridge" | "default" => Ok(Network::Bridge),
+            "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
-            _ => Err(bad("--network", s, "expected none or host")),
+            _ => {
+                berth_net::validate_name(s).map_err(|_| {
+                    bad(
+                        "--network",
+                        s,
+                        "expected bridge, none, host or a network name",
+                    )
+                })?;
+                Ok(Network::Named(s.to_string()))
+            }
         }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Bridge => "bridge",
+            Network::None => "none",
+            Network::Host => "host",
+            Network::Named(n) => n,
+        })
+    }
+}
+
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Network, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -135,6 +172,15 @@ pub struct RunOptions {
     pub cap_drop: Vec<String>,
     pub seccomp: Seccomp,
     pub network: Network,
+    /// `-p`: host ports to the container's (bridge networks only).
+    #[serde(default)]
+    pub ports: Vec<berth_net::PortMapping>,
+    /// `--dns`: nameservers replacing the host's.
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
+    /// `--add-host NAME:IP` lines for /etc/hosts.
+    #[serde(default)]
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 fn bad(flag: &'static str, value: &str, reason: &str) -> Error {
@@ -475,6 +521,17 @@ mod tests {
         );
         assert!(Seccomp::from_security_opt("apparmor=x").is_err());
         assert!(Seccomp::from_security_opt("seccomp=").is_err());
-        assert!("bridge".parse::<Network>().is_err());
+        assert_eq!("bridge".parse::<Network>().unwrap(), Network::Bridge);
+        assert_eq!(
+            "net1".parse::<Network>().unwrap(),
+            Network::Named("net1".into())
+        );
+        assert!("a/b".parse::<Network>().is_err());
+        // Metadata written before named networks existed still reads.
+        let n: Network = serde_json::from_str("\"none\"").unwrap();
+        assert_eq!(
+            (n.clone(), serde_json::to_string(&n).unwrap()),
+            (Network::None, "\"none\"".into())
+        );
     }
 }

@@ -20,8 +20,51 @@ pub struct Args {
         env = "BERTH_DATA_ROOT"
     )]
     pub data_root: PathBuf,
+    #[command(flatten)]
+    pub net: NetFlags,
     #[command(subcommand)]
     pub command: Cmd,
+}
+
+/// Where CNI plugins and network configurations are.
+#[derive(clap::Args, Debug)]
+pub struct NetFlags {
+    /// CNI network configurations besides berth's own (read only).
+    #[arg(long, global = true, default_value = berth_engine::cni::DEFAULT_CONFIG_DIR, env = "BERTH_CNI_CONFIG_DIR")]
+    pub cni_config_dir: PathBuf,
+    /// CNI plugin directories, ':'-separated.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/usr/lib/cni:/opt/cni/bin",
+        env = "BERTH_CNI_PATH"
+    )]
+    pub cni_path: String,
+    /// Seconds each CNI plugin may run before it is killed.
+    #[arg(long, global = true, default_value_t = 60.0, env = "BERTH_CNI_TIMEOUT")]
+    pub cni_timeout: f64,
+}
+
+/// The engine with the network flags applied.
+pub fn open_engine(
+    data_root: &std::path::Path,
+    root: &std::path::Path,
+    net: &NetFlags,
+) -> anyhow::Result<Engine> {
+    let mut engine = Engine::open(data_root, root)?;
+    let s = engine.net_settings_mut();
+    s.networks.cni_config_dir = net.cni_config_dir.clone();
+    s.cni.plugin_dirs = berth_engine::cni::plugin_dirs_from(&net.cni_path);
+    s.cni.timeout = Duration::try_from_secs_f64(net.cni_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!(
+                "--cni-timeout {}: expected a positive number of seconds",
+                net.cni_timeout
+            )
+        })?;
+    Ok(engine)
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -96,9 +139,19 @@ pub struct RunArgs {
     /// seccomp=unconfined or seccomp=PROFILE.json.
     #[arg(long)]
     pub security_opt: Vec<String>,
-    /// none (a new network namespace with loopback only; the default) or host.
-    #[arg(long, alias = "net", default_value = "none")]
+    /// bridge (berth's default network `berth`), none (loopback only), host, or a
+    /// network's name.
+    #[arg(long, alias = "net", default_value = "bridge", env = "BERTH_NETWORK")]
     pub network: String,
+    /// Publish a container port: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp].
+    #[arg(long = "publish", short = 'p')]
+    pub publish: Vec<String>,
+    /// Nameserver for the container's resolv.conf (replaces the host's).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP.
+    #[arg(long)]
+    pub add_host: Vec<String>,
     /// IMAGE [COMMAND [ARG...]].
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub image_and_cmd: Vec<String>,
@@ -215,6 +268,13 @@ const WITH_VALUE: &[&str] = &[
     "--security-opt",
     "--network",
     "--net",
+    "-p",
+    "--publish",
+    "--dns",
+    "--add-host",
+    "--cni-config-dir",
+    "--cni-path",
+    "--cni-timeout",
     "-f",
     "--format",
     "--root",
@@ -290,7 +350,7 @@ pub fn route(mut args: Vec<OsString>) -> Vec<OsString> {
 }
 
 pub fn run(root: &std::path::Path, a: &Args) -> anyhow::Result<u8> {
-    let engine = Engine::open(&a.data_root, root)?;
+    let engine = open_engine(&a.data_root, root, &a.net)?;
     match &a.command {
         Cmd::Run(r) => run_container(&engine, r),
         Cmd::Ps(p) => ps(&engine, p),
@@ -383,6 +443,21 @@ fn run_options(r: &RunArgs) -> anyhow::Result<RunOptions> {
         cap_drop: r.cap_drop.clone(),
         seccomp,
         network: r.network.parse()?,
+        ports: r
+            .publish
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?,
+        dns: r
+            .dns
+            .iter()
+            .map(|d| berth_engine::cni::files::parse_dns(d))
+            .collect::<Result<_, _>>()?,
+        add_hosts: r
+            .add_host
+            .iter()
+            .map(|h| berth_engine::cni::files::parse_add_host(h))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -450,6 +525,7 @@ fn ps(engine: &Engine, p: &PsArgs) -> anyhow::Result<u8> {
         "COMMAND".into(),
         "CREATED".into(),
         "STATUS".into(),
+        "PORTS".into(),
         "NAMES".into(),
     ]];
     for c in &list {
@@ -464,19 +540,30 @@ fn ps(engine: &Engine, p: &PsArgs) -> anyhow::Result<u8> {
             cmd,
             format!("{} ago", since(&Some(c.created.clone()))),
             status_text(c),
+            c.network
+                .as_ref()
+                .filter(|n| n.attached)
+                .map(|n| {
+                    n.ports
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
             c.name.clone(),
         ]);
     }
     // Columns as wide as their widest cell, three spaces apart (docker's tabwriter).
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..7)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     for r in &rows {
         let mut line = String::new();
-        for (i, cell) in r.iter().enumerate().take(5) {
+        for (i, cell) in r.iter().enumerate().take(6) {
             line += &format!("{cell:<w$}   ", w = widths[i]);
         }
-        out!("{line}{}", r[5]);
+        out!("{line}{}", r[6]);
     }
     Ok(0)
 }

@@ -23,6 +23,7 @@ pub mod features;
 pub mod image;
 pub mod kill;
 pub mod list;
+pub mod network;
 pub mod pause;
 pub mod ps;
 pub mod run;
@@ -74,5 +75,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Image(a) => image::image(a),
         Command::System(a) => image::system(a),
         Command::Container(a) => container::run(&cli.state_root()?, a),
+        Command::Network(a) => network::run(&cli.state_root()?, a),
     }
 }

@@ -1,0 +1,157 @@
+//! Network namespaces that outlive the process that made them: a new namespace is
+//! bind-mounted (nsfs) onto a file under the runtime root, so containers join it by path
+//! and CNI plugins configure it before the container exists and after it exited.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::error::{sys, Error, IoContext, Result};
+
+/// A persistent network namespace at `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetNs {
+    pub path: PathBuf,
+}
+
+impl NetNs {
+    /// Create a namespace bind-mounted at `dir/name`, with loopback up. Nothing is left
+    /// when this fails.
+    pub fn create(dir: &Path, name: &str) -> Result<NetNs> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let path = dir.join(name);
+        File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .at(&path)?;
+        let ns = NetNs { path };
+        let made = (|| {
+            let target = ns.path.clone();
+            // unshare(CLONE_NEWNET) moves only the calling thread: a short-lived thread
+            // makes the namespace and bind-mounts its own ns file; the caller stays put.
+            std::thread::spawn(move || -> Result<()> {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare(CLONE_NEWNET)"))?;
+                let me = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+                mount(
+                    Some(me.as_str()),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(sys(format!("bind-mount {me} on {}", target.display())))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(sys("netns thread")(nix::Error::EIO)))?;
+            ns.loopback_up()
+        })();
+        if let Err(e) = made {
+            let _ = ns.remove();
+            return Err(e);
+        }
+        Ok(ns)
+    }
+
+    /// Set `lo` up inside the namespace (a new one has it down).
+    pub fn loopback_up(&self) -> Result<()> {
+        self.run(|| {
+            // SAFETY: socket(2) with constant arguments; the fd is owned right after.
+            let raw =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if raw < 0 {
+                return Err(sys("socket(AF_INET) for lo")(nix::Error::last()));
+            }
+            // SAFETY: `raw` is a fresh fd nobody else owns.
+            let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+            // SAFETY: ifreq is plain data; all-zero is a valid value.
+            let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+                *dst = *src as libc::c_char;
+            }
+            // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+            unsafe {
+                if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+                    return Err(sys("SIOCGIFFLAGS lo")(nix::Error::last()));
+                }
+                req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+                    return Err(sys("SIOCSIFFLAGS lo")(nix::Error::last()));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Run `f` on a thread that joined this namespace (setns moves only that thread).
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let file = File::open(&self.path).at(&self.path)?;
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(sys(format!("setns {}", path.display())))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(sys("netns thread")(nix::Error::EIO)))
+    }
+
+    /// Unmount and delete; a namespace already gone is fine.
+    pub fn remove(&self) -> Result<()> {
+        match umount2(&self.path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(sys(format!("umount {}", self.path.display()))(e)),
+        }
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                path: self.path.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn outlives_its_thread_and_goes_away() {
+        if !root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let ns = NetNs::create(d.path(), "c1").unwrap();
+        let here = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let there = ns
+            .run(|| Ok(std::fs::read_link("/proc/thread-self/ns/net").unwrap()))
+            .unwrap();
+        assert_ne!(here, there, "a namespace of its own");
+        // lo is up: binding 127.0.0.1 works only then.
+        let bound = ns
+            .run(|| Ok(std::net::TcpListener::bind("127.0.0.1:0").is_ok()))
+            .unwrap();
+        assert!(bound);
+        assert!(
+            NetNs::create(d.path(), "c1").is_err(),
+            "no second one on the same path"
+        );
+        ns.remove().unwrap();
+        assert!(!ns.path.exists());
+        ns.remove().unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(d.path().to_str().unwrap()));
+    }
+}

@@ -1,0 +1,146 @@
+//! IPv4 subnets: parsing `A.B.C.D/N`, overlap, and the routes of the caller's network
+//! namespace (`/proc/net/route`), so a new network does not shadow a route in use.
+
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    /// The network address (host bits zero).
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    pub fn overlaps(self, other: Subnet) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
+    /// `.1`, the gateway a bridge network takes by default.
+    pub fn first_host(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) + 1)
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Subnet> {
+        let bad = |reason: &str| Error::Invalid {
+            what: "--subnet",
+            value: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected IPv4 CIDR such as 10.90.0.0/24"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad("not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| bad("prefix length must be 8 to 30"))?;
+        let net = Subnet { addr, prefix };
+        if u32::from(addr) & !net.mask() != 0 {
+            return Err(bad(&format!(
+                "host bits set (the network is {})",
+                Subnet {
+                    addr: Ipv4Addr::from(u32::from(addr) & net.mask()),
+                    prefix
+                }
+            )));
+        }
+        Ok(net)
+    }
+}
+
+/// The IPv4 routes of the caller's network namespace, default route excluded.
+pub fn routes() -> Vec<Subnet> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dst = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // The kernel prints the network-order bytes as a native u32.
+            let dst = Ipv4Addr::from(dst.to_ne_bytes());
+            (mask != 0).then(|| Subnet {
+                addr: dst,
+                prefix: mask.count_ones() as u8,
+            })
+        })
+        .collect()
+}
+
+/// The first of 10.88.0.0/16, 10.89.0.0/16, ... 10.255.0.0/16 that overlaps none of
+/// `taken` (other networks' subnets and the routes in use).
+pub fn pick_free(taken: &[Subnet]) -> Option<Subnet> {
+    (88..=255u8)
+        .map(|b| Subnet {
+            addr: Ipv4Addr::new(10, b, 0, 0),
+            prefix: 16,
+        })
+        .find(|s| !taken.iter().any(|t| t.overlaps(*s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_overlap() {
+        let a: Subnet = "10.90.0.0/24".parse().unwrap();
+        let b: Subnet = "10.90.0.0/16".parse().unwrap();
+        let c: Subnet = "10.91.0.0/16".parse().unwrap();
+        assert!(a.overlaps(b) && b.overlaps(a) && !b.overlaps(c));
+        assert_eq!(a.first_host(), Ipv4Addr::new(10, 90, 0, 1));
+        for bad in [
+            "10.0.0.0",
+            "10.0.0/8",
+            "10.0.0.1/24",
+            "10.0.0.0/33",
+            "x/8",
+            "10.0.0.0/4",
+        ] {
+            let e = bad.parse::<Subnet>().unwrap_err().to_string();
+            assert!(e.starts_with("--subnet"), "{e}");
+        }
+        assert_eq!(
+            pick_free(&[
+                "10.88.0.0/16".parse().unwrap(),
+                "10.89.1.0/24".parse().unwrap()
+            ]),
+            Some("10.90.0.0/16".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn routes_read() {
+        // Loopback has no /proc/net/route entry; whatever is there parses.
+        for r in routes() {
+            assert!(r.prefix > 0 && r.prefix <= 32);
+        }
+    }
+}
