@@ -65,8 +65,14 @@ where
 
 /// Install the global subscriber; failure to open the log file falls back to stderr.
 pub fn setup(cli: &Cli) {
+    let cri_level = match &cli.command {
+        crate::Command::Cri(a) => crate::commands::cri::log_level(a),
+        _ => None,
+    };
     let level = if cli.debug {
         LevelFilter::DEBUG
+    } else if let Some(l) = cri_level.and_then(|l| l.parse::<LevelFilter>().ok()) {
+        l
     } else {
         LevelFilter::WARN
     };

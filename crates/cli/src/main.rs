@@ -107,6 +107,8 @@ pub enum Command {
     Image(commands::image::ImageArgs),
     /// System-wide maintenance (prune).
     System(commands::image::SystemArgs),
+    /// Kubernetes CRI server (`berth cri serve`) for kubelet and crictl.
+    Cri(commands::cri::Args),
     /// Docker-style containers from images (run, ps, logs, stop, kill, rm, exec, inspect).
     Container(commands::container::Args),
     /// Container networks (create, ls, inspect, rm).

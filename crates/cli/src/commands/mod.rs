@@ -16,6 +16,7 @@ macro_rules! out {
 
 pub mod container;
 pub mod create;
+pub mod cri;
 pub mod delete;
 pub mod events;
 pub mod exec;
@@ -76,5 +77,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::System(a) => image::system(a),
         Command::Container(a) => container::run(&cli.state_root()?, a),
         Command::Network(a) => network::run(&cli.state_root()?, a),
+        Command::Cri(a) => cri::run(cli, a),
     }
 }

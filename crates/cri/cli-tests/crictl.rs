@@ -1,0 +1,491 @@
+//! End-to-end tests of `berth cri serve` driven by the real crictl: each test starts its
+//! own server (own CRI root, runtime root, socket, CNI config dir) and a real
+//! docker-registry on 127.0.0.1 holding the busybox test image (pushed with skopeo), and
+//! checks at the end that nothing leaked (records, runtime state, mounts, cgroups,
+//! veths). Built as a test of the `berth` binary: `cargo test -p berth --test cri`.
+//! Needs root, crictl (/work/shared/tools/crictl or $CRICTL), docker-registry, skopeo,
+//! umoci; skipped with a message when one is missing.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn crictl_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("CRICTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/tools/crictl"));
+    p.exists().then_some(p)
+}
+
+/// Why this machine cannot run the tests, if it cannot.
+fn missing() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    if crictl_bin().is_none() {
+        return Some("crictl not found (set CRICTL)".into());
+    }
+    for t in ["/usr/bin/docker-registry", "/usr/bin/skopeo", "/usr/bin/umoci"] {
+        if !Path::new(t).exists() {
+            return Some(format!("{t} missing"));
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A docker-registry holding `busybox:latest`, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry(dir: &Path) -> Registry {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.join("registry.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.join("registry-data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reg = Registry { child, addr };
+    wait_until("the registry", Duration::from_secs(30), || {
+        TcpStream::connect(&reg.addr).is_ok()
+    });
+    let layout = dir.join("layout");
+    let out = Command::new("sh")
+        .arg(workspace().join("scripts/build-test-image.sh"))
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build-test-image.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/busybox:latest", reg.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    reg
+}
+
+/// One `berth cri serve` with its own roots.
+struct Server {
+    dir: TempDir,
+    child: Option<Child>,
+    bridge: Option<String>,
+}
+
+impl Server {
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    fn run_root(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("cri.sock")
+    }
+
+    /// A server; with `cni`, a bridge network (Debian's CNI plugins) in its conf dir.
+    fn new(cni: bool) -> Server {
+        let dir = tempfile::Builder::new().prefix("berth-cri-").tempdir().unwrap();
+        let netd = dir.path().join("net.d");
+        std::fs::create_dir(&netd).unwrap();
+        let bridge = (cni && Path::new("/usr/lib/cni/bridge").exists()).then(|| {
+            let n = std::process::id() % 10000;
+            let name = format!("bcri{n}");
+            std::fs::write(
+                netd.join("10-test.conflist"),
+                serde_json::json!({
+                    "cniVersion": "1.0.0",
+                    "name": format!("crit{n}"),
+                    "plugins": [{
+                        "type": "bridge", "bridge": name, "isGateway": true, "ipMasq": false,
+                        "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.{}.{}.0/24", 200 + n % 50, n % 250)}]],
+                                 "dataDir": dir.path().join("ipam")}
+                    }]
+                })
+                .to_string(),
+            )
+            .unwrap();
+            name
+        });
+        std::fs::write(
+            dir.path().join("cri.toml"),
+            format!(
+                "runtime_root = \"{}\"\ncni_conf_dir = \"{}\"\ncni_plugin_dirs = [\"/usr/lib/cni\"]\nlog_level = \"debug\"\n",
+                dir.path().join("run").display(),
+                netd.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("crictl.yaml"), "").unwrap();
+        let mut s = Server {
+            dir,
+            child: None,
+            bridge,
+        };
+        s.start();
+        s
+    }
+
+    fn start(&mut self) {
+        let _ = std::fs::remove_file(self.socket()); // never mistaken for the new one
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(self.root())
+            .args(["cri", "serve", "--config"])
+            .arg(self.dir.path().join("cri.toml"))
+            .arg("--listen")
+            .arg(format!("unix://{}", self.socket().display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let sock = self.socket();
+        wait_until("the CRI socket", Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn crictl_out(&self, args: &[&str]) -> Output {
+        let ep = format!("unix://{}", self.socket().display());
+        Command::new(crictl_bin().unwrap())
+            .arg("--config")
+            .arg(self.dir.path().join("crictl.yaml"))
+            .args(["--runtime-endpoint", &ep, "--image-endpoint", &ep, "--timeout", "60s"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Run crictl, which must succeed; its stdout.
+    fn crictl(&self, args: &[&str]) -> String {
+        let out = self.crictl_out(args);
+        assert!(
+            out.status.success(),
+            "crictl {args:?}: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Run crictl, which must fail; its stderr.
+    fn crictl_err(&self, args: &[&str]) -> String {
+        let out = self.crictl_out(args);
+        assert!(!out.status.success(), "crictl {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    }
+
+    fn write(&self, name: &str, v: &Value) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p.display().to_string()
+    }
+
+    fn pod_config(&self, name: &str) -> String {
+        self.write(
+            &format!("{name}-pod.json"),
+            &serde_json::json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "attempt": 0},
+                "hostname": format!("{name}-host"),
+                "log_directory": self.dir.path().join("logs").join(name),
+                "linux": {}
+            }),
+        )
+    }
+
+    fn container_config(&self, name: &str, image: &str, script: &str) -> String {
+        self.write(
+            &format!("{name}-ctr.json"),
+            &serde_json::json!({
+                "metadata": {"name": name},
+                "image": {"image": image},
+                "command": ["/bin/sh", "-c", script],
+                "envs": [{"key": "FOO", "value": "bar"}],
+                "log_path": format!("{name}.log"),
+                "linux": {"security_context": {"capabilities": {"drop_capabilities": ["NET_RAW"]}}}
+            }),
+        )
+    }
+
+    fn inspect(&self, id: &str) -> Value {
+        serde_json::from_str(&self.crictl(&["inspect", "-o", "json", id])).unwrap()
+    }
+
+    /// Nothing of any pod or container is left: records, runtime state, mounts under
+    /// the temp dir (but the socket's), cgroups, veths on the test bridge.
+    fn assert_clean(&self, ids: &[String]) {
+        for d in ["pods", "containers", "images/containers"] {
+            let p = self.root().join(d);
+            let left: Vec<_> = std::fs::read_dir(&p).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            assert!(left.is_empty(), "{}: left {left:?}", p.display());
+        }
+        let left: Vec<_> = std::fs::read_dir(self.run_root())
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.iter().all(|n| !ids.iter().any(|i| n.to_string_lossy() == *i)), "runtime state left: {left:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let here = self.dir.path().display().to_string();
+        let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&here)).collect();
+        assert!(leaked.is_empty(), "mounts left: {leaked:#?}");
+        for id in ids {
+            for ctl in ["memory", "pids", "cpu"] {
+                let p = Path::new("/sys/fs/cgroup").join(ctl).join("berth").join(id);
+                assert!(!p.exists(), "cgroup left: {}", p.display());
+            }
+        }
+        if let Some(b) = &self.bridge {
+            let out = Command::new("ip").args(["-o", "link", "show", "master", b]).output().unwrap();
+            let s = String::from_utf8_lossy(&out.stdout);
+            assert!(s.trim().is_empty(), "veths left on {b}: {s}");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Best effort: take down whatever a failed test left, then the server.
+        if self.child.is_some() {
+            let pods = self.crictl_out(&["pods", "-q"]);
+            for id in String::from_utf8_lossy(&pods.stdout).split_whitespace() {
+                let _ = self.crictl_out(&["rmp", "-f", id]);
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+        if let Some(b) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", b]).output();
+        }
+    }
+}
+
+/// The whole life of a pod through crictl, with a server restart in the middle.
+#[test]
+fn crictl_pod_lifecycle_survives_a_server_restart() {
+    if let Some(why) = missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let mut s = Server::new(true);
+    let reg = registry(s.dir.path());
+    let image = format!("{}/busybox:latest", reg.addr);
+
+    // Version, info, images.
+    assert!(s.crictl(&["version"]).contains("RuntimeName:  berth"));
+    s.crictl(&["info"]);
+    s.crictl(&["pull", &image]);
+    assert!(s.crictl(&["images"]).contains(&format!("{}/busybox", reg.addr)));
+    let img: Value = serde_json::from_str(&s.crictl(&["inspecti", "-o", "json", &image])).unwrap();
+    assert!(img["status"]["id"].as_str().unwrap().starts_with("sha256:"));
+
+    // A pod with a running container.
+    let pod_cfg = s.pod_config("p1");
+    let pod = s.crictl(&["runp", &pod_cfg]);
+    let pod_status: Value = serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
+    assert_eq!(pod_status["status"]["state"], "SANDBOX_READY");
+    if s.bridge.is_some() {
+        let ip = pod_status["status"]["network"]["ip"].as_str().unwrap_or_default();
+        assert!(ip.starts_with("10."), "pod IP from CNI: {pod_status}");
+    }
+    let script = "echo hello; echo oops >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done";
+    let ctr_cfg = s.container_config("c1", &image, script);
+    let ctr = s.crictl(&["create", &pod, &ctr_cfg, &pod_cfg]);
+    assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_CREATED");
+    s.crictl(&["start", &ctr]);
+    assert!(s.crictl(&["ps"]).contains(&ctr[..13]));
+    assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_RUNNING");
+
+    // ExecSync: env, the pod's hostname, exit codes, timeouts.
+    let out = s.crictl(&["exec", "-s", &ctr, "sh", "-c", "echo $FOO; hostname; cat /etc/hostname"]);
+    assert_eq!(out, "bar\np1-host\np1-host");
+    let bad = s.crictl_out(&["exec", "-s", &ctr, "sh", "-c", "echo no >&2; exit 3"]);
+    assert_eq!(bad.status.code(), Some(3), "{bad:?}");
+    let slow = s.crictl_err(&["exec", "-s", "--timeout", "1", &ctr, "sleep", "30"]);
+    assert!(slow.contains("timed out"), "{slow}");
+
+    // Logs in the CRI format, read by crictl.
+    wait_until("the log lines", Duration::from_secs(10), || {
+        s.crictl_out(&["logs", &ctr]).stderr.ends_with(b"oops\n")
+    });
+    let logs = s.crictl_out(&["logs", &ctr]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello\n");
+    let raw = std::fs::read_to_string(s.dir.path().join("logs/p1/c1.log")).unwrap();
+    assert!(raw.lines().any(|l| l.ends_with(" stdout F hello")), "{raw}");
+
+    // The server dies; the container does not, and a new server finds everything.
+    s.kill9();
+    s.start();
+    assert!(s.crictl(&["ps", "-q"]).contains(&ctr));
+    assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_RUNNING");
+    assert!(s.crictl(&["pods", "-q"]).contains(&pod));
+    assert_eq!(s.crictl(&["exec", "-s", &ctr, "echo", "again"]), "again");
+
+    // Stop: SIGTERM is trapped, exit 0 -> Completed.
+    s.crictl(&["stop", &ctr]);
+    let st = s.inspect(&ctr);
+    assert_eq!(st["status"]["state"], "CONTAINER_EXITED", "{st}");
+    assert_eq!(st["status"]["exitCode"], 0);
+    assert_eq!(st["status"]["reason"], "Completed");
+    assert!(String::from_utf8_lossy(&s.crictl_out(&["logs", &ctr]).stdout).contains("bye"));
+
+    // A container that fails on its own -> Error with its code.
+    let fail_cfg = s.container_config("c2", &image, "exit 7");
+    let fail = s.crictl(&["create", &pod, &fail_cfg, &pod_cfg]);
+    s.crictl(&["start", &fail]);
+    wait_until("c2 to exit", Duration::from_secs(20), || {
+        s.inspect(&fail)["status"]["state"] == "CONTAINER_EXITED"
+    });
+    let st = s.inspect(&fail);
+    assert_eq!((st["status"]["exitCode"].clone(), st["status"]["reason"].clone()), (7.into(), "Error".into()));
+    assert!(s.crictl(&["ps", "-a", "--state", "exited", "-q"]).contains(&fail));
+
+    // Tear down: rm, stopp, rmp (which also removes c2), rmi.
+    s.crictl(&["rm", &ctr]);
+    assert!(!s.crictl(&["ps", "-a", "-q"]).contains(&ctr));
+    s.crictl(&["stopp", &pod]);
+    let pod_status: Value = serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
+    assert_eq!(pod_status["status"]["state"], "SANDBOX_NOTREADY");
+    s.crictl(&["rmp", &pod]);
+    assert!(s.crictl(&["pods", "-q"]).is_empty());
+    s.crictl(&["rmi", &image]);
+    assert!(!s.crictl(&["images"]).contains("busybox"));
+    s.assert_clean(&[ctr, fail, pod]);
+}
+
+/// Unknown IDs, removed pods and missing images give clear errors, and stop/remove of
+/// unknown IDs succeed; a failed create leaves nothing behind.
+#[test]
+fn crictl_bad_input_gives_clear_errors() {
+    if let Some(why) = missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let s = Server::new(false);
+    let reg = registry(s.dir.path());
+    let image = format!("{}/busybox:latest", reg.addr);
+    let unknown = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    let e = s.crictl_err(&["inspect", unknown]);
+    assert!(e.contains("NotFound") && e.contains("not found"), "{e}");
+    let e = s.crictl_err(&["inspectp", unknown]);
+    assert!(e.contains("NotFound"), "{e}");
+    let e = s.crictl_err(&["start", unknown]);
+    assert!(e.contains("not found"), "{e}");
+    let e = s.crictl_err(&["exec", "-s", unknown, "true"]);
+    assert!(e.contains("not found"), "{e}");
+    let e = s.crictl_err(&["pull", &format!("{}/nope:latest", reg.addr)]);
+    assert!(e.contains("nope"), "{e}");
+    let e = s.crictl_err(&["pull", "UPPER/Case::bad"]);
+    assert!(!e.is_empty());
+    // CRI: an image that is not there has no status, and removing it succeeds.
+    let e = s.crictl_err(&["inspecti", &image]);
+    assert!(e.contains("not found") || e.contains("no such image"), "{e}");
+
+    let pod_cfg = s.pod_config("p2");
+    let pod = s.crictl(&["runp", &pod_cfg]);
+    let pod_status: Value = serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
+    assert_eq!(pod_status["status"]["network"]["ip"], "", "no CNI network: loopback only");
+    let e = s.crictl_err(&["runp", &pod_cfg]);
+    assert!(e.contains("already used"), "{e}");
+
+    // An image that was never pulled.
+    let ctr_cfg = s.container_config("c1", &image, "true");
+    let e = s.crictl_err(&["create", &pod, &ctr_cfg, &pod_cfg]);
+    assert!(e.contains("NotFound") && e.contains("pull it first"), "{e}");
+    s.crictl(&["pull", &image]);
+    // A command that does not exist: create succeeds (init waits), start fails cleanly.
+    let bad_cfg = s.write(
+        "bad.json",
+        &serde_json::json!({"metadata": {"name": "bad"}, "image": {"image": image}, "command": ["/nonexistent"]}),
+    );
+    let bad = s.crictl_out(&["create", &pod, &bad_cfg, &pod_cfg]);
+    let bad_id = String::from_utf8_lossy(&bad.stdout).trim().to_string();
+    if bad.status.success() {
+        let _ = s.crictl_out(&["start", &bad_id]);
+        s.crictl(&["rm", "-f", &bad_id]);
+    }
+    // Privileged containers are refused with a clear message, leaving nothing.
+    let priv_cfg = s.write(
+        "priv.json",
+        &serde_json::json!({"metadata": {"name": "priv"}, "image": {"image": image}, "command": ["true"],
+                            "linux": {"security_context": {"privileged": true}}}),
+    );
+    let e = s.crictl_err(&["create", &pod, &priv_cfg, &pod_cfg]);
+    assert!(e.contains("privileged"), "{e}");
+
+    // A container for a removed pod.
+    s.crictl(&["stopp", &pod]);
+    s.crictl(&["rmp", &pod]);
+    let e = s.crictl_err(&["create", &pod, &ctr_cfg, &pod_cfg]);
+    assert!(e.contains("NotFound") && e.contains("pod sandbox"), "{e}");
+
+    // Idempotent stop/remove of what is gone, through the API itself.
+    s.crictl(&["stopp", &pod]);
+    s.crictl(&["rmp", &pod]);
+    s.crictl(&["rmi", &image]);
+    s.assert_clean(&[pod]);
+}
