@@ -154,7 +154,7 @@ impl Server {
         std::fs::write(
             dir.path().join("cri.toml"),
             format!(
-                "runtime_root = \"{}\"\ncni_conf_dir = \"{}\"\ncni_plugin_dirs = [\"/usr/lib/cni\"]\nlog_level = \"debug\"\n",
+                "runtime_root = \"{}\"\ncni_conf_dir = \"{}\"\ncni_plugin_dirs = [\"/usr/lib/cni\"]\nlog_level = \"info\"\n",
                 dir.path().join("run").display(),
                 netd.display()
             ),
@@ -385,7 +385,7 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     assert_eq!(s.crictl(&["exec", "-s", &ctr, "echo", "again"]), "again");
 
     // Stop: SIGTERM is trapped, exit 0 -> Completed.
-    s.crictl(&["stop", &ctr]);
+    s.crictl(&["stop", "--timeout", "20", &ctr]);
     let st = s.inspect(&ctr);
     assert_eq!(st["status"]["state"], "CONTAINER_EXITED", "{st}");
     assert_eq!(st["status"]["exitCode"], 0);
@@ -483,9 +483,13 @@ fn crictl_bad_input_gives_clear_errors() {
     let e = s.crictl_err(&["create", &pod, &ctr_cfg, &pod_cfg]);
     assert!(e.contains("NotFound") && e.contains("pod sandbox"), "{e}");
 
-    // Idempotent stop/remove of what is gone, through the API itself.
+    // Stopping what is gone succeeds (crictl rm/rmp ask for the status first, so
+    // they report NotFound before RemoveContainer/RemovePodSandbox are called).
     s.crictl(&["stopp", &pod]);
-    s.crictl(&["rmp", &pod]);
+    s.crictl(&["stop", unknown]);
+    let e = s.crictl_err(&["rmp", &pod]);
+    assert!(e.contains("NotFound"), "{e}");
+    s.crictl(&["rmi", &image]);
     s.crictl(&["rmi", &image]);
     s.assert_clean(&[pod]);
 }

@@ -5,8 +5,8 @@
 //!    (init waits for `start`, which the server sends through the runtime),
 //! 2. reports `ok <init pid> <monitor pid>` (or `error <message>`) on its stdout,
 //! 3. copies both pipes into the CRI log (`<RFC 3339 nano> <stdout|stderr> <P|F> <line>`),
-//! 4. as subreaper, waits for init and records `exit.json` (code, time, OOM kill), then
-//!    releases the runtime state (cgroup, state dir); the bundle stays until removal.
+//! 4. as subreaper, waits for init, releases the runtime state (cgroup, state dir) and
+//!    then records `exit.json` (code, time, OOM kill); the bundle stays until removal.
 //!
 //! The server can be restarted or killed at any time: the monitor does not need it.
 //! The helper behind ExecSync (`berth cri exec`) lives here too: it shares the
@@ -119,16 +119,18 @@ fn copy_log(mut pipe: File, stream: &'static str, log: Arc<Mutex<File>>) {
             Err(_) => break,
         };
         pending.extend_from_slice(&buf[..n]);
-        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-            let rest = pending.split_off(i + 1);
-            pending.pop();
-            write(entry(stream, false, &pending));
-            pending = rest;
-        }
-        while pending.len() >= MAX_LINE {
-            let rest = pending.split_off(MAX_LINE);
-            write(entry(stream, true, &pending));
-            pending = rest;
+        loop {
+            match pending.iter().position(|b| *b == b'\n') {
+                Some(i) if i <= MAX_LINE => {
+                    write(entry(stream, false, &pending[..i]));
+                    pending.drain(..=i);
+                }
+                _ if pending.len() >= MAX_LINE => {
+                    write(entry(stream, true, &pending[..MAX_LINE]));
+                    pending.drain(..MAX_LINE);
+                }
+                _ => break,
+            }
         }
     }
     if !pending.is_empty() {
@@ -238,10 +240,12 @@ fn monitor(runtime_root: &Path, dir: &Path, id: &str, mut status: File) -> i32 {
         finished_at: meta::now_nanos(),
         oom_killed: oom.load(Ordering::SeqCst),
     };
+    // Release the runtime state first: once exit.json exists, the server may remove
+    // the container, and nothing of it may still be in use then.
+    let _ = runtime.delete(id, true);
     if let Err(e) = meta::write_atomic(&dir.join(meta::EXIT), &exit) {
         tracing::warn!(id, error = %e, "recording the exit");
     }
-    let _ = runtime.delete(id, true);
     0
 }
 

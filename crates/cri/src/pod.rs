@@ -151,7 +151,14 @@ impl Cri {
                     .into(),
             ));
         }
-        let ns = sc.namespace_options.clone().unwrap_or_default();
+        // proto3 cannot tell POD (0) from unset: no options at all means the defaults
+        // kubelet sends (pod network and IPC, a PID namespace per container).
+        let ns = sc.namespace_options.clone().unwrap_or(api::NamespaceOption {
+            network: NS_POD,
+            pid: NS_CONTAINER,
+            ipc: NS_POD,
+            ..Default::default()
+        });
         if ns.pid == NS_POD {
             return Err(Error::Unsupported(
                 "namespace_options.pid POD (shareProcessNamespace) is not supported: without a pause process there is no pod-wide PID namespace to pin".into(),

@@ -335,6 +335,25 @@ impl RuntimeService for Service {
         }
     }
 
+    async fn runtime_config(
+        &self,
+        _r: Request<api::RuntimeConfigRequest>,
+    ) -> Reply<api::RuntimeConfigResponse> {
+        Ok(Response::new(api::RuntimeConfigResponse {
+            linux: Some(api::LinuxRuntimeConfiguration {
+                cgroup_driver: api::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    /// kubelet sends the node's pod CIDR; addressing belongs to the CNI config here.
+    async fn update_runtime_config(
+        &self,
+        _r: Request<api::UpdateRuntimeConfigRequest>,
+    ) -> Reply<api::UpdateRuntimeConfigResponse> {
+        Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
+    }
+
     async fn exec(&self, _r: Request<api::ExecRequest>) -> Reply<api::ExecResponse> {
         Err(unimplemented("Exec (streaming; use ExecSync: crictl exec -s)"))
     }
