@@ -33,7 +33,11 @@ fn missing() -> Option<String> {
     if crictl_bin().is_none() {
         return Some("crictl not found (set CRICTL)".into());
     }
-    for t in ["/usr/bin/docker-registry", "/usr/bin/skopeo", "/usr/bin/umoci"] {
+    for t in [
+        "/usr/bin/docker-registry",
+        "/usr/bin/skopeo",
+        "/usr/bin/umoci",
+    ] {
         if !Path::new(t).exists() {
             return Some(format!("{t} missing"));
         }
@@ -98,14 +102,22 @@ fn registry(dir: &Path) -> Registry {
         .arg(&layout)
         .output()
         .unwrap();
-    assert!(out.status.success(), "build-test-image.sh: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "build-test-image.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("skopeo")
         .args(["copy", "-q", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:latest", layout.display()))
         .arg(format!("docker://{}/busybox:latest", reg.addr))
         .output()
         .unwrap();
-    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     reg
 }
 
@@ -129,7 +141,10 @@ impl Server {
 
     /// A server; with `cni`, a bridge network (Debian's CNI plugins) in its conf dir.
     fn new(cni: bool) -> Server {
-        let dir = tempfile::Builder::new().prefix("berth-cri-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-cri-")
+            .tempdir()
+            .unwrap();
         let netd = dir.path().join("net.d");
         std::fs::create_dir(&netd).unwrap();
         let bridge = (cni && Path::new("/usr/lib/cni/bridge").exists()).then(|| {
@@ -212,7 +227,14 @@ impl Server {
         Command::new(crictl_bin().unwrap())
             .arg("--config")
             .arg(self.dir.path().join("crictl.yaml"))
-            .args(["--runtime-endpoint", &ep, "--image-endpoint", &ep, "--timeout", "60s"])
+            .args([
+                "--runtime-endpoint",
+                &ep,
+                "--image-endpoint",
+                &ep,
+                "--timeout",
+                "60s",
+            ])
             .args(args)
             .output()
             .unwrap()
@@ -279,13 +301,19 @@ impl Server {
     fn assert_clean(&self, ids: &[String]) {
         for d in ["pods", "containers", "images/containers"] {
             let p = self.root().join(d);
-            let left: Vec<_> = std::fs::read_dir(&p).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            let left: Vec<_> = std::fs::read_dir(&p)
+                .map(|r| r.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
             assert!(left.is_empty(), "{}: left {left:?}", p.display());
         }
         let left: Vec<_> = std::fs::read_dir(self.run_root())
             .map(|r| r.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
-        assert!(left.iter().all(|n| !ids.iter().any(|i| n.to_string_lossy() == *i)), "runtime state left: {left:?}");
+        assert!(
+            left.iter()
+                .all(|n| !ids.iter().any(|i| n.to_string_lossy() == *i)),
+            "runtime state left: {left:?}"
+        );
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let here = self.dir.path().display().to_string();
         let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&here)).collect();
@@ -297,7 +325,10 @@ impl Server {
             }
         }
         if let Some(b) = &self.bridge {
-            let out = Command::new("ip").args(["-o", "link", "show", "master", b]).output().unwrap();
+            let out = Command::new("ip")
+                .args(["-o", "link", "show", "master", b])
+                .output()
+                .unwrap();
             let s = String::from_utf8_lossy(&out.stdout);
             assert!(s.trim().is_empty(), "veths left on {b}: {s}");
         }
@@ -314,7 +345,10 @@ impl Drop for Server {
             }
         }
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
         }
         if let Some(b) = &self.bridge {
@@ -338,20 +372,26 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     assert!(s.crictl(&["version"]).contains("RuntimeName:  berth"));
     s.crictl(&["info"]);
     s.crictl(&["pull", &image]);
-    assert!(s.crictl(&["images"]).contains(&format!("{}/busybox", reg.addr)));
+    assert!(s
+        .crictl(&["images"])
+        .contains(&format!("{}/busybox", reg.addr)));
     let img: Value = serde_json::from_str(&s.crictl(&["inspecti", "-o", "json", &image])).unwrap();
     assert!(img["status"]["id"].as_str().unwrap().starts_with("sha256:"));
 
     // A pod with a running container.
     let pod_cfg = s.pod_config("p1");
     let pod = s.crictl(&["runp", &pod_cfg]);
-    let pod_status: Value = serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
+    let pod_status: Value =
+        serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
     assert_eq!(pod_status["status"]["state"], "SANDBOX_READY");
     if s.bridge.is_some() {
-        let ip = pod_status["status"]["network"]["ip"].as_str().unwrap_or_default();
+        let ip = pod_status["status"]["network"]["ip"]
+            .as_str()
+            .unwrap_or_default();
         assert!(ip.starts_with("10."), "pod IP from CNI: {pod_status}");
     }
-    let script = "echo hello; echo oops >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done";
+    let script =
+        "echo hello; echo oops >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done";
     let ctr_cfg = s.container_config("c1", &image, script);
     let ctr = s.crictl(&["create", &pod, &ctr_cfg, &pod_cfg]);
     assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_CREATED");
@@ -360,7 +400,14 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_RUNNING");
 
     // ExecSync: env, the pod's hostname, exit codes, timeouts.
-    let out = s.crictl(&["exec", "-s", &ctr, "sh", "-c", "echo $FOO; hostname; cat /etc/hostname"]);
+    let out = s.crictl(&[
+        "exec",
+        "-s",
+        &ctr,
+        "sh",
+        "-c",
+        "echo $FOO; hostname; cat /etc/hostname",
+    ]);
     assert_eq!(out, "bar\np1-host\np1-host");
     let bad = s.crictl_err(&["exec", "-s", &ctr, "sh", "-c", "echo no >&2; exit 3"]);
     assert!(bad.contains("exited with 3: no"), "{bad}");
@@ -400,14 +447,23 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
         s.inspect(&fail)["status"]["state"] == "CONTAINER_EXITED"
     });
     let st = s.inspect(&fail);
-    assert_eq!((st["status"]["exitCode"].clone(), st["status"]["reason"].clone()), (7.into(), "Error".into()));
-    assert!(s.crictl(&["ps", "-a", "--state", "exited", "-q"]).contains(&fail));
+    assert_eq!(
+        (
+            st["status"]["exitCode"].clone(),
+            st["status"]["reason"].clone()
+        ),
+        (7.into(), "Error".into())
+    );
+    assert!(s
+        .crictl(&["ps", "-a", "--state", "exited", "-q"])
+        .contains(&fail));
 
     // Tear down: rm, stopp, rmp (which also removes c2), rmi.
     s.crictl(&["rm", &ctr]);
     assert!(!s.crictl(&["ps", "-a", "-q"]).contains(&ctr));
     s.crictl(&["stopp", &pod]);
-    let pod_status: Value = serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
+    let pod_status: Value =
+        serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
     assert_eq!(pod_status["status"]["state"], "SANDBOX_NOTREADY");
     s.crictl(&["rmp", &pod]);
     assert!(s.crictl(&["pods", "-q"]).is_empty());
@@ -443,12 +499,19 @@ fn crictl_bad_input_gives_clear_errors() {
     assert!(!e.is_empty());
     // CRI: an image that is not there has no status, and removing it succeeds.
     let e = s.crictl_err(&["inspecti", &image]);
-    assert!(e.contains("not found") || e.contains("no such image"), "{e}");
+    assert!(
+        e.contains("not found") || e.contains("no such image"),
+        "{e}"
+    );
 
     let pod_cfg = s.pod_config("p2");
     let pod = s.crictl(&["runp", &pod_cfg]);
-    let pod_status: Value = serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
-    assert_eq!(pod_status["status"]["network"]["ip"], "", "no CNI network: loopback only");
+    let pod_status: Value =
+        serde_json::from_str(&s.crictl(&["inspectp", "-o", "json", &pod])).unwrap();
+    assert_eq!(
+        pod_status["status"]["network"]["ip"], "",
+        "no CNI network: loopback only"
+    );
     let e = s.crictl_err(&["runp", &pod_cfg]);
     assert!(e.contains("already used"), "{e}");
 

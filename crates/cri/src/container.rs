@@ -41,7 +41,8 @@ fn cap_name(field: &str, c: &str) -> Result<String> {
     } else {
         format!("CAP_{up}")
     };
-    caps::Capability::from_str(&full).map_err(|_| invalid(field, format!("unknown capability {c:?}")))?;
+    caps::Capability::from_str(&full)
+        .map_err(|_| invalid(field, format!("unknown capability {c:?}")))?;
     Ok(full)
 }
 
@@ -93,10 +94,7 @@ fn user_of(sc: &api::LinuxContainerSecurityContext) -> Option<String> {
 /// profile for the final capability set; Unconfined (and no profile) is none. The
 /// deprecated `seccomp_profile_path` is still read: older kubelets send only it.
 #[allow(deprecated)]
-fn seccomp_of(
-    sc: &api::LinuxContainerSecurityContext,
-    caps: &[String],
-) -> Result<Option<Value>> {
+fn seccomp_of(sc: &api::LinuxContainerSecurityContext, caps: &[String]) -> Result<Option<Value>> {
     use api::security_profile::ProfileType;
     let profile = match &sc.seccomp {
         Some(p) => match ProfileType::try_from(p.profile_type) {
@@ -117,7 +115,12 @@ fn seccomp_of(
                 Some(file) => Some(berth_seccomp::parse_profile(
                     &std::fs::read_to_string(file).at(file)?,
                 )?),
-                None => return Err(invalid("security_context.seccomp_profile_path", format!("{p:?}"))),
+                None => {
+                    return Err(invalid(
+                        "security_context.seccomp_profile_path",
+                        format!("{p:?}"),
+                    ))
+                }
             },
         },
     };
@@ -177,7 +180,10 @@ impl Cri {
 
         let process = &mut v["process"];
         if let Some(env) = process["env"].as_array_mut() {
-            if !env.iter().any(|e| e.as_str().is_some_and(|e| e.starts_with("HOSTNAME="))) {
+            if !env
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.starts_with("HOSTNAME=")))
+            {
                 env.push(json!(format!("HOSTNAME={}", pod.hostname)));
             }
         }
@@ -191,7 +197,12 @@ impl Cri {
                 .unwrap_or_default();
             let mut gids: Vec<Value> = gids;
             for g in &sc.supplemental_groups {
-                let g = u32::try_from(*g).map_err(|_| invalid("security_context.supplemental_groups", format!("{g} is not a gid")))?;
+                let g = u32::try_from(*g).map_err(|_| {
+                    invalid(
+                        "security_context.supplemental_groups",
+                        format!("{g} is not a gid"),
+                    )
+                })?;
                 gids.push(json!(g));
             }
             process["user"]["additionalGids"] = json!(gids);
@@ -204,7 +215,11 @@ impl Cri {
 
         // Mounts: the pod's files, then the request's (which win on the same path).
         let mut records = Vec::new();
-        let wanted: Vec<&str> = config.mounts.iter().map(|m| m.container_path.as_str()).collect();
+        let wanted: Vec<&str> = config
+            .mounts
+            .iter()
+            .map(|m| m.container_path.as_str())
+            .collect();
         let mounts = v["mounts"].as_array_mut().expect("mounts");
         let pod_dir = self.layout.pod_dir(&pod.id);
         for (dest, src) in [
@@ -218,13 +233,21 @@ impl Cri {
         }
         for m in &config.mounts {
             if !m.container_path.starts_with('/') {
-                return Err(invalid("mounts.container_path", format!("{:?} must be absolute", m.container_path)));
+                return Err(invalid(
+                    "mounts.container_path",
+                    format!("{:?} must be absolute", m.container_path),
+                ));
             }
             if !m.host_path.starts_with('/') {
-                return Err(invalid("mounts.host_path", format!("{:?} must be absolute", m.host_path)));
+                return Err(invalid(
+                    "mounts.host_path",
+                    format!("{:?} must be absolute", m.host_path),
+                ));
             }
             if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-                return Err(Error::Unsupported("mounts.image: image volumes are not supported".into()));
+                return Err(Error::Unsupported(
+                    "mounts.image: image volumes are not supported".into(),
+                ));
             }
             // As containerd does: a missing host path becomes a directory.
             if std::fs::symlink_metadata(&m.host_path).is_err() {
@@ -276,7 +299,10 @@ impl Cri {
             linux["seccomp"] = profile;
         }
         if pod.cgroup_parent.starts_with('/') {
-            linux["cgroupsPath"] = json!(format!("{}/berth-{id}", pod.cgroup_parent.trim_end_matches('/')));
+            linux["cgroupsPath"] = json!(format!(
+                "{}/berth-{id}",
+                pod.cgroup_parent.trim_end_matches('/')
+            ));
         }
         let spec = serde_json::from_value(v)
             .map_err(|e| invalid("config", format!("gives an invalid OCI spec: {e}")))?;
@@ -291,11 +317,18 @@ impl Cri {
                 pod.id
             )));
         }
-        let md = config.metadata.as_ref().ok_or_else(|| invalid("config.metadata", "missing"))?;
+        let md = config
+            .metadata
+            .as_ref()
+            .ok_or_else(|| invalid("config.metadata", "missing"))?;
         if md.name.is_empty() {
             return Err(invalid("config.metadata.name", "must not be empty"));
         }
-        let image = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         if image.is_empty() {
             return Err(invalid("config.image.image", "must not be empty"));
         }
@@ -315,7 +348,9 @@ impl Cri {
             ));
         }
         if !config.devices.is_empty() || !config.cdi_devices.is_empty() {
-            return Err(Error::Unsupported("config.devices: host devices are not supported".into()));
+            return Err(Error::Unsupported(
+                "config.devices: host devices are not supported".into(),
+            ));
         }
         let img = match self.store.find(&image) {
             Err(berth_image::Error::ImageNotFound(_)) => {
@@ -345,7 +380,11 @@ impl Cri {
         let overrides = berth_image::RunOverrides {
             entrypoint: (!config.command.is_empty()).then(|| config.command.clone()),
             cmd: config.args.clone(),
-            env: config.envs.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect(),
+            env: config
+                .envs
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect(),
             user: user_of(&sc),
             workdir: (!config.working_dir.is_empty()).then(|| config.working_dir.clone()),
             tty: false,
@@ -543,7 +582,8 @@ impl Cri {
         }
         self.store.remove_bundle(&c.id)?;
         let dir = self.layout.container_dir(&c.id);
-        std::fs::remove_file(dir.join(crate::meta::CONTAINER)).at(dir.join(crate::meta::CONTAINER))?;
+        std::fs::remove_file(dir.join(crate::meta::CONTAINER))
+            .at(dir.join(crate::meta::CONTAINER))?;
         std::fs::remove_dir_all(&dir).at(&dir)?;
         tracing::info!(container = c.id, "removed");
         Ok(())
@@ -570,13 +610,19 @@ impl Cri {
         }
     }
 
-    pub fn list_containers(&self, filter: Option<&api::ContainerFilter>) -> Result<Vec<api::Container>> {
+    pub fn list_containers(
+        &self,
+        filter: Option<&api::ContainerFilter>,
+    ) -> Result<Vec<api::Container>> {
         let mut out = Vec::new();
         for c in self.layout.containers()? {
             if let Some(f) = filter {
                 if !c.id.starts_with(&f.id)
                     || !c.pod_id.starts_with(&f.pod_sandbox_id)
-                    || !f.label_selector.iter().all(|(k, v)| c.labels.get(k) == Some(v))
+                    || !f
+                        .label_selector
+                        .iter()
+                        .all(|(k, v)| c.labels.get(k) == Some(v))
                 {
                     continue;
                 }
@@ -597,7 +643,10 @@ impl Cri {
         &self,
         id: &str,
         verbose: bool,
-    ) -> Result<(api::ContainerStatus, std::collections::HashMap<String, String>)> {
+    ) -> Result<(
+        api::ContainerStatus,
+        std::collections::HashMap<String, String>,
+    )> {
         let c = self.layout.container(id)?;
         let o = self.observe(&c)?;
         let (exit_code, finished_at, reason, message) = match (&o.exit, o.lost) {
@@ -682,7 +731,13 @@ impl Cri {
 
     /// The argv of the ExecSync helper (`berth cri exec`), which runs `cmd` in the
     /// container with its stdout/stderr as the helper's and writes the result to `result`.
-    pub(crate) fn exec_helper(&self, id: &str, cmd: &[String], timeout: i64, result: &Path) -> Result<(PathBuf, Vec<String>)> {
+    pub(crate) fn exec_helper(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: i64,
+        result: &Path,
+    ) -> Result<(PathBuf, Vec<String>)> {
         let c = self.layout.container(id)?;
         let o = self.observe(&c)?;
         if o.state != api::ContainerState::ContainerRunning {
@@ -747,7 +802,10 @@ mod tests {
             ..Default::default()
         }))
         .is_err());
-        assert_eq!(capabilities(None).unwrap().len(), DEFAULT_CAPABILITIES.len());
+        assert_eq!(
+            capabilities(None).unwrap().len(),
+            DEFAULT_CAPABILITIES.len()
+        );
     }
 
     #[test]

@@ -123,9 +123,13 @@ impl Cri {
         let (mut bytes, mut inodes) = (0u64, 0u64);
         let mut stack = vec![root.clone()];
         while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for e in rd.flatten() {
-                let Ok(m) = e.path().symlink_metadata() else { continue };
+                let Ok(m) = e.path().symlink_metadata() else {
+                    continue;
+                };
                 inodes += 1;
                 if m.is_dir() {
                     stack.push(e.path());

@@ -51,11 +51,10 @@ impl Cri {
     pub fn open(config: Config) -> Result<Cri> {
         let layout = meta::Layout::new(&config.root)?;
         let store = berth_image::Store::open(&layout.images())?;
-        std::fs::create_dir_all(&config.runtime_root)
-            .map_err(|source| Error::Io {
-                path: config.runtime_root.clone(),
-                source,
-            })?;
+        std::fs::create_dir_all(&config.runtime_root).map_err(|source| Error::Io {
+            path: config.runtime_root.clone(),
+            source,
+        })?;
         let cni = berth_net::Cni::new(config.cni_plugin_dirs.clone(), config.cni_cache_dir.clone());
         let exe = std::env::current_exe().map_err(|source| Error::Io {
             path: "/proc/self/exe".into(),

@@ -274,7 +274,9 @@ mod tests {
             Some("def")
         );
         assert_eq!(
-            Layout::resolve("x", ids.clone(), "abc1").unwrap().as_deref(),
+            Layout::resolve("x", ids.clone(), "abc1")
+                .unwrap()
+                .as_deref(),
             Some("abc1")
         );
         assert!(Layout::resolve("x", ids.clone(), "abc").is_err());

@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,14 +152,15 @@ pub fn run(runtime_root: &Path, dir: &Path, id: &str) -> i32 {
     }
     let _ = nix::unistd::setsid();
     // The report channel: stdout as the server passed it, kept off the container.
-    let status = match nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
-        // SAFETY: a fresh fd from F_DUPFD_CLOEXEC, owned by nobody else.
-        Ok(fd) => unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-        Err(e) => {
-            println!("error dup stdout: {e}");
-            return 1;
-        }
-    };
+    let status =
+        match nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
+            // SAFETY: a fresh fd from F_DUPFD_CLOEXEC, owned by nobody else.
+            Ok(fd) => unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+            Err(e) => {
+                println!("error dup stdout: {e}");
+                return 1;
+            }
+        };
     let code = monitor(runtime_root, dir, id, status);
     // SAFETY: leave without running destructors of state shared with the parent.
     unsafe { libc::_exit(code) }
@@ -260,7 +261,7 @@ pub struct ExecResult {
 /// `berth cri exec --runtime-root R --timeout S --result FILE ID -- CMD...`: run CMD in
 /// the container with this process's stdout/stderr, wait (killing it after S seconds,
 /// 0 = no limit), and write an [`ExecResult`] to FILE. Returns the exit code.
-pub fn exec(runtime_root: &Path, id: &str, cmd: &[String], timeout: u64, result: &PathBuf) -> i32 {
+pub fn exec(runtime_root: &Path, id: &str, cmd: &[String], timeout: u64, result: &Path) -> i32 {
     let r = (|| -> Result<ExecResult> {
         let runtime = berth_runtime::Runtime::new(runtime_root);
         redirect(&dev_null()?, 0)?;
@@ -269,8 +270,8 @@ pub fn exec(runtime_root: &Path, id: &str, cmd: &[String], timeout: u64, result:
         let mut v = serde_json::to_value(&base).expect("process serializes");
         v["args"] = serde_json::json!(cmd);
         v["terminal"] = serde_json::json!(false);
-        let process = serde_json::from_value(v)
-            .map_err(|e| crate::error::invalid("cmd", e.to_string()))?;
+        let process =
+            serde_json::from_value(v).map_err(|e| crate::error::invalid("cmd", e.to_string()))?;
         let pid = runtime.exec(
             id,
             &berth_runtime::ExecOptions {

@@ -153,18 +153,25 @@ impl Cri {
         }
         // proto3 cannot tell POD (0) from unset: no options at all means the defaults
         // kubelet sends (pod network and IPC, a PID namespace per container).
-        let ns = sc.namespace_options.clone().unwrap_or(api::NamespaceOption {
-            network: NS_POD,
-            pid: NS_CONTAINER,
-            ipc: NS_POD,
-            ..Default::default()
-        });
+        let ns = sc
+            .namespace_options
+            .clone()
+            .unwrap_or(api::NamespaceOption {
+                network: NS_POD,
+                pid: NS_CONTAINER,
+                ipc: NS_POD,
+                ..Default::default()
+            });
         if ns.pid == NS_POD {
             return Err(Error::Unsupported(
                 "namespace_options.pid POD (shareProcessNamespace) is not supported: without a pause process there is no pod-wide PID namespace to pin".into(),
             ));
         }
-        if ns.userns_options.as_ref().is_some_and(|u| u.mode != NS_NODE) {
+        if ns
+            .userns_options
+            .as_ref()
+            .is_some_and(|u| u.mode != NS_NODE)
+        {
             return Err(Error::Unsupported(
                 "namespace_options.userns_options: user namespaces are not supported".into(),
             ));
@@ -175,7 +182,10 @@ impl Cri {
             config.hostname.clone()
         };
         if ns.network != NS_NODE && !valid_hostname(&hostname) {
-            return Err(invalid("config.hostname", format!("{hostname:?} is not a valid host name")));
+            return Err(invalid(
+                "config.hostname",
+                format!("{hostname:?} is not a valid host name"),
+            ));
         }
         let _lock = self.lock();
         let names = Names {
@@ -192,7 +202,10 @@ impl Cri {
         }) {
             return Err(Error::NameInUse {
                 what: "pod sandbox",
-                name: format!("{}_{}_{}_{}", names.name, names.namespace, names.uid, names.attempt),
+                name: format!(
+                    "{}_{}_{}_{}",
+                    names.name, names.namespace, names.uid, names.attempt
+                ),
                 id: p.id,
             });
         }
@@ -224,7 +237,12 @@ impl Cri {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
-        tracing::info!(pod = id, name = pod.names.name, ip = pod.ip, "pod sandbox ready");
+        tracing::info!(
+            pod = id,
+            name = pod.names.name,
+            ip = pod.ip,
+            "pod sandbox ready"
+        );
         Ok(id)
     }
 
@@ -266,7 +284,8 @@ impl Cri {
         let resolv = dir.join("resolv.conf");
         std::fs::write(&resolv, resolv_conf(config.dns_config.as_ref())?).at(&resolv)?;
         pod.resolv_conf = Some(resolv);
-        std::fs::write(dir.join("hostname"), format!("{}\n", pod.hostname)).at(dir.join("hostname"))?;
+        std::fs::write(dir.join("hostname"), format!("{}\n", pod.hostname))
+            .at(dir.join("hostname"))?;
         self.layout.save_pod(pod)
     }
 
@@ -274,7 +293,10 @@ impl Cri {
     fn tear_down_pod(&self, pod: &Pod) {
         if let (Some(net), Some(_)) = (&pod.network, &pod.netns) {
             let fallback = self.cni_network().ok().flatten().filter(|n| &n.name == net);
-            if let Err(e) = self.cni.detach(net, &self.cni_request(pod), fallback.as_ref()) {
+            if let Err(e) = self
+                .cni
+                .detach(net, &self.cni_request(pod), fallback.as_ref())
+            {
                 tracing::warn!(pod = pod.id, error = %e, "CNI DEL failed");
             }
         }
@@ -292,7 +314,12 @@ impl Cri {
         let Some(mut pod) = self.layout.find_pod(id)? else {
             return Ok(());
         };
-        for c in self.layout.containers()?.iter().filter(|c| c.pod_id == pod.id) {
+        for c in self
+            .layout
+            .containers()?
+            .iter()
+            .filter(|c| c.pod_id == pod.id)
+        {
             self.stop_container(&c.id, 0)?;
         }
         let _lock = self.lock();
@@ -315,7 +342,12 @@ impl Cri {
         let Some(pod) = self.layout.find_pod(id)? else {
             return Ok(());
         };
-        for c in self.layout.containers()?.iter().filter(|c| c.pod_id == pod.id) {
+        for c in self
+            .layout
+            .containers()?
+            .iter()
+            .filter(|c| c.pod_id == pod.id)
+        {
             self.remove_container(&c.id)?;
         }
         let _lock = self.lock();
@@ -368,7 +400,10 @@ impl Cri {
         })
     }
 
-    pub fn list_pod_sandbox(&self, filter: Option<&api::PodSandboxFilter>) -> Result<Vec<api::PodSandbox>> {
+    pub fn list_pod_sandbox(
+        &self,
+        filter: Option<&api::PodSandboxFilter>,
+    ) -> Result<Vec<api::PodSandbox>> {
         let pods = self.layout.pods()?;
         Ok(pods
             .iter()
@@ -377,8 +412,7 @@ impl Cri {
                 Some(f) => {
                     (f.id.is_empty() || p.id.starts_with(&f.id))
                         && f.state.as_ref().is_none_or(|s| s.state == pod_state(p))
-                        && f
-                            .label_selector
+                        && f.label_selector
                             .iter()
                             .all(|(k, v)| p.labels.get(k) == Some(v))
                 }

@@ -26,10 +26,12 @@ fn lock_root(config: &Config) -> Result<Flock<File>> {
         .write(true)
         .open(&p)
         .at(&p)?;
-    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| Error::BadState(format!(
-        "{}: another berth cri serve uses this root",
-        p.display()
-    )))
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        Error::BadState(format!(
+            "{}: another berth cri serve uses this root",
+            p.display()
+        ))
+    })
 }
 
 /// Bind the socket: its directory is made, a stale socket file replaced, mode 0660.
@@ -63,7 +65,10 @@ fn bind(config: &Config) -> Result<tokio::net::UnixListener> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

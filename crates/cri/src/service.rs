@@ -135,7 +135,9 @@ impl RuntimeService for Service {
         let id = self
             .run("RunPodSandbox", move |c| c.run_pod_sandbox(&config))
             .await?;
-        Ok(Response::new(api::RunPodSandboxResponse { pod_sandbox_id: id }))
+        Ok(Response::new(api::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(
@@ -191,7 +193,9 @@ impl RuntimeService for Service {
     ) -> Reply<api::ListPodSandboxResponse> {
         let filter = r.into_inner().filter;
         let items = self
-            .run("ListPodSandbox", move |c| c.list_pod_sandbox(filter.as_ref()))
+            .run("ListPodSandbox", move |c| {
+                c.list_pod_sandbox(filter.as_ref())
+            })
             .await?;
         Ok(Response::new(api::ListPodSandboxResponse { items }))
     }
@@ -204,9 +208,13 @@ impl RuntimeService for Service {
         let config = r.config.unwrap_or_default();
         let pod = r.pod_sandbox_id;
         let id = self
-            .run("CreateContainer", move |c| c.create_container(&pod, &config))
+            .run("CreateContainer", move |c| {
+                c.create_container(&pod, &config)
+            })
             .await?;
-        Ok(Response::new(api::CreateContainerResponse { container_id: id }))
+        Ok(Response::new(api::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(
@@ -247,7 +255,9 @@ impl RuntimeService for Service {
     ) -> Reply<api::ListContainersResponse> {
         let filter = r.into_inner().filter;
         let containers = self
-            .run("ListContainers", move |c| c.list_containers(filter.as_ref()))
+            .run("ListContainers", move |c| {
+                c.list_containers(filter.as_ref())
+            })
             .await?;
         Ok(Response::new(api::ListContainersResponse { containers }))
     }
@@ -295,7 +305,11 @@ impl RuntimeService for Service {
             .map_err(|e| Status::internal(format!("ExecSync: starting the exec helper: {e}")))?;
         // The helper enforces the timeout itself; this only guards against a process
         // that left the pipes open behind it.
-        let guard = Duration::from_secs(if timeout > 0 { timeout as u64 + 30 } else { 24 * 3600 });
+        let guard = Duration::from_secs(if timeout > 0 {
+            timeout as u64 + 30
+        } else {
+            24 * 3600
+        });
         let out = tokio::time::timeout(guard, child.wait_with_output())
             .await
             .map_err(|_| {
@@ -325,9 +339,9 @@ impl RuntimeService for Service {
                 secs: timeout,
             }
             .status()),
-            Some(crate::monitor::ExecResult {
-                error: Some(e), ..
-            }) => Err(Status::failed_precondition(format!("ExecSync {cmd:?}: {e}"))),
+            Some(crate::monitor::ExecResult { error: Some(e), .. }) => Err(
+                Status::failed_precondition(format!("ExecSync {cmd:?}: {e}")),
+            ),
             _ => Err(Status::internal(format!(
                 "ExecSync {cmd:?}: the exec helper exited ({}) without a result",
                 out.status
@@ -355,7 +369,9 @@ impl RuntimeService for Service {
     }
 
     async fn exec(&self, _r: Request<api::ExecRequest>) -> Reply<api::ExecResponse> {
-        Err(unimplemented("Exec (streaming; use ExecSync: crictl exec -s)"))
+        Err(unimplemented(
+            "Exec (streaming; use ExecSync: crictl exec -s)",
+        ))
     }
 
     async fn attach(&self, _r: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
@@ -372,12 +388,11 @@ impl RuntimeService for Service {
 
 #[tonic::async_trait]
 impl ImageService for Service {
-    async fn list_images(&self, r: Request<api::ListImagesRequest>) -> Reply<api::ListImagesResponse> {
-        let filter = r
-            .into_inner()
-            .filter
-            .and_then(|f| f.image)
-            .map(|i| i.image);
+    async fn list_images(
+        &self,
+        r: Request<api::ListImagesRequest>,
+    ) -> Reply<api::ListImagesResponse> {
+        let filter = r.into_inner().filter.and_then(|f| f.image).map(|i| i.image);
         let images = self
             .run("ListImages", move |c| c.list_images(filter.as_deref()))
             .await?;

@@ -66,7 +66,8 @@ pub fn log_level(a: &Args) -> Option<String> {
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     match &a.command {
         Cmd::Serve { config, listen } => {
-            let cfg = berth_cri::Config::load(config.as_deref(), listen.as_deref(), cli.root.as_deref())?;
+            let cfg =
+                berth_cri::Config::load(config.as_deref(), listen.as_deref(), cli.root.as_deref())?;
             berth_cri::serve(cfg)?;
             Ok(0)
         }
@@ -81,6 +82,8 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             result,
             id,
             cmd,
-        } => Ok(berth_cri::monitor::exec(runtime_root, id, cmd, *timeout, result).clamp(0, 255) as u8),
+        } => Ok(
+            berth_cri::monitor::exec(runtime_root, id, cmd, *timeout, result).clamp(0, 255) as u8,
+        ),
     }
 }
