@@ -3,7 +3,7 @@
 # Idempotent; run as root. Used by the README's commands and by .ci/run.
 set -eu
 PACKAGES="busybox-static file jq cpio xz-utils zstd binutils gcc libc6-dev
-  runc crun skopeo umoci uidmap iproute2 hyperfine time strace curl
+  runc crun skopeo umoci uidmap iproute2 hyperfine time strace curl tmux
   qemu-system-x86 linux-image-amd64 protobuf-compiler
   podman containerd docker.io containernetworking-plugins docker-registry
   iptables netavark aardvark-dns util-linux"

@@ -238,6 +238,29 @@ fn missing_bundle_dir_is_refused() {
     assert_nothing_left(&b, &id);
 }
 
+/// config.json as a FIFO (nobody writes it) or larger than 16 MiB: one line, no hang.
+#[test]
+fn config_json_that_is_a_fifo_or_too_large_is_refused() {
+    let b = Bundle::new();
+    let cfg = b.path().join("config.json");
+    std::fs::remove_file(&cfg).unwrap();
+    nix::unistd::mkfifo(&cfg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let id = unique_id("fifocfg");
+    let out = b
+        .berth(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .failed();
+    assert!(out.stderr.contains("not a regular file"), "{out:?}");
+    std::fs::remove_file(&cfg).unwrap();
+    let f = std::fs::File::create(&cfg).unwrap();
+    f.set_len(17 << 20).unwrap();
+    let out = b
+        .berth(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .failed();
+    assert!(out.stderr.contains("at most"), "{out:?}");
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "{out:?}");
+    assert_nothing_left(&b, &id);
+}
+
 /// The leftover check itself sees a live container: state dir, cgroups and its init.
 #[test]
 fn the_leftover_check_catches_a_live_container() {

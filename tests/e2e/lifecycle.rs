@@ -542,3 +542,54 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `berth run` holding the pty itself (terminal without --console-socket, as runc): a
+/// resize of the real terminal (tmux here) reaches the container's pty as a new size,
+/// not as a SIGWINCH sent to its process with the old size.
+#[test]
+fn terminal_resize_reaches_the_container() {
+    let mut b = Bundle::new();
+    b.spec["process"]["terminal"] = json!(true);
+    b.spec["process"]["args"] = json!(["sh"]);
+    b.write();
+    let id = unique_id("winch");
+    let _g = b.guard(&id);
+    let session = unique_id("tmux");
+    let run = format!(
+        "{} --root {} run --bundle {} {id}",
+        berth_bin(),
+        b.root().display(),
+        b.path().display()
+    );
+    let tmux = |args: &[&str]| output_of(std::process::Command::new("tmux").args(args));
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &run,
+    ])
+    .ok();
+    let pane = || tmux(&["capture-pane", "-t", &session, "-p"]).stdout;
+    wait_until("the shell prompt", || pane().contains('#'));
+    tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "stty size; echo size-shown",
+        "Enter",
+    ])
+    .ok();
+    wait_until("the size to be printed", || {
+        pane().lines().any(|l| l.trim() == "size-shown")
+    });
+    let text = pane();
+    tmux(&["kill-session", "-t", &session]);
+    assert!(text.lines().any(|l| l.trim() == "40 120"), "{text}");
+}

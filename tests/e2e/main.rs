@@ -19,6 +19,7 @@ mod lifecycle;
 mod mounts;
 mod namespaces;
 mod ops;
+mod peers;
 mod process;
 mod robustness;
 mod runc_compat;

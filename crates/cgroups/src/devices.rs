@@ -265,7 +265,19 @@ pub(crate) fn v1_transition(current: &str, lines: &[Write]) -> Vec<Write> {
             out.push(Write::new("devices", revoke, line(*k, have & !want)));
         }
     }
-    for (k, &want) in &target.exceptions {
+    // Added in the order the rules name them (the kernel lists exceptions in the order
+    // they were first added), so devices.list reads back in the config's order, as with
+    // crun.
+    let mut order: Vec<(char, Option<u32>, Option<u32>)> = lines
+        .iter()
+        .filter_map(|w| parse_line(&w.value).map(|(t, ma, mi, _)| (t, ma, mi)))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    order.retain(|k| seen.insert(*k));
+    for k in &order {
+        let Some(&want) = target.exceptions.get(k) else {
+            continue;
+        };
         let have = base.exceptions.get(k).copied().unwrap_or(0);
         if want & !have != 0 {
             out.push(Write::new("devices", grant, line(*k, want & !have)));

@@ -365,6 +365,28 @@ fn two_containers_reach_each_other_and_leave_nothing() {
     env.ok(&["rm", "a"]);
     env.assert_clean();
     assert_eq!(env.ok(&["network", "rm", "n1"]), "n1\n");
+    // prune: the unused networks berth wrote, not the one in use.
+    env.ok(&["network", "create", "spare"]);
+    env.ok(&["network", "create", "busy"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "--network",
+        "busy",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(env.ok(&["network", "prune"]), "berth\nspare\n");
+    assert_eq!(
+        env.ok(&["network", "ls", "-q"]),
+        "berth\nbusy\n",
+        "berth comes back on first use"
+    );
+    env.ok(&["rm", "-f", "holder"]);
+    assert_eq!(env.ok(&["network", "prune"]), "berth\nbusy\n");
     assert!(
         !env.links().contains("berth1"),
         "bridge removed: {}",

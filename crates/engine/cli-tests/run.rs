@@ -7,6 +7,8 @@
 //! target tmpdir); a guard `rm -f`s every container it made, checks that no mount is left
 //! under the temp dir, and removes it, even when the test fails.
 
+mod hostile;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -20,6 +20,8 @@ pub enum Status {
     Running,
     Paused,
     Exited,
+    /// Its creation was interrupted (the creating process died); only `rm` applies.
+    Dead,
 }
 
 impl std::fmt::Display for Status {
@@ -29,6 +31,7 @@ impl std::fmt::Display for Status {
             Status::Running => "running",
             Status::Paused => "paused",
             Status::Exited => "exited",
+            Status::Dead => "dead",
         })
     }
 }

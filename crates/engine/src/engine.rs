@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use berth_image::{PullOptions, Store};
 use berth_runtime::oci::Process;
 use berth_runtime::{CreateOptions, ExecOptions, Runtime};
 use nix::fcntl::{Flock, FlockArg, OFlag};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 use serde_json::{json, Value};
 
@@ -20,7 +20,9 @@ use crate::container::{generated_name, validate_name, Container, State, Status, 
 use crate::error::{sys, Error, IoContext, Result};
 use crate::net::{self, NetSettings};
 use crate::options::{Network, RunOptions};
-use crate::tty::{self, ConsoleSocket};
+use berth_runtime::foreground::{self, ConsoleSocket};
+
+use crate::tty;
 
 /// How long `rm -f` and `stop` wait for the monitor to record an exit after SIGKILL.
 const REAP_LIMIT: Duration = Duration::from_secs(10);
@@ -60,50 +62,6 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Exit code the way a shell reports it.
-fn exit_code(ws: WaitStatus) -> Option<i32> {
-    match ws {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
-        _ => None,
-    }
-}
-
-/// Reap children until `pid` exits; with `forward`, pass those signals on to `pid`
-/// (they must be blocked in this thread). Returns `None` if `pid` was never ours to reap.
-/// With a pty `master`, SIGWINCH resizes it instead of being forwarded.
-fn wait_for(
-    pid: Pid,
-    forward: Option<&SigSet>,
-    master: Option<BorrowedFd<'_>>,
-) -> Result<Option<i32>> {
-    loop {
-        let flags = forward.map(|_| WaitPidFlag::WNOHANG);
-        loop {
-            match waitpid(None, flags) {
-                Ok(ws) if ws.pid() == Some(pid) => {
-                    if let Some(c) = exit_code(ws) {
-                        return Ok(Some(c));
-                    }
-                }
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(nix::errno::Errno::ECHILD) => return Ok(None),
-                Err(e) => return Err(sys("waitpid")(e)),
-            }
-        }
-        let Some(mask) = forward else { continue };
-        match (mask.wait().map_err(sys("sigwait"))?, master) {
-            (Signal::SIGCHLD, _) => {}
-            (Signal::SIGWINCH, Some(m)) => tty::copy_winsize(m),
-            (sig, _) => {
-                let _ = kill(pid, sig);
-            }
-        }
-    }
-}
-
 /// Whether `pid` is a live process (not a zombie nobody reaped yet).
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -133,44 +91,15 @@ fn dev_null() -> Result<File> {
 
 /// Prepare this process to attach a container process: stdin from /dev/null unless
 /// `interactive`, subreaper (an init or exec'd process may be our grandchild), and the
-/// forwarded signals blocked so `wait_for` can sigwait them. Returns that mask.
+/// forwarded signals blocked so the wait can sigwait them. Returns that mask.
 fn attach_process(interactive: bool) -> Result<SigSet> {
     if !interactive {
         redirect(&dev_null()?, 0)?;
     }
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    berth_runtime::signal::FORWARDED
-        .iter()
-        .for_each(|s| mask.add(*s));
+    foreground::become_subreaper();
+    let mask = foreground::signal_mask();
     mask.thread_block().map_err(sys("sigprocmask"))?;
     Ok(mask)
-}
-
-/// Wait for `pid`, proxying its pty `master` (if any) with our terminal in raw mode.
-fn wait_attached(
-    pid: Pid,
-    master: Option<File>,
-    interactive: bool,
-    mask: &SigSet,
-) -> Result<Option<i32>> {
-    let raw = master.as_ref().and_then(|_| tty::RawMode::enter());
-    let output = match &master {
-        Some(m) => {
-            tty::copy_winsize(m.as_fd());
-            Some(tty::proxy(m, interactive)?)
-        }
-        None => None,
-    };
-    let code = wait_for(pid, Some(mask), master.as_ref().map(|m| m.as_fd()));
-    drop(master);
-    if let Some(o) = output {
-        let _ = o.join();
-    }
-    drop(raw);
-    code
 }
 
 impl Engine {
@@ -217,7 +146,9 @@ impl Engine {
             .map_err(|(_, e)| sys(format!("flock {}", p.display()))(e))
     }
 
-    /// Every engine container, oldest first, with its live status.
+    /// Every engine container, oldest first, with its live status; containers whose
+    /// creation was interrupted (creator killed after the rootfs was mounted) are listed
+    /// as dead, so `ps -a` shows them and `rm` removes them.
     pub fn list(&self) -> Result<Vec<Container>> {
         let dir = self.containers_dir();
         let mut out = Vec::new();
@@ -226,6 +157,34 @@ impl Engine {
             if let Some(c) = Container::load(&e.path())? {
                 out.push(self.refresh(c));
             }
+        }
+        for b in self.store.abandoned_bundles()? {
+            if out.iter().any(|c| c.id == b.id) {
+                continue; // metadata written, commit not: a created container
+            }
+            let cdir = dir.join(&b.id);
+            let created = b.created.map_or_else(now, |t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            });
+            out.push(Container {
+                name: String::new(),
+                image_id: b.image.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+                command: Vec::new(),
+                created,
+                options: RunOptions {
+                    image: b.image.map(|i| i.to_string()).unwrap_or_default(),
+                    ..RunOptions::default()
+                },
+                bundle: cdir.join("bundle"),
+                log_path: cdir.join(LOG),
+                stop_signal: "SIGKILL".into(),
+                state: State {
+                    status: Status::Dead,
+                    ..State::default()
+                },
+                id: b.id,
+            });
         }
         out.sort_by(|a, b| a.created.cmp(&b.created));
         Ok(out)
@@ -252,7 +211,7 @@ impl Engine {
         let all = self.list()?;
         if let Some(c) = all
             .iter()
-            .find(|c| c.id == reference || c.name == reference)
+            .find(|c| c.id == reference || (!c.name.is_empty() && c.name == reference))
         {
             return Ok(c.clone());
         }
@@ -297,7 +256,7 @@ impl Engine {
             .store
             .find_or_pull(&opts.image, &PullOptions::default())?;
         let dir = self.containers_dir().join(&id);
-        let bundle =
+        let mut bundle =
             self.store
                 .create_bundle(&opts.image, &id, &opts.overrides(), &dir.join("bundle"))?;
         let mut attached = None;
@@ -347,6 +306,7 @@ impl Engine {
                 network: attached.clone(),
             };
             c.save()?;
+            bundle.commit()?;
             Ok(c)
         })();
         if made.is_err() {
@@ -374,7 +334,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        let code = wait_attached(pid, master, c.options.interactive, &mask)?;
+        let code = foreground::wait_attached(pid, master, c.options.interactive, &mask)?;
         self.finish(c, code);
         Ok(code.unwrap_or(255))
     }
@@ -397,7 +357,7 @@ impl Engine {
         if detach {
             return Ok(0);
         }
-        Ok(wait_attached(pid, master, r.interactive, &mask)?.unwrap_or(255))
+        Ok(foreground::wait_attached(pid, master, r.interactive, &mask)?.unwrap_or(255))
     }
 
     /// Start `c` and, with a console socket (`-t`), receive the pty master from it.
@@ -563,7 +523,7 @@ impl Engine {
         };
         let _ = write!(status, "ok {pid}");
         drop(status);
-        let code = wait_for(pid, None, None).unwrap_or(None);
+        let code = foreground::wait_for(pid, None, None).unwrap_or(None);
         if let Some(o) = output {
             let _ = o.join();
         }
@@ -707,6 +667,23 @@ impl Engine {
         Ok(self.net.networks.remove(name)?)
     }
 
+    /// `network prune`: remove every network berth wrote that no container is attached
+    /// to (the default one too; it comes back on first use). Returns the names removed.
+    pub fn network_prune(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for n in self.net.networks.list()? {
+            if !berth_net::summary(&n).managed {
+                continue;
+            }
+            match self.network_remove(&n.name) {
+                Ok(_) => removed.push(n.name),
+                Err(Error::NetworkInUse { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Docker-inspect-like JSON.
     pub fn inspect(&self, reference: &str) -> Result<Value> {
         let c = self.get(reference)?;
@@ -785,13 +762,8 @@ impl Engine {
         if let Some(w) = &r.workdir {
             v["cwd"] = json!(w);
         }
-        let mut env: Vec<String> = serde_json::from_value(v["env"].take()).unwrap_or_default();
-        for kv in &r.env {
-            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-            env.push(kv.clone());
-        }
-        v["env"] = json!(env);
+        let env: Vec<String> = serde_json::from_value(v["env"].take()).unwrap_or_default();
+        v["env"] = json!(berth_runtime::merge_env(&env, &r.env));
         if let Some(u) = &r.user {
             let user = berth_image::spec::resolve_user(&c.bundle.join("rootfs"), u)?;
             v["user"] =
@@ -840,8 +812,8 @@ fn network_settings(c: &Container) -> Value {
 
 /// The socket the runtime sends a `-t` container's pty master to.
 fn console_for(c: &Container) -> Result<Option<ConsoleSocket>> {
-    c.options
+    Ok(c.options
         .tty
         .then(|| ConsoleSocket::bind(&c.id))
-        .transpose()
+        .transpose()?)
 }

@@ -111,7 +111,10 @@ pub(crate) fn check_flags(opts: &RunOptions, net: Option<&CniNetwork>) -> Result
     }
     let bad = |reason: String| Error::BadFlag {
         flag: "-p",
-        value: opts.ports[0].to_string(),
+        value: format!(
+            "{}/{}",
+            opts.ports[0].container_port, opts.ports[0].protocol
+        ),
         reason,
     };
     match net {

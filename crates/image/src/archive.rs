@@ -6,14 +6,12 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
-use nix::fcntl::OFlag;
-
 use crate::digest::{Digest, HashingReader};
 use crate::error::{from_json, Error, IoContext, Result};
 use crate::oci::{self, Compression, Descriptor, ImageConfig, Index, Manifest, RootFs, RunConfig};
 use crate::reference::Reference;
 use crate::store::{temp_name, ImageId, Store, TempPath};
-use crate::unpack::{open_in_root, unpack_layer, WhiteoutMode};
+use crate::unpack::{open_regular, open_regular_in, read_limited, unpack_layer, WhiteoutMode};
 
 /// Archive formats `save` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +70,7 @@ impl Store {
             }
             return self.import_rootfs_dir(src, name);
         }
-        let mut f = File::open(src).at(src)?;
+        let (mut f, _) = open_regular(src)?;
         let compression = sniff_file(&mut f, src)?;
         let mut kind = None;
         {
@@ -107,21 +105,27 @@ impl Store {
         }
     }
 
-    /// Copy one blob out of a layout directory, verifying it against its descriptor.
+    /// Copy one blob out of a layout directory, verifying it against its descriptor: a
+    /// regular file of exactly the descriptor's size (read no further than size + 1).
     fn copy_layout_blob(&self, dir: &Path, d: &Descriptor) -> Result<()> {
         let rel = format!("blobs/sha256/{}", d.digest.hex());
-        let mut f = open_in_root(dir, &rel, OFlag::O_RDONLY)?
+        let (f, size) = open_regular_in(dir, &rel)?
             .ok_or_else(|| bad_archive(dir, format!("missing blob {rel}")))?;
-        self.write_blob(&mut f, Some((&d.digest, d.size)))?;
+        if size != d.size {
+            return Err(Error::InputFile {
+                path: dir.join(&rel),
+                reason: format!("{size} bytes, but its descriptor says {}", d.size),
+            });
+        }
+        self.write_blob(&mut f.take(d.size + 1), Some((&d.digest, d.size)))?;
         Ok(())
     }
 
     fn import_oci_layout(&self, dir: &Path, name: Option<&Reference>) -> Result<ImageId> {
         let index_path = dir.join("index.json");
-        let mut f = open_in_root(dir, "index.json", OFlag::O_RDONLY)?
-            .ok_or_else(|| bad_archive(dir, "no index.json"))?;
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes).at(&index_path)?;
+        let (f, _) =
+            open_regular_in(dir, "index.json")?.ok_or_else(|| bad_archive(dir, "no index.json"))?;
+        let bytes = read_limited(f, oci::MAX_MANIFEST_BYTES, &index_path)?;
         let index: Index = from_json(&bytes, &index_path.display().to_string())?;
         let mut first = None;
         for top in &index.manifests {
@@ -154,13 +158,17 @@ impl Store {
                 &self.read_blob(&desc.digest)?,
                 &format!("manifest {}", desc.digest),
             )?;
+            oci::check_config_size(&manifest.config)?;
             self.copy_layout_blob(dir, &manifest.config)?;
+            let config: ImageConfig = from_json(
+                &self.read_blob(&manifest.config.digest)?,
+                &format!("config {}", manifest.config.digest),
+            )?;
+            config.check_limits(&manifest.config.digest)?;
             for l in &manifest.layers {
                 Compression::from_media_type(&l.media_type)?;
                 self.copy_layout_blob(dir, l)?;
             }
-            let config: ImageConfig =
-                from_json(&self.read_blob(&manifest.config.digest)?, "image config")?;
             if config.rootfs.diff_ids.len() != manifest.layers.len() {
                 return Err(bad_archive(
                     dir,
@@ -170,15 +178,20 @@ impl Store {
                     ),
                 ));
             }
+            // podman's rule: the containerd name, else ref.name, and a name without a
+            // registry is local (`big` -> localhost/big:latest), so `run big` finds it.
             let found_name = top
                 .annotations
                 .get(oci::ANNOTATION_IMAGE_NAME)
-                .or_else(|| {
-                    top.annotations
-                        .get(oci::ANNOTATION_REF_NAME)
-                        .filter(|n| n.contains(['/', ':']))
-                })
-                .and_then(|n| n.parse::<Reference>().ok());
+                .filter(|n| !n.is_empty())
+                .or_else(|| top.annotations.get(oci::ANNOTATION_REF_NAME))
+                .and_then(|n| match crate::reference::parse_local(n) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(name = n, error = %e, "archive name ignored; image left unnamed");
+                        None
+                    }
+                });
             let chosen = if first.is_none() {
                 name.cloned().or(found_name)
             } else {
@@ -197,20 +210,17 @@ impl Store {
 
     fn import_docker_dir(&self, dir: &Path, name: Option<&Reference>) -> Result<ImageId> {
         let mpath = dir.join("manifest.json");
-        let read = |rel: &str| -> Result<File> {
-            open_in_root(dir, rel, OFlag::O_RDONLY)?
-                .ok_or_else(|| bad_archive(dir, format!("missing {rel}")))
+        let read = |rel: &str| -> Result<(File, u64)> {
+            open_regular_in(dir, rel)?.ok_or_else(|| bad_archive(dir, format!("missing {rel}")))
         };
-        let mut bytes = Vec::new();
-        read("manifest.json")?.read_to_end(&mut bytes).at(&mpath)?;
+        let bytes = read_limited(read("manifest.json")?.0, oci::MAX_MANIFEST_BYTES, &mpath)?;
         let entries: Vec<DockerManifestEntry> = from_json(&bytes, &mpath.display().to_string())?;
         let mut first = None;
         for entry in entries {
-            let mut cfg_bytes = Vec::new();
-            read(&entry.config)?
-                .read_to_end(&mut cfg_bytes)
-                .at(dir.join(&entry.config))?;
+            let cfg_path = dir.join(&entry.config);
+            let cfg_bytes = read_limited(read(&entry.config)?.0, oci::MAX_CONFIG_BYTES, &cfg_path)?;
             let config: ImageConfig = from_json(&cfg_bytes, &entry.config)?;
+            config.check_limits(&Digest::of(&cfg_bytes))?;
             if config.rootfs.diff_ids.len() != entry.layers.len() {
                 return Err(bad_archive(
                     dir,
@@ -225,9 +235,9 @@ impl Store {
             let config_digest = self.write_blob_bytes(&cfg_bytes)?;
             let mut layers = Vec::new();
             for (rel, want) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
-                let mut f = read(rel)?;
+                let (mut f, len) = read(rel)?;
                 let compression = sniff_file(&mut f, &dir.join(rel))?;
-                let (digest, size) = self.write_blob(&mut f, None)?;
+                let (digest, size) = self.write_blob(&mut f.take(len), None)?;
                 let got = diff_id_of(self.open_blob(&digest)?, compression, &dir.join(rel))?;
                 if &got != want {
                     return Err(Error::DigestMismatch {

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -20,12 +20,15 @@ use crate::error::{from_json, Error, IoContext, Result};
 use crate::oci::Compression;
 use crate::snapshot;
 use crate::spec::{build_spec, RunOverrides, VolumeMount};
-use crate::store::{write_atomic, Image, ImageId, Store};
+use crate::store::{temp_name, write_atomic, Image, ImageId, Store, TempPath};
 use crate::unpack::{open_in_root, unpack_layer, WhiteoutMode};
 
 const RECORD: &str = "container.json";
 
-/// A prepared bundle. Dropping it leaves the container in place; call [`Bundle::remove`]
+/// A prepared bundle. Until [`Bundle::commit`] the container counts as being created:
+/// this process holds a lock on its directory, and once the lock is gone (the creator
+/// died, or dropped the bundle uncommitted) the container is abandoned, listed by
+/// [`Store::abandoned_bundles`] and removed by [`Store::prune`]. Call [`Bundle::remove`]
 /// (or [`Store::remove_bundle`]) when the container is deleted.
 #[derive(Debug)]
 pub struct Bundle {
@@ -36,12 +39,26 @@ pub struct Bundle {
     /// false when the rootfs is a flat copy because OverlayFS was unavailable.
     pub overlay: bool,
     store: Store,
+    /// flock on the container directory while it is being created.
+    creating: Option<Flock<fs::File>>,
 }
 
 impl Bundle {
     /// Unmount the rootfs and delete the container's upper/work dirs and volumes.
     pub fn remove(self) -> Result<()> {
         self.store.remove_bundle(&self.id)
+    }
+
+    /// Mark the container complete (the caller has recorded it wherever it keeps its
+    /// containers); from now on only `remove_bundle` deletes it.
+    pub fn commit(&mut self) -> Result<()> {
+        let cdir = self.store.root().join("containers").join(&self.id);
+        let path = cdir.join(RECORD);
+        let mut rec: ContainerRecord = from_json(&fs::read(&path).at(&path)?, RECORD)?;
+        rec.complete = true;
+        write_atomic(&path, &serde_json::to_vec(&rec).expect("record serialises"))?;
+        self.creating = None;
+        Ok(())
     }
 }
 
@@ -53,6 +70,41 @@ struct ContainerRecord {
     overlay: bool,
     image: ImageId,
     chain_ids: Vec<Digest>,
+    /// false from the start of `create_bundle` until [`Bundle::commit`]; records written
+    /// before the field existed are complete.
+    #[serde(default = "yes")]
+    complete: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A container whose creator went away before committing it (see [`Bundle`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbandonedBundle {
+    pub id: String,
+    /// The image it was being made from, when its record got that far.
+    pub image: Option<ImageId>,
+    /// The bundle directory the creator asked for.
+    pub bundle: Option<PathBuf>,
+    /// When its directory was made.
+    pub created: Option<std::time::SystemTime>,
+}
+
+/// Name prefix of a container directory before it is renamed into place (see
+/// `create_bundle`); one left by a crash is empty and removed by `prune`.
+pub(crate) const CREATING_PREFIX: &str = ".creating-";
+
+/// Try to take the creation lock of a container directory without waiting: `None` when
+/// another process holds it (that container is being created right now).
+fn try_lock_dir(cdir: &Path) -> Result<Option<Flock<fs::File>>> {
+    let f = fs::File::open(cdir).at(cdir)?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).at(cdir),
+    }
 }
 
 fn validate_id(id: &str) -> Result<()> {
@@ -319,18 +371,46 @@ impl Store {
         validate_id(container_id)?;
         let _gc = self.gc_lock(false)?;
         let img = self.find(image)?;
+        // Images stored before the limits existed are checked again before anything is made.
+        crate::oci::check_config_size(&img.manifest.config)?;
+        img.config.check_limits(&img.manifest.config.digest)?;
         let lowers = snapshot::prepare(self, &img)?;
-        let cdir = self.root().join("containers").join(container_id);
-        fs::create_dir(&cdir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::Bundle {
+        let containers = self.root().join("containers");
+        let cdir = containers.join(container_id);
+        // The directory appears under its name already locked (made and locked under a
+        // temp name, then renamed; the flock follows the inode), so nobody ever sees it
+        // unlocked and half made. The lock is held until commit: while it is, `prune`
+        // and `abandoned_bundles` leave this container alone; when this process dies,
+        // the kernel drops it.
+        let tmp = TempPath::new(containers.join(temp_name(CREATING_PREFIX)));
+        std::os::unix::fs::DirBuilderExt::mode(
+            &mut fs::DirBuilder::new(),
+            crate::store::PRIVATE_MODE,
+        )
+        .create(tmp.path())
+        .at(tmp.path())?;
+        let creating = try_lock_dir(tmp.path())?.ok_or_else(|| Error::Bundle {
+            id: container_id.into(),
+            reason: "its new directory is locked by another process".into(),
+        })?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            tmp.path(),
+            nix::fcntl::AT_FDCWD,
+            &cdir,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EEXIST => Error::Bundle {
                 id: container_id.into(),
                 reason: "already exists".into(),
             },
-            _ => Error::Io {
+            e => Error::Io {
                 path: cdir.clone(),
-                source: e,
+                source: e.into(),
             },
         })?;
+        tmp.keep();
         let mut cleanup = Cleanup {
             store: self,
             id: container_id,
@@ -343,6 +423,7 @@ impl Store {
             overlay: true,
             image: img.id.clone(),
             chain_ids: snapshot::chain_ids(&img.config.rootfs.diff_ids),
+            complete: false,
         };
         let write_record = |r: &ContainerRecord| {
             write_atomic(
@@ -386,7 +467,46 @@ impl Store {
             spec,
             overlay: record.overlay,
             store: self.clone(),
+            creating: Some(creating),
         })
+    }
+
+    /// Containers whose creation was interrupted: a directory under `containers/` whose
+    /// record is not complete (or missing) and whose creation lock nobody holds. What
+    /// they made (an overlay mount, upper dir, volumes) is undone by `remove_bundle`.
+    pub fn abandoned_bundles(&self) -> Result<Vec<AbandonedBundle>> {
+        let dir = self.root().join("containers");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).at(&dir)? {
+            let e = e.at(&dir)?;
+            let id = e.file_name().to_string_lossy().into_owned();
+            if validate_id(&id).is_err() || !e.file_type().at(e.path())?.is_dir() {
+                continue;
+            }
+            let rec_path = e.path().join(RECORD);
+            let rec = match fs::read(&rec_path) {
+                Ok(b) => Some(from_json::<ContainerRecord>(
+                    &b,
+                    &rec_path.display().to_string(),
+                )?),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                Err(err) => return Err(err).at(&rec_path),
+            };
+            if rec.as_ref().is_some_and(|r| r.complete) {
+                continue;
+            }
+            // Held: being created now. Taken: the creator is gone; released at once.
+            let Some(_lock) = try_lock_dir(&e.path())? else {
+                continue;
+            };
+            out.push(AbandonedBundle {
+                id,
+                image: rec.as_ref().map(|r| r.image.clone()),
+                bundle: rec.map(|r| r.bundle),
+                created: e.metadata().ok().and_then(|m| m.modified().ok()),
+            });
+        }
+        Ok(out)
     }
 
     /// Unpack `image` flattened (whiteouts applied) into the existing directory `dir`,

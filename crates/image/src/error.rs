@@ -70,6 +70,17 @@ pub enum Error {
     /// A runtime spec could not be built.
     #[error("runtime spec: {0}")]
     Spec(String),
+    /// The data root (or a directory in it) is reachable by other users and could not be
+    /// made private.
+    #[error("data root {path}: {reason}")]
+    InsecureDataRoot { path: PathBuf, reason: String },
+    /// An image config exceeds one of the documented limits (docs/images.md).
+    #[error("image config {digest}: {reason}")]
+    ConfigTooLarge { digest: Digest, reason: String },
+    /// An input file (archive, archive member, layout blob) is not a regular file or is
+    /// larger than its descriptor or limit says.
+    #[error("{path}: {reason}")]
+    InputFile { path: PathBuf, reason: String },
 }
 
 /// Attach the path an `io::Error` happened on.

@@ -23,6 +23,7 @@ pub mod digest;
 pub mod error;
 pub mod oci;
 pub mod reference;
+pub mod registries_conf;
 pub mod registry;
 pub mod snapshot;
 pub mod spec;
@@ -30,7 +31,7 @@ pub mod store;
 pub mod unpack;
 
 pub use archive::ArchiveFormat;
-pub use bundle::Bundle;
+pub use bundle::{AbandonedBundle, Bundle};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use reference::Reference;

@@ -205,3 +205,83 @@ pub struct ImageConfig {
     pub config: RunConfig,
     pub rootfs: RootFs,
 }
+
+/// Largest manifest, index or token response read (from a registry or an archive).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// Largest image config accepted (the limit containers/image applies too). Configs are
+/// parsed whole and their labels become runtime annotations, so the bound matters.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// Most `Env` entries an image config may have.
+pub const MAX_ENV_ENTRIES: usize = 10_000;
+/// Most bytes of `Env` + `Entrypoint` + `Cmd` strings together (each counted with its NUL
+/// terminator and pointer, as execve counts them): half of the 2 MiB execve allows with the
+/// default 8 MiB stack, so the process can still start.
+pub const MAX_ARGS_ENV_BYTES: usize = 1 << 20;
+/// Longest single `Env`/`Entrypoint`/`Cmd` string: execve's MAX_ARG_STRLEN (32 pages).
+pub const MAX_ARG_STRLEN: usize = 128 << 10;
+/// Most image `Volumes`: each is a directory, a copy and a bind mount per container.
+pub const MAX_VOLUMES: usize = 256;
+
+/// Check process environment and arguments against the limits above; `Err` gives the reason.
+pub fn check_process_limits<'a>(
+    env: &'a [String],
+    args: impl IntoIterator<Item = &'a String>,
+) -> std::result::Result<(), String> {
+    if env.len() > MAX_ENV_ENTRIES {
+        return Err(format!(
+            "{} Env entries, more than the limit of {MAX_ENV_ENTRIES}",
+            env.len()
+        ));
+    }
+    let mut total = 0usize;
+    for s in env.iter().chain(args) {
+        if s.len() >= MAX_ARG_STRLEN {
+            let key: String = s.chars().take(32).collect();
+            return Err(format!(
+                "string {key:?}... is {} bytes, execve's limit is {MAX_ARG_STRLEN}",
+                s.len()
+            ));
+        }
+        total += s.len() + 1 + std::mem::size_of::<usize>();
+    }
+    if total > MAX_ARGS_ENV_BYTES {
+        return Err(format!(
+            "Env, Entrypoint and Cmd take {total} bytes, more than the limit of {MAX_ARGS_ENV_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+impl ImageConfig {
+    /// Enforce the documented limits (docs/images.md) on a config named by `digest`.
+    pub fn check_limits(&self, digest: &Digest) -> Result<()> {
+        let c = &self.config;
+        let refuse = |reason: String| Error::ConfigTooLarge {
+            digest: digest.clone(),
+            reason,
+        };
+        let args = c.entrypoint.iter().flatten().chain(c.cmd.iter().flatten());
+        check_process_limits(c.env.as_deref().unwrap_or_default(), args).map_err(refuse)?;
+        let volumes = c.volumes.as_ref().map_or(0, |v| v.len());
+        if volumes > MAX_VOLUMES {
+            return Err(refuse(format!(
+                "{volumes} Volumes, more than the limit of {MAX_VOLUMES}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Refuse a config descriptor larger than [`MAX_CONFIG_BYTES`] before reading it.
+pub fn check_config_size(d: &Descriptor) -> Result<()> {
+    if d.size > MAX_CONFIG_BYTES {
+        return Err(Error::ConfigTooLarge {
+            digest: d.digest.clone(),
+            reason: format!(
+                "{} bytes, more than the limit of {MAX_CONFIG_BYTES}",
+                d.size
+            ),
+        });
+    }
+    Ok(())
+}

@@ -220,9 +220,48 @@ impl FromStr for Reference {
     }
 }
 
+/// The registry podman gives names that carry none (`podman load`, `podman build`).
+pub const LOCAL_REGISTRY: &str = "localhost";
+
+/// Whether `input` names its registry (a first component with '.' or ':', or
+/// `localhost`), as opposed to a short name such as `busybox` or `big:1`.
+pub fn is_qualified(input: &str) -> bool {
+    input
+        .split_once('/')
+        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == LOCAL_REGISTRY)
+}
+
+/// A name found in an archive (an `org.opencontainers.image.ref.name` annotation) read
+/// the way podman reads it: one without a registry is a local image, `big` ->
+/// `localhost/big:latest`, even a bare `latest` -> `localhost/latest:latest`.
+pub fn parse_local(input: &str) -> Result<Reference, Error> {
+    if is_qualified(input) {
+        input.parse()
+    } else {
+        format!("{LOCAL_REGISTRY}/{input}").parse()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_names_without_registry_are_local() {
+        for (input, want) in [
+            ("big", "localhost/big:latest"),
+            ("latest", "localhost/latest:latest"),
+            ("big:1", "localhost/big:1"),
+            ("library/x", "localhost/library/x:latest"),
+            ("localhost/x:2", "localhost/x:2"),
+            ("docker.io/alpine", "docker.io/library/alpine:latest"),
+            ("127.0.0.1:5000/app:v", "127.0.0.1:5000/app:v"),
+        ] {
+            assert_eq!(parse_local(input).unwrap().to_string(), want, "{input}");
+        }
+        assert!(parse_local("Big").is_err());
+        assert!(!is_qualified("busybox:1") && is_qualified("quay.io/x"));
+    }
 
     fn norm(s: &str) -> String {
         s.parse::<Reference>().unwrap().to_string()

@@ -23,9 +23,10 @@ use crate::digest::Digest;
 use crate::error::{from_json, Error, Result};
 use crate::oci::{self, Compression, Descriptor, ImageConfig, Index, Manifest};
 use crate::reference::Reference;
+use crate::registries_conf::RegistriesConf;
 use crate::store::{Image, ImageId, Store};
 
-const MAX_MANIFEST: u64 = 4 << 20;
+use crate::oci::MAX_MANIFEST_BYTES as MAX_MANIFEST;
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -248,6 +249,35 @@ pub struct PullOptions {
     pub parallel: usize,
     /// Draw progress bars (only ever when stderr is a terminal).
     pub progress: bool,
+    /// A transfer that receives nothing for this long fails (naming the blob) instead
+    /// of waiting forever; default 30 s, or `BERTH_PULL_STALL_TIMEOUT` seconds.
+    pub stall_timeout: Duration,
+    /// Mirrors, locations and blocks; `None` reads registries.conf
+    /// ([`RegistriesConf::load_default`]) at each pull.
+    pub registries_conf: Option<RegistriesConf>,
+}
+
+/// Default of [`PullOptions::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Environment variable overriding [`DEFAULT_STALL_TIMEOUT`] (seconds, fractions allowed).
+pub const STALL_TIMEOUT_ENV: &str = "BERTH_PULL_STALL_TIMEOUT";
+
+/// The stall timeout from [`STALL_TIMEOUT_ENV`], else the default; a value that is not a
+/// positive number of seconds is ignored with a warning.
+pub fn stall_timeout_from_env() -> Duration {
+    let Ok(v) = std::env::var(STALL_TIMEOUT_ENV) else {
+        return DEFAULT_STALL_TIMEOUT;
+    };
+    match v.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Duration::from_secs_f64(secs),
+        _ => {
+            tracing::warn!(
+                value = v,
+                "{STALL_TIMEOUT_ENV}: not a positive number of seconds; using 30"
+            );
+            DEFAULT_STALL_TIMEOUT
+        }
+    }
 }
 
 impl Default for PullOptions {
@@ -259,6 +289,8 @@ impl Default for PullOptions {
             arch: oci::host_arch().to_string(),
             parallel: 3,
             progress: true,
+            stall_timeout: stall_timeout_from_env(),
+            registries_conf: None,
         }
     }
 }
@@ -321,6 +353,7 @@ struct Client {
     creds: Option<Credentials>,
     /// The Authorization header value once a challenge was answered.
     authorization: Mutex<Option<String>>,
+    stall_timeout: Duration,
 }
 
 type Response = ureq::http::Response<ureq::Body>;
@@ -347,9 +380,13 @@ impl Client {
                 None => None,
             },
         };
+        // Per read/write, not per transfer: a large blob may take as long as it needs
+        // while bytes keep coming; a registry that stops sending trips it.
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(opts.stall_timeout))
+            .timeout_per_write(Some(opts.stall_timeout))
             .user_agent("berth")
             .build()
             .into();
@@ -360,6 +397,7 @@ impl Client {
             repository: repository.to_string(),
             creds,
             authorization: Mutex::new(None),
+            stall_timeout: opts.stall_timeout,
         })
     }
 
@@ -543,12 +581,34 @@ impl Client {
             return Ok(());
         }
         let resp = self.get(&format!("blobs/{}", d.digest), "*/*")?;
-        let reader = resp.into_body().into_reader().take(d.size + 1);
+        let failed = std::cell::RefCell::new(None);
+        let reader = ReadErrors {
+            inner: resp.into_body().into_reader().take(d.size + 1),
+            failed: &failed,
+        };
         let mut reader: Box<dyn Read> = match bar {
             Some(b) => Box::new(b.wrap_read(reader)),
             None => Box::new(reader),
         };
-        store.write_blob(&mut reader, Some((&d.digest, d.size)))?;
+        // The store removes its ingest temp file when this fails: nothing partial stays.
+        let stored = store.write_blob(&mut reader, Some((&d.digest, d.size)));
+        drop(reader);
+        if let (Err(_), Some(e)) = (&stored, failed.into_inner()) {
+            let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+                || e.get_ref()
+                    .and_then(|i| i.downcast_ref::<ureq::Error>())
+                    .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            let what = if timed_out {
+                format!(
+                    "stalled: nothing received for {:?} ({STALL_TIMEOUT_ENV} sets the limit)",
+                    self.stall_timeout
+                )
+            } else {
+                e.to_string()
+            };
+            return Err(self.err(format!("blob {}: {what}", d.digest)));
+        }
+        stored?;
         if let Some(b) = bar {
             b.finish_with_message("done");
         }
@@ -556,13 +616,57 @@ impl Client {
     }
 }
 
+/// Remembers the first error of the body reader, so a failed transfer is reported as
+/// the registry's fault (which blob, why) rather than as a write to the ingest file.
+struct ReadErrors<'a, R> {
+    inner: R,
+    failed: &'a std::cell::RefCell<Option<std::io::Error>>,
+}
+
+impl<R: Read> Read for ReadErrors<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let copy = std::io::Error::new(e.kind(), e.to_string());
+            self.failed.borrow_mut().get_or_insert(e);
+            copy
+        })
+    }
+}
+
 impl Store {
     /// Pull `r` from its registry into the store and tag it; returns the image ID.
+    /// Where it is pulled from follows registries.conf ([`crate::registries_conf`]):
+    /// mirrors in order, then the location; the image is named `r` whichever served it.
     pub fn pull(&self, r: &Reference, opts: &PullOptions) -> Result<ImageId> {
         let _gc = self.gc_lock(false)?;
-        let client = Client::new(r, opts)?;
+        let conf = match &opts.registries_conf {
+            Some(c) => c.clone(),
+            None => RegistriesConf::load_default()?,
+        };
+        let endpoints = conf.endpoints(r)?;
+        let last = endpoints.len() - 1;
+        for (i, ep) in endpoints.into_iter().enumerate() {
+            let mut ep_opts = opts.clone();
+            if ep.insecure {
+                ep_opts
+                    .insecure_registries
+                    .push(ep.reference.registry().to_string());
+            }
+            match self.pull_from(&ep.reference, r, &ep_opts) {
+                Err(e) if i < last => {
+                    tracing::warn!(mirror = %ep.reference, error = %e, "mirror failed; trying the next");
+                }
+                done => return done,
+            }
+        }
+        unreachable!("endpoints() returns at least the location")
+    }
+
+    /// Pull `source` (one endpoint) and record it under the name `r`.
+    fn pull_from(&self, source: &Reference, r: &Reference, opts: &PullOptions) -> Result<ImageId> {
+        let client = Client::new(source, opts)?;
         let (mut media_type, mut body, mut digest) =
-            client.manifest(&r.manifest_selector(), r.digest())?;
+            client.manifest(&source.manifest_selector(), source.digest())?;
         if media_type == oci::OCI_INDEX || media_type == oci::DOCKER_MANIFEST_LIST {
             let index: Index = from_json(&body, &format!("index {digest}"))?;
             let chosen = index
@@ -584,11 +688,13 @@ impl Store {
         for l in &manifest.layers {
             Compression::from_media_type(&l.media_type)?;
         }
+        oci::check_config_size(&manifest.config)?;
         client.blob(self, &manifest.config, None)?;
         let config: ImageConfig = from_json(
             &self.read_blob(&manifest.config.digest)?,
             &format!("config {}", manifest.config.digest),
         )?;
+        config.check_limits(&manifest.config.digest)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
             return Err(client.err(format!(
                 "manifest {digest}: {} layers but config lists {} diff_ids",

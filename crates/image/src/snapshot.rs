@@ -52,7 +52,16 @@ pub(crate) fn prepare(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
         if !dir.join("fs").is_dir() {
             let tmp = TempPath::new(store.root().join("snapshots").join(temp_name(".tmp-")));
             let fs_dir = tmp.path().join("fs");
-            fs::create_dir_all(&fs_dir).at(&fs_dir)?;
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                // Private like the data root: the layer's own files (set-uid binaries,
+                // device nodes) must not be reachable by other host users.
+                fs::DirBuilder::new()
+                    .mode(crate::store::PRIVATE_MODE)
+                    .create(tmp.path())
+                    .at(tmp.path())?;
+            }
+            fs::create_dir(&fs_dir).at(&fs_dir)?;
             let blob = store.open_blob(&layer.digest)?;
             let stats = unpack_layer(
                 blob,

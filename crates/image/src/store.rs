@@ -88,6 +88,8 @@ pub struct InspectRootFs {
 /// What `prune` removed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PruneReport {
+    /// Containers whose creation was interrupted (see [`crate::Bundle`]).
+    pub containers_removed: usize,
     pub blobs_removed: usize,
     pub snapshots_removed: usize,
     pub bytes_freed: u64,
@@ -151,6 +153,51 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
+/// Mode of the data root and of its directories: nobody but the owner may traverse them.
+pub(crate) const PRIVATE_MODE: u32 = 0o700;
+
+/// Create `path` (and missing parents) or check the existing directory: it must belong
+/// to this user, and its mode is reduced to [`PRIVATE_MODE`] when it grants anything to
+/// group or others.
+pub(crate) fn private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let insecure = |reason: String| Error::InsecureDataRoot {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_MODE)
+        .create(path)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(e).at(path),
+    }
+    let meta = fs::metadata(path).at(path)?;
+    if !meta.is_dir() {
+        return Err(insecure("not a directory".into()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(insecure(format!(
+            "owned by uid {}, not by this user (uid {euid}); another user could reach the \
+             containers' root filesystems: chown it or pick another --data-root",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_MODE)).map_err(|e| {
+            insecure(format!(
+                "mode {mode:04o} lets other users reach container root filesystems, and \
+                 chmod {PRIVATE_MODE:o} failed: {e}"
+            ))
+        })?;
+        tracing::warn!(path = %path.display(), "mode {mode:04o} tightened to {PRIVATE_MODE:04o}");
+    }
+    Ok(())
+}
+
 fn lock_file(path: &Path, arg: FlockArg) -> Result<Flock<File>> {
     let f = OpenOptions::new()
         .create(true)
@@ -165,12 +212,18 @@ fn lock_file(path: &Path, arg: FlockArg) -> Result<Flock<File>> {
 }
 
 impl Store {
-    /// Open (creating if needed) the store at `root`.
+    /// Open (creating if needed) the store at `root`. The root and the directories that
+    /// hold unpacked layers and container root filesystems are made private to their
+    /// owner (0700, as podman keeps its storage): through them another host user could
+    /// otherwise run an image's set-uid binaries or open its device nodes. A root with
+    /// group or other bits is tightened; one owned by another user is refused.
     pub fn open(root: &Path) -> Result<Store> {
         let s = Store {
             root: root.to_path_buf(),
         };
+        private_dir(root)?;
         for d in [
+            "blobs",
             "blobs/sha256",
             "ingest",
             "snapshots",
@@ -178,8 +231,7 @@ impl Store {
             "volumes",
             "tmp",
         ] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).at(&p)?;
+            private_dir(&root.join(d))?;
         }
         let layout = root.join("oci-layout");
         if !layout.exists() {
@@ -402,10 +454,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Resolve a name (`busybox`, `x:tag`, `x@sha256:..`) or an image-ID prefix.
+    /// Resolve a name (`busybox`, `x:tag`, `x@sha256:..`) or an image-ID prefix. A short
+    /// name is looked up as Docker normalises it (`docker.io/library/x`), then as a local
+    /// image (`localhost/x`, what `load` names images from archives, as podman does).
     pub fn find(&self, image: &str) -> Result<Image> {
         let entries = self.entries()?;
-        if let Ok(r) = image.parse::<Reference>() {
+        let mut candidates: Vec<Reference> = image.parse::<Reference>().into_iter().collect();
+        if !crate::reference::is_qualified(image) {
+            candidates.extend(crate::reference::parse_local(image));
+        }
+        for r in candidates {
             for (md, names) in &entries {
                 let hit = match r.digest() {
                     Some(d) => {
@@ -553,11 +611,28 @@ impl Store {
         Ok(live)
     }
 
-    /// Remove blobs no image references, snapshots no image or container uses, and
-    /// leftovers of interrupted writes. Waits for running imports/pulls to finish.
+    /// Remove abandoned containers (creation interrupted: mount, upper dir and all),
+    /// blobs no image references, snapshots no image or container uses, and leftovers of
+    /// interrupted writes. Waits for running imports/pulls/creations to finish.
     pub fn prune(&self) -> Result<PruneReport> {
         let _gc = self.gc_lock(true)?;
         let mut report = PruneReport::default();
+        for b in self.abandoned_bundles()? {
+            self.remove_bundle(&b.id)?;
+            report.containers_removed += 1;
+        }
+        // Directories of creations killed before their rename (no bundle is being
+        // created now: that holds the GC lock shared).
+        let cdir = self.root.join("containers");
+        for e in fs::read_dir(&cdir).at(&cdir)? {
+            let e = e.at(&cdir)?;
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(crate::bundle::CREATING_PREFIX)
+            {
+                fs::remove_dir_all(e.path()).at(e.path())?;
+            }
+        }
         let live = self.referenced_blobs()?;
         let blob_dir = self.root.join("blobs/sha256");
         for e in fs::read_dir(&blob_dir).at(&blob_dir)? {

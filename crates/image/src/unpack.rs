@@ -726,6 +726,80 @@ pub(crate) fn open_in_root(dir: &Path, rel: &str, flags: OFlag) -> Result<Option
     }
 }
 
+/// What a file type is called in errors.
+fn file_kind(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        _ => "not a regular file",
+    }
+}
+
+/// Check that an opened file is a regular file; returns its size.
+fn regular_size(f: &File, path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = f.metadata().at(path)?;
+    if !meta.is_file() {
+        return Err(Error::InputFile {
+            path: path.to_path_buf(),
+            reason: format!("is {}, not a regular file", file_kind(meta.mode())),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// Open `path` (symlinks followed: a user names it) for reading if it is a regular file,
+/// and return it with its size. Anything else is refused before a byte is read: opening a
+/// FIFO would block until a writer comes (O_NONBLOCK makes it return at once), and a
+/// device such as /dev/zero never ends.
+pub fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .at(path)?;
+    let size = regular_size(&f, path)?;
+    Ok((f, size))
+}
+
+/// [`open_regular`] for a file inside `dir`, resolved as by [`open_in_root`] and without
+/// following a symlink in the last component (an archive member that is a link to
+/// /dev/zero). A missing file gives `None`.
+pub(crate) fn open_regular_in(dir: &Path, rel: &str) -> Result<Option<(File, u64)>> {
+    let path = dir.join(rel.trim_start_matches('/'));
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY;
+    let f = match open_in_root(dir, rel, flags) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::InputFile {
+                path,
+                reason: "is a symlink, not a regular file".into(),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let size = regular_size(&f, &path)?;
+    Ok(Some((f, size)))
+}
+
+/// Read all of `f` but refuse more than `limit` bytes (reads at most `limit + 1`).
+pub(crate) fn read_limited(f: impl Read, limit: u64, path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    f.take(limit + 1).read_to_end(&mut bytes).at(path)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::InputFile {
+            path: path.to_path_buf(),
+            reason: format!("larger than the limit of {limit} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Size of the chunks of decoded layer passed from the decoder thread to the unpacker,
 /// and of the buffer file data is written from.
 const CHUNK: usize = 256 << 10;

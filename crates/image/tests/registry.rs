@@ -583,3 +583,111 @@ fn bearer_token_auth_against_real_token_verification() {
     store.pull(&name, &creds).unwrap();
     assert_eq!(store.list().unwrap().len(), 1);
 }
+
+/// registries.conf v2: the mirrors of the matching prefix are tried in order (one with
+/// nothing listening, then a real one), then the location; the image keeps the name that
+/// was asked for; a tag the mirror lacks comes from the location; a blocked prefix is
+/// refused before any request.
+#[test]
+fn registries_conf_mirrors_in_order_then_location() {
+    let t = tempfile::tempdir().unwrap();
+    for d in ["primary", "mirror"] {
+        fs::create_dir_all(t.path().join(d)).unwrap();
+    }
+    let Some(primary) = start_registry(&t.path().join("primary"), "") else {
+        return;
+    };
+    let Some(mirror) = start_registry(&t.path().join("mirror"), "") else {
+        return;
+    };
+    // Three images told apart by their one plain layer.
+    let push = |name: &str, content: &[u8], dest: String| -> Digest {
+        let raw = tar(&[Entry::file("which", content)]);
+        let dir = t.path().join(name);
+        common::build_layout(
+            &dir,
+            &[(raw.clone(), Compression::None)],
+            RunConfig::default(),
+            "latest",
+        );
+        skopeo_push(
+            &format!("oci:{}:latest", dir.display()),
+            &dest,
+            &["--preserve-digests"],
+        );
+        Digest::of(&raw)
+    };
+    let from_mirror = push(
+        "m1",
+        b"mirror",
+        format!("docker://{}/cache/team/app:1", mirror.addr),
+    );
+    let from_primary = push(
+        "p1",
+        b"primary",
+        format!("docker://{}/team/app:1", primary.addr),
+    );
+    let only_primary = push(
+        "p2",
+        b"primary 2",
+        format!("docker://{}/team/app:2", primary.addr),
+    );
+    let conf_path = t.path().join("registries.conf");
+    fs::write(
+        &conf_path,
+        format!(
+            r#"unqualified-search-registries = ["docker.io"]
+[[registry]]
+prefix = "registry.example.invalid/team"
+location = "{p}/team"
+[[registry.mirror]]
+location = "127.0.0.1:{dead}/nothing-here"
+[[registry.mirror]]
+location = "{m}/cache/team"
+[[registry]]
+prefix = "blocked.example.invalid"
+blocked = true
+"#,
+            p = primary.addr,
+            m = mirror.addr,
+            dead = free_port()
+        ),
+    )
+    .unwrap();
+    let opts = PullOptions {
+        registries_conf: Some(
+            berth_image::registries_conf::RegistriesConf::load(&[conf_path]).unwrap(),
+        ),
+        ..opts()
+    };
+    let store = Store::open(&t.path().join("store")).unwrap();
+    let layer_of = |name: &str| store.find(name).unwrap().manifest.layers[0].digest.clone();
+
+    store
+        .pull(&r("registry.example.invalid/team/app:1"), &opts)
+        .unwrap();
+    assert_eq!(layer_of("registry.example.invalid/team/app:1"), from_mirror);
+    assert_ne!(from_mirror, from_primary);
+
+    store
+        .pull(&r("registry.example.invalid/team/app:2"), &opts)
+        .unwrap();
+    assert_eq!(
+        layer_of("registry.example.invalid/team/app:2"),
+        only_primary
+    );
+
+    let e = store
+        .pull(&r("blocked.example.invalid/x:1"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blocked") && !e.contains('\n'), "{e}");
+    // Outside every prefix the reference is pulled as written.
+    store
+        .pull(&r(&format!("{}/team/app:1", primary.addr)), &opts)
+        .unwrap();
+    assert_eq!(
+        layer_of(&format!("{}/team/app:1", primary.addr)),
+        from_primary
+    );
+}

@@ -127,7 +127,10 @@ mod tests {
     #[test]
     fn resolver_of_a_named_network() {
         assert_eq!(
-            resolv_conf_via("nameserver 192.0.2.53\nsearch lan\noptions ndots:2\n", "10.9.0.1"),
+            resolv_conf_via(
+                "nameserver 192.0.2.53\nsearch lan\noptions ndots:2\n",
+                "10.9.0.1"
+            ),
             "search dns.podman\nnameserver 10.9.0.1\noptions ndots:2\n"
         );
     }

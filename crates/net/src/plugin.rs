@@ -157,6 +157,14 @@ pub fn exec(
             None => std::thread::sleep(Duration::from_millis(2)),
         }
     };
+    tracing::debug!(
+        plugin,
+        command = verb.as_str(),
+        network,
+        ms = (timeout.saturating_sub(deadline.saturating_duration_since(Instant::now())))
+            .as_millis() as u64,
+        "CNI plugin finished"
+    );
     let _ = writer.join();
     let out = reader.join().unwrap_or_default();
     let err = err_reader.join().unwrap_or_default();

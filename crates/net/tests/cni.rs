@@ -205,16 +205,30 @@ fn plugins_get_name_version_and_prev_result() {
         &fake,
         "spy",
         &format!(
-            "cat > {s}; [ \"$CNI_COMMAND\" = ADD ] && jq -c .prevResult {s}; exit 0",
+            "cat > {s}; env | grep ^CNI_ | sort > {s}.$CNI_COMMAND; [ \"$CNI_COMMAND\" = ADD ] && jq -c .prevResult {s}; exit 0",
             s = seen.display()
         ),
     );
     let net = h.network("t2", "10.124.0.0/24", &[json!({"type": "spy", "x": 1})]);
     let c = h.container("c2");
     let cni = h.cni(Some(&fake));
-    let req = request("c2", &c);
+    let mut req = request("c2", &c);
+    req.args = vec![
+        ("IgnoreUnknown".into(), "1".into()),
+        ("K8S_POD_NAME".into(), "p".into()),
+    ];
     let (cni2, net2, req2) = (cni.clone(), net.clone(), req.clone());
     let a = h.run(move || cni2.attach(&net2, &req2)).unwrap();
+    let env = std::fs::read_to_string(format!("{}.ADD", seen.display())).unwrap();
+    assert_eq!(
+        env,
+        format!(
+            "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=p\nCNI_COMMAND=ADD\nCNI_CONTAINERID=c2\nCNI_IFNAME=eth0\nCNI_NETNS={}\nCNI_PATH={}:{}\n",
+            c.path.display(),
+            PLUGINS,
+            fake.display()
+        )
+    );
     let conf: Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
     assert_eq!(
         (conf["name"].as_str(), conf["cniVersion"].as_str()),
@@ -223,12 +237,18 @@ fn plugins_get_name_version_and_prev_result() {
     assert_eq!(conf["x"], 1);
     assert_eq!(conf["prevResult"]["ips"][0]["address"], "10.124.0.2/24");
     assert_eq!(a.ipv4().unwrap().0.to_string(), "10.124.0.2");
-    let (cni2, req2) = (cni.clone(), req.clone());
+    // DEL with a bare request: the arguments come from the cache.
+    let (cni2, req2) = (cni.clone(), request("c2", &c));
     h.run(move || cni2.detach("t2", &req2, None)).unwrap();
     let conf: Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
     assert_eq!(
         conf["prevResult"]["ips"][0]["address"], "10.124.0.2/24",
         "DEL gets the cached result"
+    );
+    let env = std::fs::read_to_string(format!("{}.DEL", seen.display())).unwrap();
+    assert!(
+        env.contains("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=p\n"),
+        "DEL gets the cached CNI_ARGS: {env}"
     );
     assert!(h.veths().is_empty() && h.leases("t2").is_empty());
 }

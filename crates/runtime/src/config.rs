@@ -74,13 +74,42 @@ pub fn parse_spec(text: &[u8]) -> Result<Spec> {
     Ok(spec)
 }
 
-/// Load `config.json` from a bundle directory.
+/// Largest config.json accepted (Kubernetes sends a few hundred KiB at most).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Load `config.json` from a bundle directory: a regular file of at most
+/// [`MAX_CONFIG_BYTES`] (a FIFO or /dev/zero there must not hang or exhaust memory).
 pub fn load_bundle_spec(bundle: &Path) -> Result<Spec> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = bundle.join("config.json");
-    let text = fs::read(&path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.clone(),
         source,
-    })?;
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(Error::Config(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(Error::Config(format!(
+            "{} is {} bytes; at most {MAX_CONFIG_BYTES} are accepted",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(io)?;
     parse_spec(&text)
 }
 

@@ -61,6 +61,20 @@ pub(crate) fn load_spec_copy(dir: &Path) -> Result<Spec> {
 fn send(ch: &crate::sync::Channel, msg: &ParentMsg) -> Result<()> {
     ch.send(msg).map_err(|e| match ch.try_recv::<ChildMsg>() {
         Ok(Some(ChildMsg::Failed(why))) => Error::Reported(why),
+        // Gone without a word: killed (the OOM killer in a small memory limit, a signal).
+        _ if matches!(
+            &e,
+            Error::Sys {
+                source: nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET,
+                ..
+            }
+        ) =>
+        {
+            Error::Init(
+                "the container init died during setup without a word (killed? out of memory?)"
+                    .into(),
+            )
+        }
         _ => e,
     })
 }

@@ -22,7 +22,99 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
 }
 
+/// runc's `exec` flags, applied to the container's own process to make the one `exec`
+/// runs (env entries replace those of the same name; capabilities are added to the
+/// bounding, effective and permitted sets).
+#[derive(Debug, Clone, Default)]
+pub struct ExecOverrides {
+    pub args: Vec<String>,
+    pub terminal: bool,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub additional_gids: Vec<u32>,
+    pub capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    pub apparmor_profile: Option<String>,
+    pub selinux_label: Option<String>,
+}
+
+/// `KEY=VALUE` entries of `base` with those named in `over` replaced, in order.
+pub fn merge_env(base: &[String], over: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let replaced: std::collections::HashSet<String> = over.iter().map(|e| key(e)).collect();
+    base.iter()
+        .filter(|e| !replaced.contains(&key(e)))
+        .chain(over)
+        .cloned()
+        .collect()
+}
+
 impl Runtime {
+    /// The process `exec` runs: the container's own with `o` applied.
+    pub fn exec_process(&self, id: &str, o: &ExecOverrides) -> Result<Process> {
+        if o.args.is_empty() {
+            return Err(Error::Config("exec: give a command or --process".into()));
+        }
+        let mut p = self.base_process(id)?;
+        p.set_args(Some(o.args.clone()));
+        p.set_terminal(Some(o.terminal));
+        if let Some(cwd) = &o.cwd {
+            p.set_cwd(cwd.clone());
+        }
+        if !o.env.is_empty() {
+            p.set_env(Some(merge_env(
+                &p.env().clone().unwrap_or_default(),
+                &o.env,
+            )));
+        }
+        let mut user = p.user().clone();
+        if let Some(uid) = o.uid {
+            user.set_uid(uid);
+        }
+        if let Some(gid) = o.gid {
+            user.set_gid(gid);
+        }
+        if !o.additional_gids.is_empty() {
+            user.set_additional_gids(Some(o.additional_gids.clone()));
+        }
+        p.set_user(user);
+        if !o.capabilities.is_empty() {
+            let mut v = serde_json::to_value(p.capabilities()).expect("capabilities serialize");
+            if v.is_null() {
+                v = serde_json::json!({});
+            }
+            for cap in &o.capabilities {
+                let upper = cap.to_ascii_uppercase();
+                let name = if upper.starts_with("CAP_") {
+                    upper
+                } else {
+                    format!("CAP_{upper}")
+                };
+                for set in ["bounding", "effective", "permitted"] {
+                    match v[set].as_array_mut() {
+                        Some(list) => list.push(serde_json::json!(name)),
+                        None => v[set] = serde_json::json!([name]),
+                    }
+                }
+            }
+            p.set_capabilities(Some(
+                serde_json::from_value(v).map_err(|e| Error::Config(format!("exec --cap: {e}")))?,
+            ));
+        }
+        if o.no_new_privileges {
+            p.set_no_new_privileges(Some(true));
+        }
+        if let Some(profile) = &o.apparmor_profile {
+            p.set_apparmor_profile(Some(profile.clone()));
+        }
+        if let Some(label) = &o.selinux_label {
+            p.set_selinux_label(Some(label.clone()));
+        }
+        Ok(p)
+    }
+
     /// The container's own process description: the base `exec` modifies.
     pub fn base_process(&self, id: &str) -> Result<Process> {
         let dir = self.root().container_dir(id);
@@ -151,4 +243,17 @@ pub(crate) fn seccomp_and_console(
         None => None,
     };
     Ok((seccomp, console))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_env;
+
+    #[test]
+    fn env_entries_replace_those_of_the_same_name_in_order() {
+        let base = ["PATH=/bin", "A=1", "B=2"].map(String::from);
+        let over = ["A=x", "C=3"].map(String::from);
+        assert_eq!(merge_env(&base, &over), ["PATH=/bin", "B=2", "A=x", "C=3"]);
+        assert_eq!(merge_env(&base, &[]), base);
+    }
 }

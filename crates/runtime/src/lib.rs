@@ -17,6 +17,7 @@ mod container;
 pub mod error;
 mod exec;
 pub mod features;
+pub mod foreground;
 pub mod fs;
 mod hooks;
 pub mod init;
@@ -35,6 +36,6 @@ mod sync;
 
 pub use container::{CreateOptions, Created, Runtime};
 pub use error::{Error, Result};
-pub use exec::ExecOptions;
+pub use exec::{merge_env, ExecOptions, ExecOverrides};
 pub use oci_spec::runtime as oci;
 pub use state::{OciState, Status};

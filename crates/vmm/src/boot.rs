@@ -73,9 +73,37 @@ fn kernel_err(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Open a kernel or initrd for reading, refusing anything but a regular file: opening a
+/// FIFO blocks until a writer appears (O_NONBLOCK returns at once instead), and a device
+/// such as /dev/zero would be read until guest memory is full.
+pub fn open_regular(path: &Path) -> std::result::Result<File, String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("open: {e}"))?;
+    let t = f.metadata().map_err(|e| format!("stat: {e}"))?.file_type();
+    if t.is_file() {
+        return Ok(f);
+    }
+    let kind = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a socket"
+    };
+    Err(format!("is {kind}, not a regular file"))
+}
+
 /// Detects the format from the magic numbers and loads the kernel into `mem`.
 pub fn load_kernel(mem: &GuestMem, path: &Path) -> Result<LoadedKernel> {
-    let mut f = File::open(path).map_err(|e| kernel_err(path, format!("open: {e}")))?;
+    let mut f = open_regular(path).map_err(|e| kernel_err(path, e))?;
     let mut head = [0u8; 0x206];
     let n = read_up_to(&mut f, &mut head).map_err(|e| kernel_err(path, format!("read: {e}")))?;
     let format = if n >= 4 && head[..4] == *b"\x7fELF" {
@@ -150,7 +178,7 @@ pub fn load_initrd(
         path: path.to_path_buf(),
         reason,
     };
-    let mut f = File::open(path).map_err(|e| err(format!("open: {e}")))?;
+    let mut f = open_regular(path).map_err(err)?;
     let size = f.metadata().map_err(|e| err(format!("stat: {e}")))?.len();
     let max = kernel
         .setup_header

@@ -348,7 +348,7 @@ fn virtio_devices(
         ));
     }
     if cfg.rng {
-        devices.push(("virtio-rng", Box::new(Rng), None));
+        devices.push(("virtio-rng", Box::new(Rng::default()), None));
     }
     if let Some(v) = &cfg.vsock {
         let dev = Vsock::new(v.guest_cid, &v.uds)?;

@@ -503,6 +503,7 @@ fn status_text(c: &Container) -> String {
             Some(code) => format!("Exited ({code}) {} ago", since(&c.state.finished_at)),
             None => "Exited (unknown)".into(),
         },
+        Status::Dead => "Dead".into(),
     }
 }
 

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use berth_runtime::oci::Process;
-use berth_runtime::{ExecOptions, Runtime};
+use berth_runtime::{ExecOptions, ExecOverrides, Runtime};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -64,77 +64,35 @@ fn process_of(rt: &Runtime, a: &Args) -> anyhow::Result<Process> {
         return serde_json::from_slice(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
     }
-    if a.command.is_empty() {
-        bail!("exec: give a command or --process");
-    }
-    let mut p = rt.base_process(&a.id)?;
-    let mut v = serde_json::to_value(&p)?;
-    v["args"] = serde_json::json!(a.command);
-    v["terminal"] = serde_json::json!(a.tty);
-    if let Some(cwd) = &a.cwd {
-        v["cwd"] = serde_json::json!(cwd);
-    }
-    if !a.env.is_empty() {
-        let env = v["env"]
-            .as_array_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        let mut env: Vec<serde_json::Value> = env
-            .into_iter()
-            .filter(|e| {
-                let key = e
-                    .as_str()
-                    .and_then(|s| s.split_once('='))
-                    .map(|(k, _)| k)
-                    .unwrap_or("");
-                !a.env
-                    .iter()
-                    .any(|n| n.split_once('=').map(|(k, _)| k) == Some(key))
-            })
-            .collect();
-        env.extend(a.env.iter().map(|e| serde_json::json!(e)));
-        v["env"] = serde_json::json!(env);
-    }
-    if let Some(user) = &a.user {
-        let (uid, gid) = user
-            .split_once(':')
-            .map(|(u, g)| (u, Some(g)))
-            .unwrap_or((user, None));
-        v["user"]["uid"] =
-            serde_json::json!(uid.parse::<u32>().context("--user: uid must be numeric")?);
-        if let Some(g) = gid {
-            v["user"]["gid"] =
-                serde_json::json!(g.parse::<u32>().context("--user: gid must be numeric")?);
+    let (uid, gid) = match &a.user {
+        None => (None, None),
+        Some(user) => {
+            let (u, g) = user
+                .split_once(':')
+                .map_or((user.as_str(), None), |(u, g)| (u, Some(g)));
+            let uid = u.parse::<u32>().context("--user: uid must be numeric")?;
+            let gid = g
+                .map(|g| g.parse::<u32>().context("--user: gid must be numeric"))
+                .transpose()?;
+            (Some(uid), gid)
         }
-    }
-    if !a.additional_gids.is_empty() {
-        v["user"]["additionalGids"] = serde_json::json!(a.additional_gids);
-    }
-    for cap in &a.cap {
-        let name = if cap.to_ascii_uppercase().starts_with("CAP_") {
-            cap.to_ascii_uppercase()
-        } else {
-            format!("CAP_{}", cap.to_ascii_uppercase())
-        };
-        for set in ["bounding", "effective", "permitted"] {
-            let list = v["capabilities"][set].as_array_mut();
-            match list {
-                Some(l) => l.push(serde_json::json!(name)),
-                None => v["capabilities"][set] = serde_json::json!([name]),
-            }
-        }
-    }
-    if a.no_new_privs {
-        v["noNewPrivileges"] = serde_json::json!(true);
-    }
-    if let Some(p) = &a.apparmor {
-        v["apparmorProfile"] = serde_json::json!(p);
-    }
-    if let Some(l) = &a.process_label {
-        v["selinuxLabel"] = serde_json::json!(l);
-    }
-    p = serde_json::from_value(v).map_err(|e| anyhow::anyhow!("exec: {e}"))?;
-    Ok(p)
+    };
+    Ok(rt.exec_process(
+        &a.id,
+        &ExecOverrides {
+            args: a.command.clone(),
+            terminal: a.tty,
+            cwd: a.cwd.clone(),
+            env: a.env.clone(),
+            uid,
+            gid,
+            additional_gids: a.additional_gids.clone(),
+            capabilities: a.cap.clone(),
+            no_new_privileges: a.no_new_privs,
+            apparmor_profile: a.apparmor.clone(),
+            selinux_label: a.process_label.clone(),
+        },
+    )?)
 }
 
 pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
@@ -150,10 +108,9 @@ pub fn run(rt: &Runtime, a: &Args) -> anyhow::Result<u8> {
         return Ok(0);
     }
     // The exec'd process is a grandchild: become its subreaper to collect its status.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let mask = super::run::forwarded_signals();
+    berth_runtime::foreground::become_subreaper();
+    let mask = berth_runtime::foreground::signal_mask();
     mask.thread_block()?;
     let pid = rt.exec(&a.id, &opts)?;
-    super::run::wait_forwarding(pid, &mask)
+    Ok(berth_runtime::foreground::wait_for(pid, Some(&mask), None)?.unwrap_or(255) as u8)
 }

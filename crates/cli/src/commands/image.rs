@@ -208,6 +208,36 @@ fn human_size(n: u64) -> String {
     }
 }
 
+/// A duration the way docker words it (go-units' HumanDuration): "3 minutes",
+/// "About an hour", "2 days", "5 weeks".
+pub(crate) fn human_duration(secs: i64) -> String {
+    let hours = (secs + 1800) / 3600; // rounded, as Go's d.Round(time.Hour)
+    match secs {
+        i64::MIN..=0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", secs / 60),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
+    }
+}
+
+/// CREATED of `berth images`: "2 days ago", or "N/A" without a valid timestamp.
+fn created_ago(created: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    match created.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+        Some(t) => format!(
+            "{} ago",
+            human_duration((now - t.with_timezone(&chrono::Utc)).num_seconds())
+        ),
+        None => "N/A".into(),
+    }
+}
+
 pub fn images(a: &ImagesArgs) -> anyhow::Result<u8> {
     let list = a.store.open()?.list()?;
     if a.format == "json" {
@@ -229,7 +259,7 @@ pub fn images(a: &ImagesArgs) -> anyhow::Result<u8> {
     );
     for s in &list {
         let id = short_id(&s.id.to_string(), a.no_trunc);
-        let created = s.created.clone().unwrap_or_else(|| "N/A".into());
+        let created = created_ago(s.created.as_deref(), chrono::Utc::now());
         let size = human_size(s.size);
         let names: Vec<(String, String)> = s
             .names
@@ -444,6 +474,12 @@ pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
         out!("Deleted: {id}");
     }
     let r = store.prune()?;
+    if r.containers_removed > 0 {
+        out!(
+            "Deleted {} containers whose creation was interrupted",
+            r.containers_removed
+        );
+    }
     out!(
         "Deleted {} blobs and {} snapshots\nTotal reclaimed space: {}",
         r.blobs_removed,
@@ -456,5 +492,58 @@ pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
 pub fn system(a: &SystemArgs) -> anyhow::Result<u8> {
     match &a.command {
         SystemCommand::Prune(p) => prune(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_docker() {
+        for (secs, want) in [
+            (-5, "Less than a second"),
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (60, "About a minute"),
+            (119, "About a minute"),
+            (180, "3 minutes"),
+            (3599, "59 minutes"),
+            (3600, "About an hour"),
+            (5399, "About an hour"),
+            (5400, "2 hours"),
+            (47 * 3600, "47 hours"),
+            (2 * 86400, "2 days"),
+            (13 * 86400, "13 days"),
+            (14 * 86400, "2 weeks"),
+            (59 * 86400, "8 weeks"),
+            (60 * 86400, "2 months"),
+            (729 * 86400, "24 months"),
+            (730 * 86400, "2 years"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs} s");
+        }
+    }
+
+    #[test]
+    fn created_column() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-03T00:03:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            created_ago(Some("2026-01-03T00:00:00Z"), now),
+            "3 minutes ago"
+        );
+        assert_eq!(
+            created_ago(Some("2026-01-01T00:03:00+00:00"), now),
+            "2 days ago"
+        );
+        assert_eq!(
+            created_ago(Some("1970-01-01T00:00:00Z"), now),
+            "56 years ago"
+        );
+        assert_eq!(created_ago(Some("yesterday"), now), "N/A");
+        assert_eq!(created_ago(None, now), "N/A");
     }
 }

@@ -35,6 +35,8 @@ pub enum Cmd {
     /// Remove networks no container is attached to.
     #[command(alias = "remove")]
     Rm(NamesArgs),
+    /// Remove every network of berth's that no container is attached to.
+    Prune,
 }
 
 #[derive(clap::Args, Debug)]
@@ -130,6 +132,12 @@ pub fn run(root: &std::path::Path, a: &Args) -> anyhow::Result<u8> {
                 .map(|n| engine.network_inspect(n))
                 .collect::<Result<_, _>>()?;
             out!("{}", serde_json::to_string_pretty(&all)?);
+            Ok(0)
+        }
+        Cmd::Prune => {
+            for name in engine.network_prune()? {
+                out!("{name}");
+            }
             Ok(0)
         }
         Cmd::Rm(n) => {

@@ -112,11 +112,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 impl BusDevice for Rtc {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        if offset == 1 {
+        if let (1, Some(b)) = (offset, data.first_mut()) {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            data[0] = self.register(self.index, now);
+            *b = self.register(self.index, now);
         }
     }
     fn write(&mut self, offset: u64, data: &[u8]) {

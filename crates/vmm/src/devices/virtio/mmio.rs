@@ -1,4 +1,8 @@
 //! virtio-mmio transport, register layout of the virtio 1.x spec section 4.2.2.
+//!
+//! When a device reports a queue the driver broke ([`super::QueueError`]) the transport
+//! sets DEVICE_NEEDS_RESET, raises a configuration-change interrupt (virtio 1.2 section
+//! 2.1.2) and uses none of the device's queues until the driver resets it.
 
 use crate::memory::GuestMem;
 use virtio_queue::{Queue, QueueT};
@@ -13,8 +17,10 @@ const VENDOR: u32 = 0x4854_5245; // "ERTH"
 
 const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_NEEDS_RESET: u32 = 0x40;
 const STATUS_FAILED: u32 = 0x80;
 const INT_USED_RING: u32 = 1;
+const INT_CONFIG: u32 = 2;
 
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
@@ -71,18 +77,36 @@ impl MmioTransport {
         if !self.queues_usable() || index as usize >= self.queues.len() {
             return;
         }
-        let mut used = self
+        let r = self
             .device
-            .notify(index as u16, &mut self.queues, &self.mem);
-        used |= self.device.poll(&mut self.queues, &self.mem);
-        self.interrupt_if(used);
+            .notify(index as u16, &mut self.queues, &self.mem)
+            .and_then(|used| Ok(used | self.device.poll(&mut self.queues, &self.mem)?));
+        self.finish(r);
     }
 
     /// Device-initiated work (backend threads call this when their sockets wake them).
     pub fn service(&mut self) {
         if self.queues_usable() {
-            let used = self.device.poll(&mut self.queues, &self.mem);
-            self.interrupt_if(used);
+            let r = self.device.poll(&mut self.queues, &self.mem);
+            self.finish(r);
+        }
+    }
+
+    /// Interrupts for used buffers, or enters DEVICE_NEEDS_RESET for a broken queue.
+    fn finish(&mut self, r: super::QueueResult) {
+        match r {
+            Ok(used) => self.interrupt_if(used),
+            Err(e) => {
+                // Once per reset: the queues are not used again until then.
+                tracing::warn!(
+                    "virtio device type {}: {e}; device needs reset",
+                    self.device.device_type()
+                );
+                self.status |= STATUS_NEEDS_RESET;
+                // Chains completed before the broken one are in the used ring too.
+                self.interrupt_status |= INT_CONFIG | INT_USED_RING;
+                let _ = self.irq.trigger();
+            }
         }
     }
 
@@ -90,7 +114,7 @@ impl MmioTransport {
     /// unused (a driver may leave, say, the vsock event queue off).
     fn queues_usable(&self) -> bool {
         self.status & STATUS_DRIVER_OK != 0
-            && self.status & STATUS_FAILED == 0
+            && self.status & (STATUS_FAILED | STATUS_NEEDS_RESET) == 0
             && self
                 .queues
                 .iter()
@@ -187,7 +211,8 @@ impl MmioTransport {
                 return;
             }
         }
-        self.status = v;
+        // DEVICE_NEEDS_RESET is the device's to set; only a reset (0) clears it.
+        self.status = v | (self.status & STATUS_NEEDS_RESET);
     }
 }
 
@@ -214,5 +239,92 @@ impl BusDevice for MmioTransport {
                 self.write_reg(offset, u32::from_le_bytes(bytes));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::{QueueError, QueueResult, VIRTIO_F_VERSION_1};
+    use crate::memory::{GuestRam, Region};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A device whose queue is broken by the driver on every notification.
+    struct Broken(Arc<AtomicU32>);
+
+    impl VirtioDevice for Broken {
+        fn device_type(&self) -> u32 {
+            2
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[8]
+        }
+        fn features(&self) -> u64 {
+            VIRTIO_F_VERSION_1
+        }
+        fn read_config(&self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn notify(&mut self, _q: u16, _qs: &mut [Queue], _m: &GuestMem) -> QueueResult {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(QueueError::TooLong { head: 0, size: 8 })
+        }
+    }
+
+    fn write(t: &mut MmioTransport, offset: u64, v: u32) {
+        t.write(offset, &v.to_le_bytes());
+    }
+
+    fn read(t: &mut MmioTransport, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn a_broken_queue_sets_needs_reset_until_the_driver_resets() {
+        let ram = GuestRam::new(
+            &[Region {
+                start: 0,
+                size: 1 << 20,
+            }],
+            false,
+        )
+        .unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let dev = Box::new(Broken(calls.clone()));
+        let mut t = MmioTransport::new(dev, ram.memory().clone(), IrqLine::new(5).unwrap());
+        let setup = |t: &mut MmioTransport| {
+            write(t, 0x070, 1 | 2);
+            write(t, 0x024, 1);
+            write(t, 0x020, 1);
+            write(t, 0x070, 1 | 2 | STATUS_FEATURES_OK);
+            write(t, 0x030, 0);
+            write(t, 0x038, 8);
+            write(t, 0x080, 0x1000);
+            write(t, 0x090, 0x2000);
+            write(t, 0x0a0, 0x3000);
+            write(t, 0x044, 1);
+            write(t, 0x070, 1 | 2 | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        };
+        setup(&mut t);
+        write(&mut t, 0x050, 0);
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_ne!(read(&mut t, 0x070) & STATUS_NEEDS_RESET, 0);
+        assert_eq!(read(&mut t, 0x060), INT_CONFIG | INT_USED_RING);
+        // The driver cannot clear the bit by writing its own status, and the device's
+        // queues are left alone meanwhile.
+        write(&mut t, 0x070, 1 | 2 | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        assert_ne!(read(&mut t, 0x070) & STATUS_NEEDS_RESET, 0);
+        write(&mut t, 0x050, 0);
+        t.service();
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        // A reset brings the device back.
+        write(&mut t, 0x070, 0);
+        assert_eq!(read(&mut t, 0x070), 0);
+        setup(&mut t);
+        write(&mut t, 0x050, 0);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 }

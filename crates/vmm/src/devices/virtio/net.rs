@@ -1,6 +1,14 @@
 //! virtio-net over an existing (or newly created) tap device. The tap speaks virtio's
 //! own 12-byte header (IFF_VNET_HDR with TUNSETVNETHDRSZ 12), so frames pass through
 //! unchanged; no offloads are offered or enabled.
+//!
+//! Limits: a frame is at most [`MAX_FRAME`] bytes with its virtio-net header, in both
+//! directions. A transmit chain longer than that (or with no frame after the header, or a
+//! buffer outside guest memory) is returned to the guest unsent with used length 0 and
+//! counted ([`VirtioDevice::refused`]); a received frame that does not fit the guest's
+//! buffer is dropped and the buffer returned empty. Frames pass through two buffers of
+//! `MAX_FRAME` bytes the device owns, one per direction; at most one received frame waits
+//! for a guest buffer, the rest stay in the tap.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -12,7 +20,10 @@ use crate::memory::GuestMem;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::{drain_queue, read_config_bytes, VirtioDevice, TYPE_NET, VIRTIO_F_VERSION_1};
+use super::{
+    add_used, drain_queue, next_chain, read_config_bytes, DescChain, QueueResult, VirtioDevice,
+    TYPE_NET, VIRTIO_F_VERSION_1,
+};
 use crate::error::{Error, Result};
 
 const RXQ: usize = 0;
@@ -20,16 +31,21 @@ const TXQ: usize = 1;
 const F_MAC: u64 = 1 << 5;
 /// struct virtio_net_hdr_v1: 10 bytes of offload fields, then le16 num_buffers.
 const VNET_HDR_LEN: usize = 12;
-/// Largest frame read from the tap (no offloads: MTU-sized frames plus VLAN tag).
-const MAX_FRAME: usize = VNET_HDR_LEN + 65_550;
+/// Largest frame with its header, either way (no offloads: 65535-byte MTU frames plus
+/// the Ethernet header and a VLAN tag fit).
+pub const MAX_FRAME: usize = VNET_HDR_LEN + 65_550;
 const TAP_TOKEN: u64 = 0;
 
 pub struct Net {
     tap: File,
     mac: [u8; 6],
     epoll: Arc<Epoll>,
-    /// A frame read from the tap while the guest had no rx buffer.
-    pending: Option<Vec<u8>>,
+    /// Frames to and from the tap pass through these.
+    tx_buf: Vec<u8>,
+    rx_buf: Vec<u8>,
+    /// Length of the frame in `rx_buf` read while the guest had no rx buffer.
+    pending: Option<usize>,
+    refused: u64,
 }
 
 impl Net {
@@ -98,7 +114,10 @@ impl Net {
             tap,
             mac,
             epoll: Arc::new(epoll),
+            tx_buf: vec![0u8; MAX_FRAME],
+            rx_buf: vec![0u8; MAX_FRAME],
             pending: None,
+            refused: 0,
         })
     }
 
@@ -110,23 +129,49 @@ impl Net {
         self.mac
     }
 
-    fn read_frame(&mut self) -> Option<Vec<u8>> {
-        if let Some(f) = self.pending.take() {
-            return Some(f);
+    /// The length of the next frame from the tap, now in `rx_buf`.
+    fn read_frame(&mut self) -> Option<usize> {
+        if let Some(n) = self.pending.take() {
+            return Some(n);
         }
-        let mut buf = vec![0u8; MAX_FRAME];
         loop {
-            match self.tap.read(&mut buf) {
+            match self.tap.read(&mut self.rx_buf) {
                 Ok(n) if n >= VNET_HDR_LEN => {
-                    buf.truncate(n);
                     // The tap fills the 10-byte header; num_buffers is ours to set.
-                    buf[10..12].copy_from_slice(&1u16.to_le_bytes());
-                    return Some(buf);
+                    self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+                    return Some(n);
                 }
                 Ok(_) => return None,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }
+        }
+    }
+
+    /// Sends the frame in a transmit chain to the tap, within the limits.
+    fn transmit(&mut self, chain: &DescChain, mem: &GuestMem) {
+        let len = chain.readable_len();
+        let refuse = if len > MAX_FRAME as u64 {
+            Some("longer than the largest frame")
+        } else if len <= VNET_HDR_LEN as u64 {
+            Some("no frame after the header")
+        } else if chain.check_memory(mem).is_err() {
+            Some("buffer outside guest memory")
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            self.refused += 1;
+            tracing::debug!(
+                "virtio-net: tx chain {} ({len} bytes) dropped: {why}",
+                chain.head()
+            );
+            return;
+        }
+        let frame = &mut self.tx_buf[..len as usize];
+        if chain.read_at(mem, 0, frame).is_ok_and(|n| n == frame.len()) {
+            // A full tap queue drops the frame, as a congested link would.
+            let _ = self.tap.write(frame);
         }
     }
 }
@@ -144,50 +189,43 @@ impl VirtioDevice for Net {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.mac, offset, data);
     }
-    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> bool {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> QueueResult {
         // rx notifications mean "new buffers": `poll`, called next, fills them.
         if usize::from(queue) != TXQ {
-            return false;
+            return Ok(false);
         }
         let Some(txq) = queues.get_mut(TXQ) else {
-            return false;
+            return Ok(false);
         };
-        let tap = &mut self.tap;
         drain_queue(txq, mem, |chain| {
-            let mut frame = Vec::new();
-            if let Ok(mut r) = chain.reader(mem) {
-                if r.read_to_end(&mut frame).is_ok() && frame.len() > VNET_HDR_LEN {
-                    // A full tap queue drops the frame, as a congested link would.
-                    let _ = tap.write(&frame);
-                }
-            }
+            self.transmit(chain, mem);
             0
         })
     }
-    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMem) -> bool {
+    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMem) -> QueueResult {
         let Some(rxq) = queues.get_mut(RXQ).filter(|q| q.ready()) else {
-            return false;
+            return Ok(false);
         };
         let mut used = false;
-        while let Some(frame) = self.read_frame() {
-            let Some(chain) = rxq.pop_descriptor_chain(mem) else {
-                self.pending = Some(frame);
+        while let Some(n) = self.read_frame() {
+            let Some(chain) = next_chain(rxq, mem)? else {
+                self.pending = Some(n);
                 break;
             };
-            let head = chain.head_index();
-            let len = match chain.writer(mem) {
-                Ok(mut w) if w.available_bytes() >= frame.len() => {
-                    w.write_all(&frame).map_or(0, |_| frame.len())
-                }
-                // Too small for the frame: drop it, hand the buffer back empty.
-                _ => 0,
+            let frame = &self.rx_buf[..n];
+            let fits = chain.writable_len() >= n as u64 && chain.check_memory(mem).is_ok();
+            // Too small for the frame: drop it, hand the buffer back empty.
+            let len = match fits {
+                true => chain.write_at(mem, 0, frame).unwrap_or(0),
+                false => 0,
             };
-            if let Err(e) = rxq.add_used(mem, head, len as u32) {
-                tracing::warn!("virtio-net: add_used({head}): {e}");
-                break;
-            }
+            // At most MAX_FRAME bytes.
+            add_used(rxq, mem, chain.head(), len as u32)?;
             used = true;
         }
-        used
+        Ok(used)
+    }
+    fn refused(&self) -> u64 {
+        self.refused
     }
 }

@@ -11,6 +11,18 @@
 //! more than its advertised buffer space (`buf_alloc - (tx_cnt - fwd_cnt)`), and we
 //! advertise `BUF_ALLOC` with `fwd_cnt` counting bytes written to the host socket, so the
 //! bytes held for a slow host program stay below `BUF_ALLOC` per connection.
+//!
+//! Limits: a packet from the guest carries at most [`MAX_PKT`] bytes of payload (Linux's
+//! `VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`); a longer one, one whose length exceeds its chain,
+//! or one with a buffer outside guest memory is dropped, counted, and its connection
+//! reset. A guest that sends beyond the credit we gave it (more than `BUF_ALLOC` bytes
+//! waiting for the host program) has that connection reset, so at most `BUF_ALLOC` bytes
+//! wait per connection toward the host and at most `MAX_PAYLOAD` toward the guest
+//! (whatever `buf_alloc` the guest claims). At most [`MAX_CONNS`] connections (and host
+//! handshakes) exist at once. Replies without payload are queued once per (connection,
+//! op); while [`CONTROL_MAX`] of them wait for rx buffers, transmit chains stay in the
+//! ring until the guest takes the replies.
+//!
 //! All sockets are non-blocking; a backend thread ([`crate::devices::backend::Backend`]) wakes on the epoll set and
 //! calls the transport's `service`, which lands in [`VirtioDevice::poll`].
 
@@ -26,7 +38,10 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::ByteValued;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::{drain_queue, read_config_bytes, Chain, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
+use super::{
+    add_used, next_chain, read_config_bytes, DescChain, QueueError, QueueResult, VirtioDevice,
+    TYPE_VSOCK, VIRTIO_F_VERSION_1,
+};
 use crate::devices::backend::STOP_TOKEN;
 use crate::error::{Error, Result};
 
@@ -42,13 +57,19 @@ const OP_CREDIT_REQUEST: u16 = 7;
 /// SHUTDOWN flags: no more receiving | no more sending.
 const SHUTDOWN_BOTH: u32 = 3;
 
-const RXQ: usize = 0;
 const TXQ: usize = 1;
 const HDR_LEN: u32 = std::mem::size_of::<Header>() as u32;
 /// Receive buffer we advertise per connection.
 const BUF_ALLOC: u32 = 256 * 1024;
-/// Largest payload read from a host socket per packet.
+/// Largest payload read from a host socket per packet, and the most held for the guest
+/// per connection.
 const MAX_PAYLOAD: usize = 64 * 1024;
+/// Largest payload accepted from the guest in one packet.
+pub const MAX_PKT: u32 = 64 * 1024;
+/// Connections (established, awaiting a response, or in the host handshake) at once.
+pub const MAX_CONNS: usize = 128;
+/// Payload-less replies waiting for rx buffers before transmit processing pauses.
+pub const CONTROL_MAX: usize = 512;
 /// Host ports handed to host-initiated connections count up from here.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// Longest `CONNECT <port>\n` line accepted.
@@ -146,9 +167,9 @@ impl Conn {
     fn fill_from_host(&mut self) {
         while !self.host_eof
             && self.state == State::Established
-            && self.to_guest.len() < self.credit()
+            && self.to_guest.len() < self.credit().min(MAX_PAYLOAD)
         {
-            let want = (self.credit() - self.to_guest.len()).min(MAX_PAYLOAD);
+            let want = self.credit().min(MAX_PAYLOAD) - self.to_guest.len();
             let start = self.to_guest.len();
             self.to_guest.resize(start + want, 0);
             let r = self.stream.read(&mut self.to_guest[start..]);
@@ -179,6 +200,9 @@ pub struct Vsock {
     /// Packets without payload for the guest: (key, op, flags).
     control: VecDeque<(Key, u16, u32)>,
     next_port: u32,
+    /// Transmit processing paused on a full `control` queue.
+    tx_stalled: bool,
+    refused: u64,
 }
 
 impl Vsock {
@@ -221,6 +245,8 @@ impl Vsock {
             handshakes: Vec::new(),
             control: VecDeque::new(),
             next_port: FIRST_LOCAL_PORT,
+            tx_stalled: false,
+            refused: 0,
         })
     }
 
@@ -261,18 +287,71 @@ impl Vsock {
 
     fn rst(&mut self, key: Key) {
         self.conns.remove(&key);
-        self.control.push_back((key, OP_RST, 0));
+        self.push_control(key, OP_RST, 0);
     }
 
-    /// One packet from the guest.
-    fn handle_tx(&mut self, hdr: Header, data: Vec<u8>) {
+    /// Queues a payload-less reply unless the same one already waits.
+    fn push_control(&mut self, key: Key, op: u16, flags: u32) {
+        if !self.control.iter().any(|&(k, o, _)| k == key && o == op) {
+            self.control.push_back((key, op, flags));
+        }
+    }
+
+    /// Transmit chains, while replies have room (see the module docs).
+    fn drain_tx(&mut self, txq: &mut Queue, mem: &GuestMem) -> QueueResult {
+        let mut used = false;
+        for _ in 0..txq.size() {
+            if self.control.len() >= CONTROL_MAX {
+                self.tx_stalled = true;
+                break;
+            }
+            let Some(chain) = next_chain(txq, mem)? else {
+                break;
+            };
+            self.handle_packet(&chain, mem);
+            add_used(txq, mem, chain.head(), 0)?;
+            used = true;
+        }
+        Ok(used)
+    }
+
+    /// One transmit chain: its header, checked against the limits, then the packet.
+    fn handle_packet(&mut self, chain: &DescChain, mem: &GuestMem) {
+        let mut hdr = Header::default();
+        if !chain
+            .read_at(mem, 0, hdr.as_mut_slice())
+            .is_ok_and(|n| n == HDR_LEN as usize)
+        {
+            self.refused += 1;
+            tracing::debug!("vsock: tx chain {} has no header", chain.head());
+            return;
+        }
+        let len = hdr.len;
+        let room = chain.readable_len() - u64::from(HDR_LEN);
+        if len > MAX_PKT || u64::from(len) > room || chain.check_memory(mem).is_err() {
+            self.refused += 1;
+            tracing::debug!(
+                "vsock: tx chain {} ({len}-byte payload) refused",
+                chain.head()
+            );
+            let key = (hdr.dst_port, hdr.src_port);
+            if self.conns.contains_key(&key) {
+                self.rst(key);
+            }
+            return;
+        }
+        self.handle_tx(hdr, chain, mem);
+    }
+
+    /// One packet from the guest (payload checked by `handle_packet`).
+    fn handle_tx(&mut self, hdr: Header, chain: &DescChain, mem: &GuestMem) {
         let (src_cid, dst_cid, type_, op) = (hdr.src_cid, hdr.dst_cid, hdr.type_, hdr.op);
         if src_cid != self.cid || dst_cid != HOST_CID {
             return;
         }
         let key = (hdr.dst_port, hdr.src_port);
         if type_ != TYPE_STREAM {
-            self.control.push_back((key, OP_RST, 0));
+            self.push_control(key, OP_RST, 0);
             return;
         }
         if let Some(c) = self.conns.get_mut(&key) {
@@ -295,8 +374,17 @@ impl Vsock {
             },
             OP_RW => match self.conns.get_mut(&key) {
                 Some(c) if c.state == State::Established => {
-                    c.to_host.extend_from_slice(&data);
-                    if !c.flush() {
+                    let len = hdr.len as usize;
+                    let start = c.to_host.len();
+                    if start + len > BUF_ALLOC as usize {
+                        // Beyond the credit we gave: the guest ignores flow control.
+                        self.refused += 1;
+                        self.rst(key);
+                        return;
+                    }
+                    c.to_host.resize(start + len, 0);
+                    let read = chain.read_at(mem, u64::from(HDR_LEN), &mut c.to_host[start..]);
+                    if !read.is_ok_and(|n| n == len) || !c.flush() {
                         self.rst(key);
                     }
                 }
@@ -306,13 +394,13 @@ impl Vsock {
                 if let Some(mut c) = self.conns.remove(&key) {
                     c.flush();
                 }
-                self.control.push_back((key, OP_RST, 0));
+                self.push_control(key, OP_RST, 0);
             }
             OP_RST => {
                 self.conns.remove(&key);
             }
             OP_CREDIT_REQUEST if self.conns.contains_key(&key) => {
-                self.control.push_back((key, OP_CREDIT_UPDATE, 0))
+                self.push_control(key, OP_CREDIT_UPDATE, 0)
             }
             OP_CREDIT_UPDATE | OP_CREDIT_REQUEST => {}
             _ => self.rst(key),
@@ -325,14 +413,19 @@ impl Vsock {
             self.rst(key);
             return;
         }
+        if self.conns.len() + self.handshakes.len() >= MAX_CONNS {
+            self.refused += 1;
+            self.push_control(key, OP_RST, 0);
+            return;
+        }
         let path = format!("{}_{}", self.uds.display(), key.0);
         match UnixStream::connect(&path) {
             Ok(s) if self.watch(&s) => {
                 self.conns
                     .insert(key, Conn::new(s, State::Established, hdr));
-                self.control.push_back((key, OP_RESPONSE, 0));
+                self.push_control(key, OP_RESPONSE, 0);
             }
-            _ => self.control.push_back((key, OP_RST, 0)),
+            _ => self.push_control(key, OP_RST, 0),
         }
     }
 
@@ -341,7 +434,8 @@ impl Vsock {
         loop {
             match self.listener.accept() {
                 Ok((s, _)) => {
-                    if self.watch(&s) {
+                    // Over the limit the host program sees its connection closed.
+                    if self.conns.len() + self.handshakes.len() < MAX_CONNS && self.watch(&s) {
                         self.handshakes.push(Handshake {
                             stream: s,
                             line: Vec::new(),
@@ -367,7 +461,7 @@ impl Vsock {
                         key,
                         Conn::new(h.stream, State::AwaitingResponse, &Header::default()),
                     );
-                    self.control.push_back((key, OP_REQUEST, 0));
+                    self.push_control(key, OP_REQUEST, 0);
                 }
             }
         }
@@ -375,7 +469,7 @@ impl Vsock {
 
     /// Moves bytes between the host sockets and the per-connection buffers.
     fn pump_host(&mut self) {
-        let mut broken = Vec::new();
+        let (mut broken, mut credit, mut shutdown) = (Vec::new(), Vec::new(), Vec::new());
         for (&key, c) in self.conns.iter_mut() {
             if !c.flush() {
                 broken.push(key);
@@ -383,16 +477,22 @@ impl Vsock {
             }
             c.fill_from_host();
             if c.fwd_cnt.wrapping_sub(c.fwd_cnt_sent) >= BUF_ALLOC / 4 {
-                self.control.push_back((key, OP_CREDIT_UPDATE, 0));
+                credit.push(key);
             }
             if c.host_eof && c.to_guest.is_empty() && !c.shutdown_sent {
                 c.shutdown_sent = true;
                 if c.state == State::Established {
-                    self.control.push_back((key, OP_SHUTDOWN, SHUTDOWN_BOTH));
+                    shutdown.push(key);
                 } else {
                     broken.push(key);
                 }
             }
+        }
+        for key in credit {
+            self.push_control(key, OP_CREDIT_UPDATE, 0);
+        }
+        for key in shutdown {
+            self.push_control(key, OP_SHUTDOWN, SHUTDOWN_BOTH);
         }
         for key in broken {
             self.rst(key);
@@ -400,46 +500,63 @@ impl Vsock {
     }
 
     /// Writes one packet into the next rx chain; false when the guest has no buffer.
-    fn deliver(&mut self, rxq: &mut Queue, mem: &GuestMem, key: Key, op: u16, flags: u32) -> bool {
-        let Some(chain) = rxq.pop_descriptor_chain(mem) else {
-            return false;
+    fn deliver(
+        &mut self,
+        rxq: &mut Queue,
+        mem: &GuestMem,
+        key: Key,
+        op: u16,
+        flags: u32,
+    ) -> std::result::Result<bool, QueueError> {
+        let Some(chain) = next_chain(rxq, mem)? else {
+            return Ok(false);
         };
-        let head = chain.head_index();
-        let len = self.write_packet(chain, mem, key, op, flags);
-        if let Err(e) = rxq.add_used(mem, head, len) {
-            tracing::warn!("vsock: add_used({head}): {e}");
-        }
-        true
+        let len = self.write_packet(&chain, mem, key, op, flags);
+        add_used(rxq, mem, chain.head(), len)?;
+        Ok(true)
     }
 
+    /// Returns the bytes written: header and payload, or 0 for an unusable buffer.
     fn write_packet(
         &mut self,
-        chain: Chain<'_>,
+        chain: &DescChain,
         mem: &GuestMem,
         key: Key,
         op: u16,
         flags: u32,
     ) -> u32 {
-        let Ok(mut w) = chain.writer(mem) else {
+        let room = chain.writable_len().saturating_sub(u64::from(HDR_LEN));
+        if chain.writable_len() < u64::from(HDR_LEN) || chain.check_memory(mem).is_err() {
+            self.refused += 1;
             return 0;
-        };
-        let room = w.available_bytes().saturating_sub(HDR_LEN as usize);
+        }
         let payload = match (op, self.conns.get(&key)) {
-            (OP_RW, Some(c)) => c.to_guest.len().min(room).min(c.credit()),
+            // At most MAX_PAYLOAD bytes are ever held.
+            (OP_RW, Some(c)) => c.to_guest.len().min(c.credit()).min(room as usize),
             _ => 0,
         };
         let hdr = self.header(key, op, flags, payload as u32);
-        if w.write_obj(hdr).is_err() {
+        if !chain
+            .write_at(mem, 0, hdr.as_slice())
+            .is_ok_and(|n| n == HDR_LEN as usize)
+        {
             return 0;
         }
+        let mut written = HDR_LEN;
         if let Some(c) = self.conns.get_mut(&key) {
             c.fwd_cnt_sent = c.fwd_cnt;
-            if payload > 0 && w.write_all(&c.to_guest[..payload]).is_ok() {
+            let data = &c.to_guest[..payload];
+            if payload > 0
+                && chain
+                    .write_at(mem, u64::from(HDR_LEN), data)
+                    .is_ok_and(|n| n == payload)
+            {
                 c.to_guest.drain(..payload);
                 c.tx_cnt = c.tx_cnt.wrapping_add(payload as u32);
+                written += payload as u32;
             }
         }
-        w.bytes_written() as u32
+        written
     }
 }
 
@@ -474,17 +591,6 @@ fn read_handshake(h: &mut Handshake) -> HandshakeStep {
     }
 }
 
-fn read_packet(chain: Chain<'_>, mem: &GuestMem) -> Option<(Header, Vec<u8>)> {
-    let mut r = chain.reader(mem).ok()?;
-    let hdr: Header = r.read_obj().ok()?;
-    let len = (hdr.len as usize)
-        .min(r.available_bytes())
-        .min(BUF_ALLOC as usize);
-    let mut data = vec![0u8; len];
-    r.read_exact(&mut data).ok()?;
-    Some((hdr, data))
-}
-
 impl Drop for Vsock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.uds);
@@ -504,40 +610,47 @@ impl VirtioDevice for Vsock {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.cid.to_le_bytes(), offset, data);
     }
-    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> bool {
+    fn notify(&mut self, queue: u16, queues: &mut [Queue], mem: &GuestMem) -> QueueResult {
         // rx notifications only mean "new buffers": `poll`, called next, fills them.
         if usize::from(queue) != TXQ {
-            return false;
+            return Ok(false);
         }
-        let Some(txq) = queues.get_mut(TXQ) else {
-            return false;
-        };
-        let mut packets = Vec::new();
-        let used = drain_queue(txq, mem, |chain| {
-            packets.extend(read_packet(chain, mem));
-            0
-        });
-        for (hdr, data) in packets {
-            self.handle_tx(hdr, data);
+        match queues.get_mut(TXQ) {
+            Some(txq) => self.drain_tx(txq, mem),
+            None => Ok(false),
         }
-        used
     }
-    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMem) -> bool {
-        let Some(rxq) = queues.get_mut(RXQ).filter(|q| q.ready()) else {
-            return false;
+    fn poll(&mut self, queues: &mut [Queue], mem: &GuestMem) -> QueueResult {
+        // Queues in order: rx, tx, event.
+        let [rxq, txq, ..] = queues else {
+            return Ok(false);
         };
+        if !rxq.ready() {
+            return Ok(false);
+        }
         let mut used = false;
-        // Delivering frees buffer space (more host bytes may be read) and can expose an
-        // EOF (a SHUTDOWN to send), so repeat until a round delivers nothing.
+        // Delivering frees buffer space (more host bytes may be read), can expose an EOF
+        // (a SHUTDOWN to send) and makes room for paused transmit chains, so repeat until
+        // a round delivers nothing.
         loop {
             self.accept_host_connections();
             self.pump_host();
-            match self.deliver_all(rxq, mem) {
-                Delivered::Nothing => return used,
+            let delivered = self.deliver_all(rxq, mem)?;
+            let resume = self.tx_stalled && self.control.len() < CONTROL_MAX && txq.ready();
+            if resume {
+                self.tx_stalled = false;
+                used |= self.drain_tx(txq, mem)?;
+            }
+            match delivered {
+                Delivered::Nothing if !resume => return Ok(used),
+                Delivered::Nothing => {}
                 Delivered::Some => used = true,
-                Delivered::OutOfBuffers => return true,
+                Delivered::OutOfBuffers => return Ok(true),
             }
         }
+    }
+    fn refused(&self) -> u64 {
+        self.refused
     }
 }
 
@@ -549,15 +662,19 @@ enum Delivered {
 
 impl Vsock {
     /// Control packets first, then data, while the guest has rx buffers.
-    fn deliver_all(&mut self, rxq: &mut Queue, mem: &GuestMem) -> Delivered {
+    fn deliver_all(
+        &mut self,
+        rxq: &mut Queue,
+        mem: &GuestMem,
+    ) -> std::result::Result<Delivered, QueueError> {
         let mut any = false;
         while let Some(&(key, op, flags)) = self.control.front() {
-            if !self.deliver(rxq, mem, key, op, flags) {
-                return if any {
+            if !self.deliver(rxq, mem, key, op, flags)? {
+                return Ok(if any {
                     Delivered::OutOfBuffers
                 } else {
                     Delivered::Nothing
-                };
+                });
             }
             self.control.pop_front();
             any = true;
@@ -569,19 +686,19 @@ impl Vsock {
             .map(|(k, _)| *k)
             .collect();
         for key in ready {
-            if !self.deliver(rxq, mem, key, OP_RW, 0) {
-                return if any {
+            if !self.deliver(rxq, mem, key, OP_RW, 0)? {
+                return Ok(if any {
                     Delivered::OutOfBuffers
                 } else {
                     Delivered::Nothing
-                };
+                });
             }
             any = true;
         }
-        if any {
+        Ok(if any {
             Delivered::Some
         } else {
             Delivered::Nothing
-        }
+        })
     }
 }
