@@ -735,3 +735,62 @@ fn names_resolve_on_a_user_network_through_aardvark_dns() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn a_run_killed_in_the_middle_of_add_is_undone_by_rm() {
+    let Some(mut env) = Env::new() else { return };
+    let pidfile = env.path("slow.pid");
+    // Fake plugin: ADD hangs (after the real bridge plugin made the veth and took a
+    // lease) until the test kills berth; DEL succeeds.
+    env.fake_plugin(
+        "slow",
+        &format!(
+            "cat >/dev/null; [ \"$CNI_COMMAND\" = DEL ] && exit 0\necho $$ > {}; exec sleep 600",
+            pidfile.display()
+        ),
+    );
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "slowlist",
+        "plugins": [
+            {"type": "bridge", "bridge": "slowbr0", "isGateway": true,
+             "ipam": {"type": "host-local", "subnet": "10.239.0.0/24", "dataDir": env.path("data/cni/networks")}},
+            {"type": "slow"}
+        ]
+    });
+    std::fs::create_dir_all(env.path("cni")).unwrap();
+    std::fs::write(env.path("cni/slowlist.conflist"), conf.to_string()).unwrap();
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", env.ns))
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["run", "--rm", "--network", "slowlist", IMAGE, "true"])
+        .env("BERTH_DATA_ROOT", env.path("data"))
+        .env("BERTH_ROOT", env.path("run"))
+        .env("BERTH_CNI_CONFIG_DIR", env.path("cni"))
+        .env("BERTH_CNI_PATH", &env.cni_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !pidfile.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let plugin_pid = std::fs::read_to_string(&pidfile).expect("the slow plugin ran");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The plugin runs in a process group of its own: it outlives berth.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(plugin_pid.trim().parse().unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_ne!(env.veths(), "", "bridge's veth is there");
+    assert!(!env.leases().is_empty());
+    let ids = env.ok(&["ps", "-aq", "--no-trunc"]);
+    let id = ids
+        .split_whitespace()
+        .next()
+        .expect("the interrupted container is listed");
+    env.ok(&["rm", "-f", id]);
+    env.assert_clean();
+}

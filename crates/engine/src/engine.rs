@@ -183,6 +183,7 @@ impl Engine {
                     status: Status::Dead,
                     ..State::default()
                 },
+                network: None,
                 id: b.id,
             });
         }
@@ -424,6 +425,11 @@ impl Engine {
             .unwrap_or_else(|| c.clone());
         if c.network.as_ref().is_some_and(|n| n.attached) {
             self.network_down(&mut fresh);
+        }
+        // A create killed between CNI ADD and its metadata recorded nothing: its result
+        // cache and namespace still say what to undo.
+        if let Err(e) = net::sweep(&self.net, &c.id) {
+            tracing::warn!(id = c.id, error = %e, "sweeping the network");
         }
         if let Err(e) = self.store.remove_bundle(&c.id) {
             tracing::warn!(id = c.id, error = %e, "removing the container");

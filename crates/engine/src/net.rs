@@ -240,6 +240,33 @@ pub(crate) fn detach(s: &NetSettings, id: &str, st: &mut NetState) -> Result<()>
     Ok(rm?)
 }
 
+/// Undo whatever a create killed half way may have left for container `id` without
+/// recording it: cached CNI attachments (DEL from the cache), its aardvark-dns records,
+/// its namespace.
+pub(crate) fn sweep(s: &NetSettings, id: &str) -> Result<()> {
+    let netns = s.netns_dir.join(id);
+    let mut first = None;
+    for (network, ifname) in s.cni.cached_for(id) {
+        if let Some(dns) = &s.dns {
+            let _ = dns.remove(&network, id);
+        }
+        let req = Request {
+            container_id: id.to_string(),
+            netns: netns.exists().then(|| netns.clone()),
+            ifname,
+            ..Default::default()
+        };
+        if let Err(e) = s.cni.detach(&network, &req, None) {
+            first.get_or_insert(e);
+        }
+    }
+    let rm = NetNs { path: netns }.remove();
+    match first {
+        Some(e) => Err(e.into()),
+        None => Ok(rm?),
+    }
+}
+
 /// Write hosts, hostname and resolv.conf into `dir` and bind them over the image's.
 pub(crate) fn etc_files(
     spec: &mut Value,

@@ -1,7 +1,8 @@
 //! CNI 1.0 operations on a configuration list: ADD, DEL, CHECK and VERSION, with the
 //! per-plugin `name`/`cniVersion`/`prevResult`/`runtimeConfig` injection the spec
 //! describes, and libcni's result cache so DEL and CHECK work after the network's
-//! configuration changed or was removed.
+//! configuration changed or was removed. The cache entry is written before the first
+//! ADD (without a result), so a caller killed mid-chain leaves something to DEL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -212,6 +213,19 @@ impl Cni {
                 &net.name,
             )?;
         }
+        // Cached before the first plugin runs (with no result yet), so a caller killed
+        // in the middle of the chain leaves a record that a later DEL can undo.
+        let mut cached = Cached {
+            kind: "cniCacheV1".into(),
+            container_id: req.container_id.clone(),
+            if_name: req.ifname.clone(),
+            network_name: net.name.clone(),
+            config: net.to_json(),
+            cni_args: req.args.clone(),
+            capability_args: req.capabilities.clone(),
+            result: Value::Null,
+        };
+        self.write_cache(&cached)?;
         let mut prev: Option<Value> = None;
         for (i, p) in net.plugins.iter().enumerate() {
             let conf = Cni::plugin_config(net, p, prev.as_ref(), req);
@@ -225,24 +239,19 @@ impl Cni {
                     if let Err(u) = self.del_chain(&undo, req, prev.as_ref()) {
                         tracing::debug!(error = %u, "undoing a failed ADD");
                     }
+                    // Every plugin was asked to undo; the record only served a caller
+                    // killed before this point.
+                    let _ = self.remove_cache(&net.name, req);
                     return Err(e);
                 }
             }
         }
         let raw = prev.unwrap_or(Value::Null);
         let result: CniResult = serde_json::from_value(raw.clone()).unwrap_or_default();
-        let cached = Cached {
-            kind: "cniCacheV1".into(),
-            container_id: req.container_id.clone(),
-            if_name: req.ifname.clone(),
-            network_name: net.name.clone(),
-            config: net.to_json(),
-            cni_args: req.args.clone(),
-            capability_args: req.capabilities.clone(),
-            result: raw.clone(),
-        };
+        cached.result = raw.clone();
         if let Err(e) = self.write_cache(&cached) {
             let _ = self.del_chain(net, req, Some(&raw));
+            let _ = self.remove_cache(&net.name, req);
             return Err(e);
         }
         Ok(Attachment {
@@ -260,6 +269,14 @@ impl Cni {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(c).expect("cache serializes")).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)
+    }
+
+    fn remove_cache(&self, network: &str, req: &Request) -> Result<()> {
+        let path = self.cache_path(network, &req.container_id, &req.ifname);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
+            _ => Ok(()),
+        }
     }
 
     fn read_cache(&self, network: &str, req: &Request) -> Result<Option<Cached>> {
@@ -310,22 +327,24 @@ impl Cni {
                 None => return Ok(()),
             },
         };
+        // A record cached before an ADD that never finished has no result: DEL without
+        // prevResult, as the spec allows.
+        let prev = prev.filter(|p| !p.is_null());
         self.del_chain(&net, &req, prev.as_ref())?;
-        let path = self.cache_path(name, &req.container_id, &req.ifname);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
-            _ => Ok(()),
-        }
+        self.remove_cache(name, &req)
     }
 
     /// CHECK the attachment against the cached result (spec 0.4.0+; skipped when the
     /// list sets `disableCheck`).
     pub fn check(&self, name: &str, req: &Request) -> Result<()> {
-        let c = self.read_cache(name, req)?.ok_or_else(|| Error::Invalid {
-            what: "CNI CHECK",
-            value: format!("{name}/{}", req.container_id),
-            reason: "no cached ADD result for this container".into(),
-        })?;
+        let c = self
+            .read_cache(name, req)?
+            .filter(|c| !c.result.is_null())
+            .ok_or_else(|| Error::Invalid {
+                what: "CNI CHECK",
+                value: format!("{name}/{}", req.container_id),
+                reason: "no cached ADD result for this container".into(),
+            })?;
         let net = Network::parse(&serde_json::to_vec(&c.config).expect("json"), None)?;
         if !net.supports_check() {
             return Ok(());
@@ -362,6 +381,24 @@ impl Cni {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The (network, ifname) pairs with a cached result for this container: what a
+    /// sweep after an interrupted create must DEL.
+    pub fn cached_for(&self, container_id: &str) -> Vec<(String, String)> {
+        let mid = format!("-{container_id}-");
+        let Ok(dir) = std::fs::read_dir(&self.cache_dir) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let at = name.find(&mid)?;
+                let ifname = &name[at + mid.len()..];
+                (!ifname.is_empty() && !ifname.ends_with(".tmp"))
+                    .then(|| (name[..at].to_string(), ifname.to_string()))
+            })
+            .collect()
     }
 
     /// Whether a result is cached for this container on `network`.

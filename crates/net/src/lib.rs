@@ -14,7 +14,8 @@
 //! * A successful ADD is cached (`<cache>/<network>-<container>-<ifname>`, with the
 //!   configuration list and arguments), and DEL and CHECK use the cache, so they work
 //!   after the network's file changed or was removed. DEL removes the entry only once
-//!   every plugin succeeded.
+//!   every plugin succeeded. The entry is written (without a result) before the first
+//!   ADD, so a caller killed mid-chain leaves a record a later DEL can use.
 //! * A namespace made by [`NetNs::create`] is an nsfs bind mount on a file; it lives
 //!   until [`NetNs::remove`], independent of any process.
 //! * Names on user networks are served by one aardvark-dns for all networks
