@@ -319,8 +319,10 @@ impl Server {
         let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&here)).collect();
         assert!(leaked.is_empty(), "mounts left: {leaked:#?}");
         for id in ids {
-            for ctl in ["memory", "pids", "cpu"] {
-                let p = Path::new("/sys/fs/cgroup").join(ctl).join("berth").join(id);
+            for ctl in ["memory", "pids", "cpu", "unified", ""] {
+                let p = Path::new("/sys/fs/cgroup")
+                    .join(ctl)
+                    .join(format!("berth-{id}"));
                 assert!(!p.exists(), "cgroup left: {}", p.display());
             }
         }
@@ -556,4 +558,82 @@ fn crictl_bad_input_gives_clear_errors() {
     let e = s.crictl_err(&["rmi", &image]);
     assert!(e.contains("no such image"), "{e}");
     s.assert_clean(&[pod]);
+}
+
+/// The CRI security context and resources reach the container: user, read-only root,
+/// read-only bind mount, dropped capabilities, no_new_privs, cgroup limits; a container
+/// over its memory limit reads as OOMKilled.
+#[test]
+fn crictl_security_context_resources_and_oom() {
+    if let Some(why) = missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let s = Server::new(false);
+    let reg = registry(s.dir.path());
+    let image = format!("{}/busybox:latest", reg.addr);
+    s.crictl(&["pull", &image]);
+    let pod_cfg = s.pod_config("p3");
+    let pod = s.crictl(&["runp", &pod_cfg]);
+    let host = s.dir.path().join("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("f"), "hostdata\n").unwrap();
+    let cfg = s.write(
+        "sec.json",
+        &serde_json::json!({
+            "metadata": {"name": "sec"}, "image": {"image": image}, "command": ["sleep", "1000"],
+            "log_path": "sec.log",
+            "mounts": [{"container_path": "/data", "host_path": host, "readonly": true}],
+            "linux": {
+                "resources": {"memory_limit_in_bytes": 33554432, "cpu_quota": 50000, "cpu_period": 100000},
+                "security_context": {"run_as_user": {"value": 1000}, "readonly_rootfs": true, "no_new_privs": true,
+                                     "capabilities": {"drop_capabilities": ["ALL"]}}
+            }
+        }),
+    );
+    let ctr = s.crictl(&["create", &pod, &cfg, &pod_cfg]);
+    s.crictl(&["start", &ctr]);
+    let out = s.crictl(&["exec", "-s", &ctr, "sh", "-c",
+        "id -u; cat /data/f; touch /x 2>&1; touch /data/y 2>&1; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; true"]);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0..2], ["1000", "hostdata"], "{out}");
+    assert!(
+        lines[2].contains("Read-only file system") && lines[3].contains("Read-only file system"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CapEff:\t0000000000000000") && out.contains("NoNewPrivs:\t1"),
+        "{out}"
+    );
+    let v1 = Path::new("/sys/fs/cgroup/memory").join(format!("berth-{ctr}"));
+    if v1.exists() {
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap().trim().to_string();
+        assert_eq!(read(v1.join("memory.limit_in_bytes")), "33554432");
+        let cpu = Path::new("/sys/fs/cgroup/cpu").join(format!("berth-{ctr}"));
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+    }
+    let st = s.inspect(&ctr);
+    assert_eq!(st["status"]["mounts"][0]["containerPath"], "/data", "{st}");
+
+    let oom = s.write(
+        "oom.json",
+        &serde_json::json!({
+            "metadata": {"name": "oom"}, "image": {"image": image},
+            "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+            "linux": {"resources": {"memory_limit_in_bytes": 16777216}}
+        }),
+    );
+    let o = s.crictl(&["create", &pod, &oom, &pod_cfg]);
+    s.crictl(&["start", &o]);
+    wait_until("the OOM kill", Duration::from_secs(30), || {
+        s.inspect(&o)["status"]["state"] == "CONTAINER_EXITED"
+    });
+    let st = s.inspect(&o);
+    assert_eq!(st["status"]["exitCode"], 137, "{st}");
+    assert_eq!(st["status"]["reason"], "OOMKilled", "{st}");
+
+    s.crictl(&["stopp", &pod]);
+    s.crictl(&["rmp", &pod]);
+    s.crictl(&["rmi", &image]);
+    s.assert_clean(&[ctr, o, pod]);
 }
