@@ -30,13 +30,14 @@ fn main() {
         });
         let mut entries = parse(&path, &text);
         entries.sort();
-        writeln!(out, "pub(crate) static {table}: &[(&str, u32)] = &[").unwrap();
+        writeln!(out, "pub(crate) static {table}: &[(&str, u32)] = &[").expect("write to a String");
         for (name, nr) in entries {
-            writeln!(out, "    ({name:?}, {nr:#x}),").unwrap();
+            writeln!(out, "    ({name:?}, {nr:#x}),").expect("write to a String");
         }
         out.push_str("];\n");
     }
-    let dest = PathBuf::from(env::var("OUT_DIR").unwrap()).join("syscall_tables.rs");
+    let dest =
+        PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("syscall_tables.rs");
     fs::write(&dest, out).unwrap_or_else(|e| panic!("{}: {e}", dest.display()));
 }
 

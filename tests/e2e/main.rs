@@ -8,6 +8,7 @@
 //! Every test gets its own bundle and state root (`--root`), unique container ids, and
 //! guards that `delete --force` its containers and undo host-side fixtures on drop, so
 //! tests may run concurrently and in any order.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! image from scripts/build-test-image.sh (built once per test process under the cargo
 //! target tmpdir); a guard `rm -f`s every container it made, checks that no mount is left
 //! under the temp dir, and removes it, even when the test fails.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod hostile;
 

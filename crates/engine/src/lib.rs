@@ -6,7 +6,9 @@
 //! * A container is the directory `<data-root>/containers/<id>/` holding the image
 //!   crate's upper/work dirs and record, `bundle/` (config.json + overlay rootfs), `log`
 //!   and the engine metadata `config.json`. The metadata exists only once the bundle is
-//!   complete; a failed `create` removes everything it made.
+//!   complete; a failed `create` removes everything it made, and one killed half way
+//!   (after the mount, before the metadata) is listed as `Dead` for `rm` to remove (the
+//!   bundle is committed only after the metadata is saved).
 //! * The runtime ID is the engine ID (64 hex digits); names are unique, checked and
 //!   created under `containers.lock`.
 //! * Exactly one process records a container's exit: the foreground CLI, or the detached

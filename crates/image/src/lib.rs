@@ -15,7 +15,15 @@
 //! * Everything `create_bundle` makes (mount, upper/work, volumes) is undone on failure
 //!   and by `remove_bundle`; `prune` never removes what an image or container uses.
 //! * Registry responses are untrusted: every manifest and blob is checked against its
-//!   digest and size before it is stored.
+//!   digest and size before it is stored; a transfer that stalls fails (per-read timeout).
+//! * The data root and its directories are private to their owner (0700): no other host
+//!   user can reach a rootfs, a snapshot or a blob (`Store::open` enforces it).
+//! * Archive and layout inputs are read only from regular files, never beyond their
+//!   descriptor's size; configs, manifests and process arguments have documented limits
+//!   (`oci::MAX_*`), checked before anything is made.
+//! * A bundle is "being created" (its directory flocked by the creator) until
+//!   [`Bundle::commit`]; one whose creator is gone is abandoned, listed by
+//!   `Store::abandoned_bundles` and removed by `prune`, mount included.
 
 pub mod archive;
 pub mod bundle;

@@ -1,5 +1,6 @@
 //! Bundles on real OverlayFS mounts: snapshots shared between containers, whiteouts and
 //! opaque directories applied by the kernel, config.json from the image config, cleanup.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! than their descriptors, and a registry that sends one byte of a blob and then stalls.
 //! Each operation runs on a thread with a generous deadline, so a regression fails the
 //! test instead of hanging it.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 
@@ -413,4 +414,36 @@ fn abandoned_bundle_is_listed_and_pruned_with_its_mount() {
     assert!(common::is_mounted(&held.rootfs) && common::is_mounted(&done.rootfs));
     held.remove().unwrap();
     done.remove().unwrap();
+}
+
+/// docker-archive directories too: a FIFO manifest.json, and a layer that links to
+/// /dev/zero, are refused without reading.
+#[test]
+fn docker_archive_with_fifo_manifest_or_dev_zero_layer_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("docker");
+    fs::create_dir_all(&dir).unwrap();
+    mkfifo(&dir.join("manifest.json"));
+    let e = import_err(t.path(), &dir, Some(dir.join("manifest.json")));
+    assert!(msg(&e).contains("manifest.json: is a FIFO"), "{e}");
+    fs::remove_dir_all(t.path().join("store")).unwrap();
+
+    let config = serde_json::json!({
+        "architecture": oci::host_arch(), "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"").to_string()]},
+    });
+    fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("layer.tar")).unwrap();
+    fs::remove_file(dir.join("manifest.json")).unwrap();
+    fs::write(
+        dir.join("manifest.json"),
+        br#"[{"Config":"config.json","RepoTags":["x:1"],"Layers":["layer.tar"]}]"#,
+    )
+    .unwrap();
+    let e = import_err(t.path(), &dir, None);
+    assert!(msg(&e).contains("layer.tar: is a symlink"), "{e}");
 }

@@ -2,6 +2,7 @@
 //! on a free loopback port, with images pushed by skopeo. Bearer auth uses the registry's
 //! real token verification; the token *issuer* is a small HTTP thread in the test that
 //! signs JWTs with openssl (no token server package exists here).
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 

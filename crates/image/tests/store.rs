@@ -1,5 +1,6 @@
 //! Store, import and export against real files, checked with skopeo where it can read
 //! the result.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 

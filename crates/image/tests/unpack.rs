@@ -1,5 +1,6 @@
 //! Layer unpack against the real filesystem: metadata fidelity, whiteout semantics in both
 //! modes, and a corpus of hostile layers that must be rejected without writing outside.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 

@@ -56,11 +56,8 @@ fn exec_init(memfd: &OwnedFd, ch: &Channel) -> Result<std::convert::Infallible> 
         op: "fcntl".into(),
         source: e,
     })?;
-    let argv = [
-        CString::new("berth").unwrap(),
-        CString::new("init").unwrap(),
-    ];
-    let mut env = vec![CString::new(format!("{INIT_FD_ENV}={fd}")).unwrap()];
+    let argv = [c"berth".to_owned(), c"init".to_owned()];
+    let mut env = vec![CString::new(format!("{INIT_FD_ENV}={fd}")).expect("no NUL in a number")];
     if let Ok(level) = std::env::var("_BERTH_LOG_LEVEL") {
         env.push(CString::new(format!("_BERTH_LOG_LEVEL={level}")).unwrap_or_default());
     }

@@ -242,7 +242,7 @@ impl Libseccomp {
                     })
                     .collect();
                 for name in rule.names() {
-                    let name = CString::new(name.as_str()).unwrap();
+                    let name = CString::new(name.as_str()).expect("syscall names have no NUL");
                     let nr = (self.resolve)(name.as_ptr());
                     if nr == -1 {
                         continue;

@@ -3,6 +3,7 @@
 //!
 //! Other test threads may hold the allocator lock when we fork, so a child only makes raw
 //! syscalls (`Filter::install` does not allocate) and leaves with `_exit`.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use std::arch::asm;
 use std::io;

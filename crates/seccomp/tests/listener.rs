@@ -1,5 +1,6 @@
 //! `send_listener` against a real unix socket: the agent side receives the
 //! ContainerProcessState JSON and the fd, which refers to the same open file.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use std::io::{IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

@@ -1,5 +1,6 @@
 //! The vCPU thread confinement, tested in a child process (this test binary re-executed)
 //! because a seccomp violation kills the whole process.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -18,10 +19,8 @@ fn child(what: &str) {
         // Allowed: write to an open fd, getrandom.
         let mut b = [0u8; 8];
         // SAFETY: valid buffer and length.
-        assert_eq!(
-            unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) },
-            8
-        );
+        let got = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        assert_eq!(got, 8);
         println!("confined");
         if what == "forbidden" {
             // SAFETY: plain syscall without pointers; the filter kills the process here.

@@ -1,6 +1,7 @@
 //! End-to-end tests on this host's /dev/kvm with the freestanding guest in guests/.
 //! Each test boots a VM through the ELF loader, the long-mode entry state and the
 //! zero page, and checks what the guest reports on its serial console.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 

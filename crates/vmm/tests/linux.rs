@@ -1,6 +1,7 @@
 //! Loading the host's Debian kernel: bzImage parsing, zero page, ACPI, irqchip on this
 //! machine's KVM. The kernel itself cannot boot on PVM (its ring 0 is emulated), so the
 //! run is stopped from the host after the vCPUs have entered the guest.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use std::path::PathBuf;
 

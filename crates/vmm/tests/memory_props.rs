@@ -1,6 +1,7 @@
 //! Property tests for the guest memory map (the EPT properties of the theory):
 //! regions disjoint, gpa -> hva injective and inside each region's mapping, and
 //! disjoint between two live VMs of one process.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use berth_vmm::memory::{check_layout, GuestRam, Region};
 use proptest::prelude::*;

@@ -1,5 +1,6 @@
 //! virtio-net over a tap, in a private network namespace so no host interface is touched:
 //! the guest's frame appears on the tap, and a frame sent on the tap reaches the guest.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 mod common;
 

@@ -8,6 +8,7 @@
 //!   net-transmit twin, each refused with an error and a bounded footprint.
 //! - `fuzz_*`: random descriptor tables, chains and available rings for each device: no
 //!   panic, bounded allocation, and a used ring that matches a reference model.
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
