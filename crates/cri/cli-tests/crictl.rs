@@ -6,6 +6,8 @@
 //! Needs root, crictl (/work/shared/tools/crictl or $CRICTL), docker-registry, skopeo,
 //! umoci; skipped with a message when one is missing.
 
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -211,6 +213,23 @@ impl Server {
         });
     }
 
+    /// SIGTERM: the server must exit 0 and take its socket with it.
+    fn terminate(&mut self) {
+        let mut c = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = c.wait().unwrap();
+        assert!(
+            status.success(),
+            "server exit on SIGTERM: {status}\n{}",
+            self.log()
+        );
+        assert!(!self.socket().exists(), "socket left after SIGTERM");
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -370,6 +389,10 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     let reg = registry(s.dir.path());
     let image = format!("{}/busybox:latest", reg.addr);
 
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "socket mode");
+
     // Version, info, images.
     assert!(s.crictl(&["version"]).contains("RuntimeName:  berth"));
     s.crictl(&["info"]);
@@ -472,6 +495,7 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     s.crictl(&["rmi", &image]);
     assert!(!s.crictl(&["images"]).contains("busybox"));
     s.assert_clean(&[ctr, fail, pod]);
+    s.terminate();
 }
 
 /// Unknown IDs, removed pods and missing images give clear errors, and stop/remove of
