@@ -448,6 +448,12 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     let raw = std::fs::read_to_string(s.dir.path().join("logs/p1/c1.log")).unwrap();
     assert!(raw.lines().any(|l| l.ends_with(" stdout F hello")), "{raw}");
 
+    // Rotation as kubelet does it: rename, then ReopenContainerLog (crictl logs -r).
+    let log = s.dir.path().join("logs/p1/c1.log");
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    s.crictl_out(&["logs", "-r", &ctr]);
+    assert!(log.exists(), "ReopenContainerLog creates the new file");
+
     // The server dies; the container does not, and a new server finds everything.
     s.kill9();
     s.start();
@@ -462,7 +468,11 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     assert_eq!(st["status"]["state"], "CONTAINER_EXITED", "{st}");
     assert_eq!(st["status"]["exitCode"], 0);
     assert_eq!(st["status"]["reason"], "Completed");
-    assert!(String::from_utf8_lossy(&s.crictl_out(&["logs", &ctr]).stdout).contains("bye"));
+    assert_eq!(
+        String::from_utf8_lossy(&s.crictl_out(&["logs", &ctr]).stdout),
+        "bye\n",
+        "written to the reopened file"
+    );
 
     // A container that fails on its own -> Error with its code.
     let fail_cfg = s.container_config("c2", &image, "exit 7");

@@ -148,11 +148,12 @@ impl Cri {
         let linux_cfg = config.linux.clone().unwrap_or_default();
         let sc = linux_cfg.security_context.clone().unwrap_or_default();
         let pid_mode = sc.namespace_options.as_ref().map_or(1, |n| n.pid);
-        if pid_mode == crate::pod::NS_POD || pid_mode == 3 {
-            return Err(Error::Unsupported(format!(
-                "namespace_options.pid {}: only CONTAINER and NODE are supported",
-                if pid_mode == 3 { "TARGET" } else { "POD" }
-            )));
+        // POD cannot reach here from kubelet (such pods are refused), and proto3 makes it
+        // the value of options that leave `pid` out: a PID namespace per container.
+        if pid_mode == 3 {
+            return Err(Error::Unsupported(
+                "namespace_options.pid TARGET: only CONTAINER and NODE are supported".into(),
+            ));
         }
         // Namespaces: join the pod's pinned ones; the host's where the pod has none.
         let joined = |t: &str| -> Option<Option<&PathBuf>> {
@@ -586,6 +587,34 @@ impl Cri {
             .at(dir.join(crate::meta::CONTAINER))?;
         std::fs::remove_dir_all(&dir).at(&dir)?;
         tracing::info!(container = c.id, "removed");
+        Ok(())
+    }
+
+    /// After kubelet renamed the log file away: create it anew and have the monitor
+    /// write there (SIGUSR1). A container that is not running has nothing to reopen.
+    pub fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let c = self.layout.container(id)?;
+        if self.observe(&c)?.state != api::ContainerState::ContainerRunning {
+            return Err(Error::BadState(format!(
+                "container {}: is not running, its log is not written any more",
+                c.id
+            )));
+        }
+        let Some(path) = &c.log_path else {
+            return Ok(());
+        };
+        std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .at(path)?;
+        if c.monitor_pid > 0 && crate::monitor::alive(c.monitor_pid) {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.monitor_pid), Signal::SIGUSR1)
+                .map_err(crate::error::sys(format!(
+                    "signal the monitor {}",
+                    c.monitor_pid
+                )))?;
+        }
         Ok(())
     }
 

@@ -104,13 +104,59 @@ fn entry(stream: &str, partial: bool, line: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Set by SIGUSR1 (ReopenContainerLog, after kubelet rotated the file away).
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_reopen(_: libc::c_int) {
+    REOPEN.store(true, Ordering::SeqCst);
+}
+
+/// SIGUSR1 asks the monitor to reopen its log path; reads are restarted, not failed.
+fn handle_reopen() {
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_reopen),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { nix::sys::signal::sigaction(Signal::SIGUSR1, &action) };
+}
+
+/// The container's log file, shared by the stdout and stderr copiers.
+struct Log {
+    file: Mutex<File>,
+    /// Where it is reopened on SIGUSR1 (`None`: output discarded).
+    path: Option<std::path::PathBuf>,
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).at(parent)?;
+    }
+    File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .at(path)
+}
+
+impl Log {
+    fn write(&self, bytes: &[u8]) {
+        let Ok(mut f) = self.file.lock() else { return };
+        if REOPEN.swap(false, Ordering::SeqCst) {
+            if let Some(new) = self.path.as_deref().and_then(|p| open_log(p).ok()) {
+                *f = new;
+            }
+        }
+        let _ = f.write_all(bytes);
+    }
+}
+
 /// Copy `pipe` into `log` as CRI log entries until EOF.
-fn copy_log(mut pipe: File, stream: &'static str, log: Arc<Mutex<File>>) {
+fn copy_log(mut pipe: File, stream: &'static str, log: Arc<Log>) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut pending: Vec<u8> = Vec::new();
-    let write = |bytes: Vec<u8>| {
-        let _ = log.lock().map(|mut f| f.write_all(&bytes));
-    };
+    let write = |bytes: Vec<u8>| log.write(&bytes);
     loop {
         let n = match pipe.read(&mut buf) {
             Ok(0) => break,
@@ -171,14 +217,12 @@ fn monitor(runtime_root: &Path, dir: &Path, id: &str, mut status: File) -> i32 {
     let created = (|| -> Result<_> {
         let c: Container = meta::read(&dir.join(meta::CONTAINER))?
             .ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
-        let log = match &c.log_path {
-            Some(p) => {
-                if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent).at(parent)?;
-                }
-                File::options().create(true).append(true).open(p).at(p)?
-            }
-            None => dev_null()?,
+        let log = Log {
+            file: Mutex::new(match &c.log_path {
+                Some(p) => open_log(p)?,
+                None => dev_null()?,
+            }),
+            path: c.log_path.clone(),
         };
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
@@ -218,7 +262,8 @@ fn monitor(runtime_root: &Path, dir: &Path, id: &str, mut status: File) -> i32 {
             }
         });
     }
-    let log = Arc::new(Mutex::new(log));
+    handle_reopen();
+    let log = Arc::new(log);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     for (fd, stream) in [(out_r, "stdout"), (err_r, "stderr")] {
         let (log, done) = (log.clone(), done_tx.clone());
@@ -235,7 +280,7 @@ fn monitor(runtime_root: &Path, dir: &Path, id: &str, mut status: File) -> i32 {
     for _ in 0..2 {
         let _ = done_rx.recv_timeout(Duration::from_secs(2));
     }
-    let _ = log.lock().map(|f| f.sync_all());
+    let _ = log.file.lock().map(|f| f.sync_all());
     let exit = Exit {
         code,
         finished_at: meta::now_nanos(),
@@ -319,7 +364,10 @@ mod tests {
     fn log_lines_follow_the_cri_format() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("log");
-        let log = Arc::new(Mutex::new(File::create(&p).unwrap()));
+        let log = Arc::new(Log {
+            file: Mutex::new(File::create(&p).unwrap()),
+            path: Some(p.clone()),
+        });
         let src = d.path().join("in");
         let long = "x".repeat(MAX_LINE + 10);
         std::fs::write(&src, format!("one\ntwo\n{long}\ntail")).unwrap();

@@ -349,6 +349,16 @@ impl RuntimeService for Service {
         }
     }
 
+    async fn reopen_container_log(
+        &self,
+        r: Request<api::ReopenContainerLogRequest>,
+    ) -> Reply<api::ReopenContainerLogResponse> {
+        let id = r.into_inner().container_id;
+        self.run("ReopenContainerLog", move |c| c.reopen_container_log(&id))
+            .await?;
+        Ok(Response::new(api::ReopenContainerLogResponse {}))
+    }
+
     async fn runtime_config(
         &self,
         _r: Request<api::RuntimeConfigRequest>,
