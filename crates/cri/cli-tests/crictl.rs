@@ -456,7 +456,17 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
 
     // The server dies; the container does not, and a new server finds everything.
     s.kill9();
+    // What a server killed inside RunPodSandbox/CreateContainer leaves goes at start.
+    let half_pod = s.root().join("pods").join("f".repeat(64));
+    std::fs::create_dir_all(half_pod.join("ns")).unwrap();
+    std::fs::write(half_pod.join("ns/uts"), "").unwrap();
+    let half_ctr = s.root().join("containers").join("e".repeat(64));
+    std::fs::create_dir_all(half_ctr.join("bundle")).unwrap();
     s.start();
+    assert!(
+        !half_pod.exists() && !half_ctr.exists(),
+        "half-made records swept"
+    );
     assert!(s.crictl(&["ps", "-q"]).contains(&ctr));
     assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_RUNNING");
     assert!(s.crictl(&["pods", "-q"]).contains(&pod));

@@ -71,6 +71,40 @@ impl Cri {
         })
     }
 
+    /// Remove what a server killed inside RunPodSandbox or CreateContainer left before
+    /// it wrote the record: pod directories without `pod.json` (their pinned IPC/UTS
+    /// namespaces) and container directories without `container.json` (bundle, runtime
+    /// state). Called before serving, so no request races it.
+    pub fn sweep(&self) -> Result<()> {
+        for (kind, record) in [("pods", meta::POD), ("containers", meta::CONTAINER)] {
+            let dir = self.config.root.join(kind);
+            let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.join(record).exists() {
+                    continue;
+                }
+                let id = e.file_name().to_string_lossy().into_owned();
+                tracing::warn!(kind, id, "removing what an interrupted create left");
+                if kind == "pods" {
+                    for ns in ["net", "ipc", "uts"] {
+                        pod::unpin(&path.join("ns").join(ns));
+                    }
+                } else {
+                    let _ = self.runtime.delete(&id, true);
+                    let _ = self.store.remove_bundle(&id);
+                }
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "sweep");
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -74,7 +74,7 @@ fn pin_ipc_uts(
 }
 
 /// Unmount and remove a pinned namespace file; one already gone is fine.
-fn unpin(p: &Path) {
+pub(crate) fn unpin(p: &Path) {
     let _ = umount2(p, MntFlags::MNT_DETACH);
     let _ = std::fs::remove_file(p);
 }

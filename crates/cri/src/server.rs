@@ -81,6 +81,7 @@ async fn shutdown_signal() {
 pub fn serve(config: Config) -> Result<()> {
     let _lock = lock_root(&config)?;
     let cri = Arc::new(Cri::open(config.clone())?);
+    cri.sweep()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
