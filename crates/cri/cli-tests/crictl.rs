@@ -655,6 +655,16 @@ fn crictl_security_context_resources_and_oom() {
         assert_eq!(read(v1.join("memory.limit_in_bytes")), "33554432");
         let cpu = Path::new("/sys/fs/cgroup/cpu").join(format!("berth-{ctr}"));
         assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+        s.crictl(&[
+            "update",
+            "--memory",
+            "67108864",
+            "--cpu-quota",
+            "20000",
+            &ctr,
+        ]);
+        assert_eq!(read(v1.join("memory.limit_in_bytes")), "67108864");
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "20000");
     }
     let st = s.inspect(&ctr);
     assert_eq!(st["status"]["mounts"][0]["containerPath"], "/data", "{st}");

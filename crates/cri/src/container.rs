@@ -127,6 +127,31 @@ fn seccomp_of(sc: &api::LinuxContainerSecurityContext, caps: &[String]) -> Resul
     Ok(profile.map(|p| serde_json::to_value(p).expect("profile serializes")))
 }
 
+/// The CRI resources into an OCI `linux.resources` object (zero means unset).
+fn set_resources(r: &mut Value, res: &api::LinuxContainerResources) {
+    if res.memory_limit_in_bytes > 0 {
+        r["memory"] = json!({"limit": res.memory_limit_in_bytes});
+    }
+    let mut cpu = serde_json::Map::new();
+    for (k, v) in [
+        ("period", res.cpu_period),
+        ("quota", res.cpu_quota),
+        ("shares", res.cpu_shares),
+    ] {
+        if v > 0 {
+            cpu.insert(k.into(), json!(v));
+        }
+    }
+    for (k, v) in [("cpus", &res.cpuset_cpus), ("mems", &res.cpuset_mems)] {
+        if !v.is_empty() {
+            cpu.insert(k.into(), json!(v));
+        }
+    }
+    if !cpu.is_empty() {
+        r["cpu"] = Value::Object(cpu);
+    }
+}
+
 fn propagation(p: i32) -> &'static str {
     match api::MountPropagation::try_from(p) {
         Ok(api::MountPropagation::PropagationHostToContainer) => "rslave",
@@ -273,29 +298,7 @@ impl Cri {
         if !pod.sysctls.is_empty() {
             linux["sysctl"] = json!(pod.sysctls);
         }
-        let r = &mut linux["resources"];
-        if res.memory_limit_in_bytes > 0 {
-            r["memory"] = json!({"limit": res.memory_limit_in_bytes});
-        }
-        let mut cpu = serde_json::Map::new();
-        if res.cpu_period > 0 {
-            cpu.insert("period".into(), json!(res.cpu_period));
-        }
-        if res.cpu_quota > 0 {
-            cpu.insert("quota".into(), json!(res.cpu_quota));
-        }
-        if res.cpu_shares > 0 {
-            cpu.insert("shares".into(), json!(res.cpu_shares));
-        }
-        if !res.cpuset_cpus.is_empty() {
-            cpu.insert("cpus".into(), json!(res.cpuset_cpus));
-        }
-        if !res.cpuset_mems.is_empty() {
-            cpu.insert("mems".into(), json!(res.cpuset_mems));
-        }
-        if !cpu.is_empty() {
-            r["cpu"] = Value::Object(cpu);
-        }
+        set_resources(&mut linux["resources"], &res);
         if let Some(profile) = seccomp_of(&sc, &caps)? {
             linux["seccomp"] = profile;
         }
@@ -587,6 +590,28 @@ impl Cri {
             .at(dir.join(crate::meta::CONTAINER))?;
         std::fs::remove_dir_all(&dir).at(&dir)?;
         tracing::info!(container = c.id, "removed");
+        Ok(())
+    }
+
+    /// Change a live container's cgroup limits (in-place pod resize).
+    pub fn update_container_resources(
+        &self,
+        id: &str,
+        res: Option<&api::LinuxContainerResources>,
+    ) -> Result<()> {
+        let c = self.layout.container(id)?;
+        let Some(res) = res else { return Ok(()) };
+        if !res.hugepage_limits.is_empty() || !res.unified.is_empty() {
+            return Err(Error::Unsupported(
+                "resources: hugepage_limits and unified are not supported".into(),
+            ));
+        }
+        let mut v = json!({});
+        set_resources(&mut v, res);
+        let resources = serde_json::from_value(v)
+            .map_err(|e| invalid("linux", format!("invalid resources: {e}")))?;
+        self.runtime.update(&c.id, &resources)?;
+        tracing::info!(container = c.id, "resources updated");
         Ok(())
     }
 

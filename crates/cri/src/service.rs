@@ -349,6 +349,18 @@ impl RuntimeService for Service {
         }
     }
 
+    async fn update_container_resources(
+        &self,
+        r: Request<api::UpdateContainerResourcesRequest>,
+    ) -> Reply<api::UpdateContainerResourcesResponse> {
+        let r = r.into_inner();
+        self.run("UpdateContainerResources", move |c| {
+            c.update_container_resources(&r.container_id, r.linux.as_ref())
+        })
+        .await?;
+        Ok(Response::new(api::UpdateContainerResourcesResponse {}))
+    }
+
     async fn reopen_container_log(
         &self,
         r: Request<api::ReopenContainerLogRequest>,
