@@ -10,6 +10,8 @@
 //! left, then deletes the namespace, even when the test fails. Failure cases that no
 //! real plugin produces on demand use a fake plugin (a shell script in a temp CNI_PATH).
 
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -793,4 +795,36 @@ fn a_run_killed_in_the_middle_of_add_is_undone_by_rm() {
         .expect("the interrupted container is listed");
     env.ok(&["rm", "-f", id]);
     env.assert_clean();
+}
+
+#[test]
+fn the_default_subnet_avoids_routes_in_use() {
+    let Some(env) = Env::new() else { return };
+    // 10.88.0.0/16 (the first candidate, podman's too) is routed on this host already.
+    // (A veth pair inside the test namespace: lo's addresses route in the local table
+    // only, and this kernel has no dummy driver.)
+    ip(&[
+        "-n", &env.ns, "link", "add", "used0", "type", "veth", "peer", "name", "used1",
+    ]);
+    ip(&["-n", &env.ns, "addr", "add", "10.88.0.1/16", "dev", "used0"]);
+    ip(&["-n", &env.ns, "link", "set", "used0", "up"]);
+    ip(&["-n", &env.ns, "link", "set", "used1", "up"]);
+    let ls = env.ok(&["network", "ls"]);
+    assert!(
+        ls.lines().any(|l| l.starts_with("berth ")
+            && l.contains("10.89.0.0/16")
+            && l.contains("10.89.0.1")),
+        "{ls}"
+    );
+    env.ok(&["network", "create", "second"]);
+    let ls = env.ok(&["network", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("second ") && l.contains("10.90.0.0/16")),
+        "{ls}"
+    );
+    let route = env.ok(&["run", "--rm", IMAGE, "ip", "route"]);
+    assert!(route.starts_with("default via 10.89.0.1"), "{route}");
+    // The guard counts veths as leftovers: this one is the test's own.
+    ip(&["-n", &env.ns, "link", "del", "used0"]);
 }

@@ -7,6 +7,8 @@
 //!
 //! Run with `cargo test -p berth-net --test cni`.
 
+#![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

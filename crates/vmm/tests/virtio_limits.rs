@@ -440,6 +440,55 @@ fn any_case() -> impl Strategy<Value = Case> {
         })
 }
 
+/// Like [`any_case`] but without structural breakage (no indirect flag, `next` inside the
+/// queue, a sane available index), so more chains reach the request logic; loops remain
+/// possible.
+fn well_formed_case() -> impl Strategy<Value = Case> {
+    let end = u64::from(FUZZ_MIB) << 20;
+    let desc = (any_desc(end), 0u16..4, 0u16..FUZZ_QUEUE)
+        .prop_map(|((addr, len, _, _), flags, next)| (addr, len, flags, next));
+    (
+        prop::collection::vec(desc, usize::from(FUZZ_QUEUE)),
+        prop::collection::vec(0u16..FUZZ_QUEUE, 0..=usize::from(FUZZ_QUEUE)),
+        any_case(),
+    )
+        .prop_map(|(descs, heads, c)| Case {
+            descs,
+            heads,
+            avail_idx: None,
+            data: c.data,
+        })
+}
+
+/// A receive queue of single writable buffers of random sizes (some too small for a
+/// packet header, some outside guest memory), away from the transmit data pages.
+fn rx_case() -> impl Strategy<Value = Case> {
+    let addr = prop_oneof![
+        6 => (0u64..64).prop_map(|k| DATA + 0x40_0000 + k * 0x1000),
+        1 => Just(1u64 << 40),
+    ];
+    let len = prop_oneof![
+        Just(0u32),
+        Just(8),
+        Just(43),
+        Just(44),
+        Just(100),
+        Just(4096),
+        Just(70_000)
+    ];
+    let desc = (addr, len).prop_map(|(a, l)| (a, l, F_WRITE, 0));
+    (
+        prop::collection::vec(desc, usize::from(FUZZ_QUEUE)),
+        prop::collection::vec(0u16..FUZZ_QUEUE, 0..=usize::from(FUZZ_QUEUE)),
+    )
+        .prop_map(|(descs, heads)| Case {
+            descs,
+            heads,
+            avail_idx: None,
+            data: vec![0; 512],
+        })
+}
+
 /// What a correct device must do with a chain: the reference model of a split-ring walk.
 /// Some(writable bytes) for a usable chain, None for one that breaks the queue.
 fn model_chain(c: &Case, head: u16) -> Option<u64> {
@@ -613,12 +662,12 @@ fn fuzz_net_transmit() {
 fn vsock_headers(mem: &GuestMem, c: &Case) {
     for k in 0..64usize {
         let b = &c.data[k * 8..k * 8 + 8];
-        let len = match b[3] % 6 {
-            0 => 0u32,
-            1 => u32::from(b[4]) * 16,
-            2 => 64 << 10,
-            3 => (64 << 10) + 1,
-            4 => u32::MAX,
+        let len = match b[3] % 9 {
+            0..=2 => 0u32,
+            3 | 4 => u32::from(b[4]) * 16,
+            5 => 64 << 10,
+            6 => (64 << 10) + 1,
+            7 => u32::MAX,
             _ => u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
         };
         let mut h = [0u8; 44];
@@ -640,9 +689,10 @@ fn fuzz_vsock_packets_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("v.sock");
     let mut replies = 0;
-    fuzz_with((any_case(), any_case()), cases(), |mem, (rc, c)| {
+    let tx_case = prop_oneof![any_case(), well_formed_case()];
+    fuzz_with((rx_case(), tx_case), cases(), |mem, (rc, c)| {
         let mut dev = Vsock::new(3, &sock).unwrap();
-        // Replies to the packets land in the chains of a second random queue.
+        // Replies to the packets land in random receive buffers.
         let rx = lay_out(mem, rc, 0x8000);
         let tx = lay_out(mem, c, 0);
         vsock_headers(mem, c);
