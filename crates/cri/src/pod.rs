@@ -99,6 +99,29 @@ fn resolv_conf(dns: Option<&api::DnsConfig>) -> Result<String> {
     }
 }
 
+/// The pod's host ports as CNI's `portMappings` capability (for the portmap plugin);
+/// mappings without a host port need no plumbing.
+fn port_mappings(ports: &[api::PortMapping]) -> Vec<serde_json::Value> {
+    ports
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| {
+            let protocol = match api::Protocol::try_from(p.protocol) {
+                Ok(api::Protocol::Udp) => "udp",
+                Ok(api::Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            };
+            let mut m = serde_json::json!({
+                "hostPort": p.host_port, "containerPort": p.container_port, "protocol": protocol,
+            });
+            if !p.host_ip.is_empty() {
+                m["hostIP"] = serde_json::json!(p.host_ip);
+            }
+            m
+        })
+        .collect()
+}
+
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 64
@@ -268,7 +291,13 @@ impl Cri {
             if let Some(net) = self.cni_network()? {
                 pod.network = Some(net.name.clone());
                 self.layout.save_pod(pod)?;
-                let att = self.cni.attach(&net, &self.cni_request(pod))?;
+                let mut req = self.cni_request(pod);
+                let ports = port_mappings(&config.port_mappings);
+                if !ports.is_empty() {
+                    req.capabilities
+                        .insert("portMappings".into(), serde_json::Value::Array(ports));
+                }
+                let att = self.cni.attach(&net, &req)?;
                 pod.ip = att.ipv4().map(|(a, _)| a.to_string());
             } else {
                 tracing::warn!(
@@ -435,5 +464,49 @@ fn metadata(n: &Names) -> api::PodSandboxMetadata {
         uid: n.uid.clone(),
         namespace: n.namespace.clone(),
         attempt: n.attempt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_become_the_portmap_capability() {
+        let m = port_mappings(&[
+            api::PortMapping {
+                protocol: api::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 5353,
+                host_ip: "127.0.0.1".into(),
+            },
+            api::PortMapping {
+                container_port: 80,
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(
+            m,
+            [
+                serde_json::json!({"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"})
+            ]
+        );
+    }
+
+    #[test]
+    fn resolv_conf_from_the_dns_config() {
+        let d = api::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            resolv_conf(Some(&d)).unwrap(),
+            "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+        assert!(valid_hostname("web-0.example") && !valid_hostname("a b") && !valid_hostname(""));
     }
 }
