@@ -862,6 +862,162 @@ mod tests {
         );
     }
 
+    /// A Cri on temp dirs and a pod record with pinned namespaces at made-up paths.
+    fn fixture(d: &Path, host_network: bool) -> (Cri, crate::meta::Pod) {
+        let cfg = crate::Config::load(None, Some("unix:///nonexistent/cri.sock"), Some(d)).unwrap();
+        let cri = Cri::open(cfg).unwrap();
+        let ns = |n: &str| (!host_network).then(|| d.join("ns").join(n));
+        let pod = crate::meta::Pod {
+            id: "p".repeat(64),
+            names: Names::default(),
+            created_at: 0,
+            state: PodState::Ready,
+            labels: Default::default(),
+            annotations: Default::default(),
+            hostname: "podhost".into(),
+            log_directory: String::new(),
+            netns: ns("net"),
+            ipcns: ns("ipc"),
+            utsns: ns("uts"),
+            network: None,
+            ip: None,
+            cgroup_parent: String::new(),
+            sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+            resolv_conf: Some(d.join("resolv.conf")),
+        };
+        (cri, pod)
+    }
+
+    fn spec_for(cri: &Cri, pod: &crate::meta::Pod, config: &api::ContainerConfig) -> Result<Value> {
+        let rootfs = tempfile::tempdir().unwrap();
+        let image = berth_image::oci::RunConfig {
+            cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let base = berth_image::spec::build_spec(
+            &image,
+            &berth_image::RunOverrides::default(),
+            rootfs.path(),
+            "c1",
+            &[],
+        )
+        .unwrap();
+        let (spec, _) = cri.apply(&base, &"c".repeat(64), pod, config)?;
+        Ok(serde_json::to_value(spec).unwrap())
+    }
+
+    #[test]
+    fn the_container_config_reaches_the_spec() {
+        let d = tempfile::tempdir().unwrap();
+        let (cri, pod) = fixture(d.path(), false);
+        let host = d.path().join("data");
+        let config = api::ContainerConfig {
+            mounts: vec![api::Mount {
+                container_path: "/data".into(),
+                host_path: host.display().to_string(),
+                readonly: true,
+                propagation: api::MountPropagation::PropagationHostToContainer as i32,
+                ..Default::default()
+            }],
+            linux: Some(api::LinuxContainerConfig {
+                resources: Some(api::LinuxContainerResources {
+                    memory_limit_in_bytes: 64 << 20,
+                    cpu_quota: 50_000,
+                    cpu_period: 100_000,
+                    oom_score_adj: 500,
+                    ..Default::default()
+                }),
+                security_context: Some(api::LinuxContainerSecurityContext {
+                    capabilities: Some(api::Capability {
+                        add_capabilities: vec!["NET_BIND_SERVICE".into()],
+                        drop_capabilities: vec!["ALL".into()],
+                        ..Default::default()
+                    }),
+                    readonly_rootfs: true,
+                    seccomp: Some(api::SecurityProfile::default()), // RuntimeDefault
+                    namespace_options: Some(api::NamespaceOption {
+                        pid: NS_NODE,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let v = spec_for(&cri, &pod, &config).unwrap();
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        let path_of = |t: &str| {
+            ns.iter()
+                .find(|n| n["type"] == t)
+                .map(|n| n["path"].clone())
+        };
+        assert_eq!(path_of("network"), Some(json!(d.path().join("ns/net"))));
+        assert_eq!(path_of("ipc"), Some(json!(d.path().join("ns/ipc"))));
+        assert_eq!(path_of("uts"), Some(json!(d.path().join("ns/uts"))));
+        assert_eq!(
+            path_of("mount"),
+            Some(Value::Null),
+            "a mount namespace of its own"
+        );
+        assert_eq!(path_of("pid"), None, "pid NODE: the host's");
+        assert!(
+            v.get("hostname").is_none(),
+            "the pinned UTS namespace has it"
+        );
+        assert!(host.is_dir(), "a missing host path becomes a directory");
+        let mounts = v["mounts"].as_array().unwrap();
+        let dests: Vec<&str> = mounts
+            .iter()
+            .filter_map(|m| m["destination"].as_str())
+            .collect();
+        assert!(dests.contains(&"/etc/resolv.conf") && dests.contains(&"/etc/hostname"));
+        let data = mounts.iter().find(|m| m["destination"] == "/data").unwrap();
+        assert_eq!(data["options"], json!(["rbind", "rslave", "ro"]));
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            json!(["CAP_NET_BIND_SERVICE"])
+        );
+        assert_eq!(v["process"]["noNewPrivileges"], false);
+        assert_eq!(v["process"]["oomScoreAdj"], 500);
+        assert!(v["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("HOSTNAME=podhost")));
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+
+        // Host network, no seccomp profile: no network namespace, no filter.
+        let (cri, pod) = fixture(d.path(), true);
+        let v = spec_for(&cri, &pod, &api::ContainerConfig::default()).unwrap();
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns
+            .iter()
+            .any(|n| n["type"] == "network" || n["type"] == "uts"));
+        assert!(v["linux"].get("seccomp").is_none_or(|s| s.is_null()));
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            DEFAULT_CAPABILITIES.len()
+        );
+
+        // Relative paths and unknown capabilities are refused.
+        let bad = api::ContainerConfig {
+            mounts: vec![api::Mount {
+                container_path: "rel".into(),
+                host_path: "/tmp".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = spec_for(&cri, &pod, &bad).unwrap_err().to_string();
+        assert!(e.contains("mounts.container_path"), "{e}");
+    }
+
     #[test]
     fn users() {
         let mut sc = api::LinuxContainerSecurityContext::default();
