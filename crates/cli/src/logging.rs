@@ -93,6 +93,9 @@ pub fn setup(cli: &Cli) {
             .event_format(RuncJson)
             .with_writer(std::io::stderr)
             .init(),
-        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
+        (None, LogFormat::Text) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
 }

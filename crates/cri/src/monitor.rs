@@ -197,6 +197,8 @@ pub fn run(runtime_root: &Path, dir: &Path, id: &str) -> i32 {
         }
     }
     let _ = nix::unistd::setsid();
+    // Hold no directory of the server's (it may be unmounted while the container runs).
+    let _ = std::env::set_current_dir("/");
     // The report channel: stdout as the server passed it, kept off the container.
     let status =
         match nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
