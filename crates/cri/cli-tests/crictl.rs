@@ -686,6 +686,36 @@ fn crictl_security_context_resources_and_oom() {
     assert_eq!(st["status"]["exitCode"], 137, "{st}");
     assert_eq!(st["status"]["reason"], "OOMKilled", "{st}");
 
+    // A monitor killed before the container: the exit is unknown, and still cleaned up.
+    let monitor = s.inspect(&ctr)["info"]["monitorPid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the monitor to die", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{monitor}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{monitor}/cmdline")).is_ok_and(|c| c.is_empty())
+    });
+    assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_RUNNING");
+    s.crictl(&["stop", &ctr]);
+    let st = s.inspect(&ctr);
+    assert_eq!(
+        (
+            st["status"]["exitCode"].clone(),
+            st["status"]["reason"].clone()
+        ),
+        (255.into(), "Unknown".into()),
+        "{st}"
+    );
+    assert!(
+        st["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("monitor"),
+        "{st}"
+    );
+
     s.crictl(&["stopp", &pod]);
     s.crictl(&["rmp", &pod]);
     s.crictl(&["rmi", &image]);

@@ -489,7 +489,7 @@ impl Cri {
             Err(e) => return Err(e.into()),
         };
         use berth_runtime::Status as S;
-        let monitor_alive = c.monitor_pid > 0 && crate::monitor::alive(c.monitor_pid);
+        let monitor_alive = crate::monitor::is_monitor(c.monitor_pid, &c.id);
         let (st, pid) = match state.as_ref().map(|s| (s.status, s.pid)) {
             Some((S::Created | S::Creating, pid)) => (api::ContainerState::ContainerCreated, pid),
             Some((S::Running | S::Paused, pid)) => (api::ContainerState::ContainerRunning, pid),
@@ -633,7 +633,7 @@ impl Cri {
             .append(true)
             .open(path)
             .at(path)?;
-        if c.monitor_pid > 0 && crate::monitor::alive(c.monitor_pid) {
+        if crate::monitor::is_monitor(c.monitor_pid, &c.id) {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.monitor_pid), Signal::SIGUSR1)
                 .map_err(crate::error::sys(format!(
                     "signal the monitor {}",

@@ -41,6 +41,19 @@ pub fn alive(pid: i32) -> bool {
     })
 }
 
+/// Whether `pid` is still the monitor of container `id` (not a process that reused
+/// the pid after the monitor died).
+pub fn is_monitor(pid: i32, id: &str) -> bool {
+    pid > 0
+        && alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w == [&b"monitor"[..], &b"--runtime-root"[..]])
+                && args.contains(&id.as_bytes())
+        })
+}
+
 fn redirect(fd: &impl AsRawFd, target: i32) -> Result<()> {
     // SAFETY: dup2 on fds this process owns.
     if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
