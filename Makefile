@@ -34,8 +34,10 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # Stages that need a real Linux VM (qemu TCG, Debian's kernel): pure cgroup v2 for the
-# cgroups crate and for containers, and berth's own VMM booting Linux under nested KVM.
-VM_STAGES := scripts/vm/cgroups-v2.sh scripts/vm/runtime-v2.sh scripts/vm/vmm-nested.sh
+# cgroups crate and for containers, systemd as PID 1 for the systemd cgroup driver,
+# AppArmor enforcing profiles, and
+# berth's own VMM booting Linux under nested KVM.
+VM_STAGES := scripts/vm/cgroups-v2.sh scripts/vm/runtime-v2.sh scripts/vm/systemd-v2.sh scripts/vm/apparmor.sh scripts/vm/vmm-nested.sh
 
 vm-tests:
 	@for t in $(VM_STAGES); do echo "== $$t"; bash "$$t" || exit 1; done

@@ -4,8 +4,9 @@
 # as /init, the user's script as /berth/script and any extra host files.
 #
 # Usage: mkinitramfs.sh OUT.cpio [--script SCRIPT] [--add HOSTPATH:GUESTPATH]...
-#                       [--modules NAME[,NAME...]]... [--kver KVER]
+#                       [--modules NAME[,NAME...]]... [--kver KVER] [--pid1 FILE]
 #   --script  file run by /init after setup (alias: --init); its exit code is the VM's.
+#   --pid1    install FILE as /init instead of init.sh (init-systemd.sh: boot systemd).
 #   --add     copy a host file or directory into the image (GUESTPATH absolute).
 #   --modules module names as in modules.dep (kvm_amd or kvm-amd) or "kvm", which means
 #             kvm-amd and kvm-intel (/init loads the one the guest CPU supports).
@@ -20,6 +21,7 @@ prog=mkinitramfs
 
 out=
 script=
+pid1=$VM_SCRIPTS/init.sh
 adds=()
 modules=()
 kver=$(default_kver)
@@ -29,12 +31,14 @@ while (($#)); do
     --add) adds+=("${2:?"--add needs HOSTPATH:GUESTPATH"}"); shift 2 ;;
     --modules) IFS=, read -ra m <<<"${2:?"--modules needs names"}"; modules+=("${m[@]}"); shift 2 ;;
     --kver) kver=${2:?"--kver needs a release"}; shift 2 ;;
+    --pid1) pid1=${2:?"--pid1 needs a file"}; shift 2 ;;
     -*) die $prog "unknown option $1" ;;
     *) [[ -z $out ]] || die $prog "more than one output given: $out and $1"; out=$1; shift ;;
     esac
 done
 [[ -n $out ]] || die $prog "usage: mkinitramfs.sh OUT.cpio [--script F] [--add H:G]... [--modules M,...]"
 [[ -z $script || -r $script ]] || die $prog "--script $script: not readable"
+[[ -r $pid1 ]] || die $prog "--pid1 $pid1: not readable"
 
 busybox=$(command -v busybox || true)
 [[ -n $busybox ]] || die $prog "busybox not found; install busybox-static"
@@ -55,7 +59,7 @@ mknod -m 600 "$stage/dev/console" c 5 1
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$stage/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
 printf '127.0.0.1 localhost berth-vm\n::1 localhost\n' >"$stage/etc/hosts"
-install -m 0755 "$VM_SCRIPTS/init.sh" "$stage/init"
+install -m 0755 "$pid1" "$stage/init"
 [[ -z $script ]] || install -m 0755 "$script" "$stage/berth/script"
 
 # Kernel modules: resolve dependencies through modules.dep (each line "mod.ko: deps...",

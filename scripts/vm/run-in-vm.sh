@@ -3,7 +3,7 @@
 # guest script's exit code (124 timeout, 125 no exit marker: see run.sh).
 #
 # Usage: run-in-vm.sh (--script FILE | --cmd 'SHELL COMMAND') [--add HOST:GUEST]...
-#                     [--modules NAME,...] [--kver KVER]
+#                     [--modules NAME,...] [--kver KVER] [--pid1 FILE] [--share-root]
 #                     [--mem 2G] [--cpus 2] [--timeout 300] [--append ARGS] [--log FILE]
 # e.g.   run-in-vm.sh --add "$(scripts/vm/build-static.sh --tests -p berth-cgroups | head -1):/bin/t" \
 #                     --cmd '/bin/t --test-threads=1'
@@ -21,8 +21,9 @@ script_given=
 while (($#)); do
     case $1 in
     --script) script_given=1; build_args+=("$1" "${2:?"$1 needs a file"}"); shift 2 ;;
-    --add | --modules | --kver) build_args+=("$1" "${2:?"$1 needs a value"}"); shift 2 ;;
+    --add | --modules | --kver | --pid1) build_args+=("$1" "${2:?"$1 needs a value"}"); shift 2 ;;
     --mem | --cpus | --timeout | --append | --log) run_args+=("$1" "${2?"$1 needs a value"}"); shift 2 ;;
+    --share-root) run_args+=("$1"); shift ;;
     --cmd) cmd=${2:?"--cmd needs a command"}; shift 2 ;;
     *) die $prog "unknown argument $1 (see the header of $0)" ;;
     esac

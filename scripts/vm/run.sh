@@ -3,11 +3,13 @@
 # exit code.
 #
 # Usage: run.sh --initramfs F [--kernel VMLINUX] [--mem 2G] [--cpus 2] [--timeout 300]
-#               [--append ARGS] [--log FILE]
+#               [--append ARGS] [--log FILE] [--share-root]
 #   --kernel  ELF vmlinux (default: build/vm/vmlinux-KVER extracted from the newest
 #             /boot/vmlinuz-*; the initramfs's modules must match its release).
 #   --append  extra kernel command line arguments.
 #   --log     console log (default: build/vm/logs/run-<time>-<pid>.log).
+#   --share-root  export the host's / read-only over virtio-9p (mount tag "hostroot"),
+#             for init-systemd.sh, which boots it as the guest's root under an overlay.
 # Exit status: the code in the guest's "BERTH-VM-EXIT=<code>" marker; 124 when the timeout
 # expired (qemu is killed); 125 when qemu ended without a marker (crash, panic, bad setup).
 #
@@ -26,6 +28,7 @@ cpus=2
 timeout=300
 append=
 log=
+share_root=
 while (($#)); do
     case $1 in
     --initramfs) initramfs=${2:?"--initramfs needs a file"}; shift 2 ;;
@@ -35,6 +38,7 @@ while (($#)); do
     --timeout) timeout=${2:?"--timeout needs seconds"}; shift 2 ;;
     --append) append=${2?"--append needs arguments"}; shift 2 ;;
     --log) log=${2:?"--log needs a file"}; shift 2 ;;
+    --share-root) share_root=1; shift ;;
     *) die $prog "unknown argument $1 (see the header of $0)" ;;
     esac
 done
@@ -70,6 +74,11 @@ qemu=(qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot
     -bios "$qboot" -accel tcg,thread=multi -M q35 -cpu max -m "$mem" -smp "$cpus"
     -kernel "$kernel" -initrd "$initramfs" -append "$cmdline"
     -serial stdio -monitor none)
+if [[ -n $share_root ]]; then
+    # readonly=on: the guest can never write to the host; its writes go to a tmpfs upper.
+    qemu+=(-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
+        -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot)
+fi
 
 echo "$prog: booting (log $log): ${qemu[*]}" >&2
 start=$(date +%s%N)

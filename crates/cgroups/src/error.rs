@@ -58,6 +58,14 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    #[error("systemd {op} of {unit} failed: {reason}")]
+    Systemd {
+        op: &'static str,
+        unit: String,
+        reason: String,
+    },
+    #[error("systemd cgroup driver: {0}")]
+    NoSystemd(String),
     #[error("bpf {op} failed: {source}{log}")]
     Bpf {
         op: &'static str,

@@ -230,7 +230,7 @@ pub(crate) fn clean_cgroups_path(path: &str) -> Result<(bool, Vec<String>)> {
     // systemd-driver syntax "slice:prefix:name" is not a cgroupfs path.
     if path.contains(':') {
         return Err(bad(
-            "looks like a systemd slice:prefix:name path; only the cgroupfs driver is supported",
+            "looks like a systemd slice:prefix:name path; pass --systemd-cgroup for the systemd driver",
         ));
     }
     let p = Path::new(path);

@@ -18,7 +18,9 @@
 //! - On v2 the device controller is an eBPF program compiled here from the rules and
 //!   attached with BPF_F_ALLOW_MULTI; an update attaches the new program before detaching
 //!   the old one, so the cgroup is never unfiltered.
-//! - The systemd driver is not implemented; `features()` says so.
+//! - With `CgroupConfig::systemd` the cgroup is a transient systemd scope (see [`systemd`]'s
+//!   invariants); the runtime sees the same [`Manager`] either way, and a stored
+//!   [`CgroupState`] says which driver reopens it.
 
 mod bpf;
 mod devices;
@@ -30,6 +32,7 @@ mod manager;
 mod oom;
 mod resources;
 mod stats;
+mod systemd;
 mod v1;
 mod v2;
 
@@ -45,6 +48,7 @@ pub use resources::{blkio_weight_to_io_weight, shares_to_weight, swap_v2};
 pub use stats::{
     Blkio, BlkioEntry, Cpu, CpuUsage, Hugetlb, Memory, MemoryEntry, Pids, Stats, Throttling,
 };
+pub use systemd::SystemdUnit;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -72,12 +76,14 @@ pub fn detect() -> Result<Hierarchy> {
 /// Which cgroup a container uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupConfig {
-    /// OCI `linux.cgroupsPath` (cgroupfs form).
+    /// OCI `linux.cgroupsPath`: a cgroupfs path, or `slice:prefix:name` with `systemd`.
     pub path: Option<String>,
     /// Container id; names the default cgroup `/berth-<id>`.
     pub id: String,
     /// Where cgroups are mounted; tests may pass another mount of the same hierarchies.
     pub root: PathBuf,
+    /// Use the systemd driver (runc's `--systemd-cgroup`): a transient scope unit.
+    pub systemd: bool,
 }
 
 impl CgroupConfig {
@@ -86,7 +92,14 @@ impl CgroupConfig {
             path,
             id: id.into(),
             root: PathBuf::from(DEFAULT_ROOT),
+            systemd: false,
         }
+    }
+
+    /// Selects the systemd driver (or cgroupfs with `false`).
+    pub fn with_systemd(mut self, systemd: bool) -> CgroupConfig {
+        self.systemd = systemd;
+        self
     }
 }
 
@@ -119,18 +132,25 @@ fn resolve(cfg: &CgroupConfig, l: &layout::Layout) -> Result<CgroupState> {
         paths,
         unified_mount: l.unified.as_ref().map(|m| m.mountpoint.clone()),
         created: Vec::new(),
+        systemd: None,
     })
 }
 
 /// Opens (without creating) the cgroup `cfg` describes on this host.
 pub fn manager(cfg: &CgroupConfig) -> Result<Box<dyn Manager>> {
+    if cfg.systemd {
+        return Ok(Box::new(systemd::manager(cfg)?));
+    }
     let l = layout::Layout::detect(&cfg.root)?;
     Ok(Box::new(manager::FsManager::new(resolve(cfg, &l)?)))
 }
 
 /// Reopens a cgroup from the state a previous command stored.
 pub fn manager_from_state(state: CgroupState) -> Box<dyn Manager> {
-    Box::new(manager::FsManager::new(state))
+    match state.systemd.clone() {
+        Some(unit) => Box::new(systemd::from_state(state, unit)),
+        None => Box::new(manager::FsManager::new(state)),
+    }
 }
 
 /// What `berth features` reports under `linux.cgroup`.
@@ -138,7 +158,7 @@ pub fn features() -> oci_spec::runtime::Cgroup {
     let mut c = oci_spec::runtime::Cgroup::default();
     c.set_v1(Some(true));
     c.set_v2(Some(true));
-    c.set_systemd(Some(false));
+    c.set_systemd(Some(true));
     c.set_systemd_user(Some(false));
     c.set_rdma(Some(true));
     c

@@ -30,6 +30,9 @@ pub struct CgroupState {
     /// Directories `destroy()` removes once empty, outermost first: those `create()` made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub created: Vec<PathBuf>,
+    /// The scope unit, when the systemd driver made this cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::systemd::SystemdUnit>,
 }
 
 /// One container's cgroup. Obtain with [`crate::manager`] or [`crate::manager_from_state`].
@@ -127,7 +130,7 @@ impl FsManager {
         })
     }
 
-    fn write_resources(&self, r: &LinuxResources) -> Result<()> {
+    pub(crate) fn write_resources(&self, r: &LinuxResources) -> Result<()> {
         match self.hierarchy {
             Hierarchy::V1 | Hierarchy::Hybrid => {
                 let mem_limit = self
@@ -176,6 +179,32 @@ impl FsManager {
                 Ok(())
             }
         }
+    }
+
+    /// checkBeforeUpdate: refuses a memory limit below what the cgroup already uses.
+    pub(crate) fn check_update(&self, r: &LinuxResources) -> Result<()> {
+        if let Some(m) = r.memory() {
+            if let (Some(true), Some(limit)) = (m.check_before_update(), m.limit()) {
+                let usage = match (self.hierarchy, self.paths.v1.get("memory"), self.unified()) {
+                    (Hierarchy::V2, _, Some(d)) => Some(d.join("memory.current")),
+                    (_, Some(d), _) => Some(d.join("memory.usage_in_bytes")),
+                    _ => None,
+                };
+                if let Some(f) = usage {
+                    let used = fsutil::read_u64(&f)?;
+                    if limit > 0 && (limit as u64) < used {
+                        return Err(Error::InvalidValue {
+                            field: "memory.limit".into(),
+                            reason: format!(
+                                "{limit} is below current usage {used} ({}) and checkBeforeUpdate is set",
+                                f.display()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn v2_dir(&self) -> Result<&Path> {
@@ -231,7 +260,11 @@ fn open_dir(dir: &Path) -> Result<OwnedFd> {
 }
 
 /// Polls `done` with growing sleeps until it is true or SETTLE_TIMEOUT passes.
-fn wait_for(what: &'static str, path: &Path, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+pub(crate) fn wait_for(
+    what: &'static str,
+    path: &Path,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(1);
     loop {
@@ -340,28 +373,7 @@ impl Manager for FsManager {
                 });
             }
         }
-        // checkBeforeUpdate: refuse a memory limit below what the cgroup already uses.
-        if let Some(m) = r.memory() {
-            if let (Some(true), Some(limit)) = (m.check_before_update(), m.limit()) {
-                let usage = match (self.hierarchy, self.paths.v1.get("memory"), self.unified()) {
-                    (Hierarchy::V2, _, Some(d)) => Some(d.join("memory.current")),
-                    (_, Some(d), _) => Some(d.join("memory.usage_in_bytes")),
-                    _ => None,
-                };
-                if let Some(f) = usage {
-                    let used = fsutil::read_u64(&f)?;
-                    if limit > 0 && (limit as u64) < used {
-                        return Err(Error::InvalidValue {
-                            field: "memory.limit".into(),
-                            reason: format!(
-                                "{limit} is below current usage {used} ({}) and checkBeforeUpdate is set",
-                                f.display()
-                            ),
-                        });
-                    }
-                }
-            }
-        }
+        self.check_update(r)?;
         self.write_resources(r)
     }
 
@@ -521,6 +533,7 @@ impl Manager for FsManager {
             paths: self.paths.clone(),
             unified_mount: self.unified_mount.clone(),
             created: lock(&self.created).clone(),
+            systemd: None,
         }
     }
 }

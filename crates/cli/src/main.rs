@@ -28,7 +28,8 @@ pub struct Cli {
     /// Log debug messages.
     #[arg(long, global = true)]
     pub debug: bool,
-    /// Use systemd to manage cgroups (not supported: berth drives cgroupfs directly).
+    /// Create containers' cgroups as transient systemd scope units (cgroupsPath
+    /// `slice:prefix:name`, default `system.slice:berth:<id>`); pure cgroup v2 hosts.
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
     /// Accepted for runc compatibility (rootless mode is detected from the caller's uid).

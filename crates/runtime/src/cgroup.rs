@@ -32,8 +32,10 @@ pub struct Placement {
 
 /// Plan the container's cgroup. A cgroup that already exists and holds processes is
 /// refused (as runc does): those processes are not the container's, and `delete --force`
-/// kills everything in the container's cgroup.
-pub fn plan(spec: &Spec, id: &str) -> Result<Option<Placement>> {
+/// kills everything in the container's cgroup. With `systemd` the cgroup is a transient
+/// scope that systemd starts once init exists (`Placement::add`); `clone_target` is then
+/// None.
+pub fn plan(spec: &Spec, id: &str, systemd: bool) -> Result<Option<Placement>> {
     if skip_cgroups(spec) {
         return Ok(None);
     }
@@ -42,7 +44,7 @@ pub fn plan(spec: &Spec, id: &str) -> Result<Option<Placement>> {
         .cgroups_path()
         .as_ref()
         .map(|p| p.to_string_lossy().into_owned());
-    let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path))?;
+    let mgr = berth_cgroups::manager(&CgroupConfig::new(id, path).with_systemd(systemd))?;
     for dir in mgr.paths() {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         if let Some(pid) = procs.split_whitespace().next() {
@@ -186,6 +188,13 @@ pub fn destroy(rec: &Record) -> Result<()> {
 }
 
 impl crate::Runtime {
+    /// Selects the systemd cgroup driver for containers this runtime creates (runc's
+    /// `--systemd-cgroup`); containers already created keep the driver in their state.
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Self {
+        self.systemd_cgroup = on;
+        self
+    }
+
     /// The manager of a container's cgroup, for a container in an allowed status.
     fn cgroup_of(
         &self,

@@ -38,6 +38,8 @@ pub struct Created {
 
 pub struct Runtime {
     root: RuntimeRoot,
+    /// `--systemd-cgroup`: new containers get a systemd scope (see cgroup.rs).
+    pub(crate) systemd_cgroup: bool,
 }
 
 pub(crate) fn state_json(rec: &Record, status: Status) -> serde_json::Value {
@@ -161,6 +163,7 @@ impl Runtime {
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
         Runtime {
             root: RuntimeRoot::new(root),
+            systemd_cgroup: false,
         }
     }
 
@@ -191,7 +194,7 @@ impl Runtime {
             cgroup: None,
         };
         let dir_path = guard.dir().path.clone();
-        let placement = crate::cgroup::plan(&spec, id)?;
+        let placement = crate::cgroup::plan(&spec, id, self.systemd_cgroup)?;
         let mut rec = Record {
             id: id.to_string(),
             pid: 0,

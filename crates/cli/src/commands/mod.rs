@@ -40,11 +40,11 @@ use crate::{Cli, Command};
 
 /// Run the chosen command; the result is the process exit code.
 pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
-    if cli.systemd_cgroup {
-        anyhow::bail!("--systemd-cgroup: the systemd cgroup driver is not supported; berth manages cgroupfs directly (drop the flag)");
-    }
     // Only commands that use container state need (and check) the state root.
-    let rt = || cli.state_root().map(Runtime::new);
+    let rt = || {
+        cli.state_root()
+            .map(|root| Runtime::new(root).with_systemd_cgroup(cli.systemd_cgroup))
+    };
     match &cli.command {
         Command::Create(a) => create::run(&rt()?, a),
         Command::Start(a) => start::run(&rt()?, a),

@@ -127,6 +127,8 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
         s.connect_listener()?;
     }
     process::set_oom_score_adj(cfg.spec.process().as_ref().expect("validated"), &proc)?;
+    // The AppArmor profile takes effect at the user process's execve.
+    crate::lsm::apply_apparmor(cfg.spec.process().as_ref().expect("validated"), &proc)?;
     drop(proc);
     rootfs::finish(&cfg, &kernel_fs, &state)?;
     drop(kernel_fs); // the waiting init holds no directory fd
@@ -149,6 +151,13 @@ fn join_container(ch: &Channel, cfg: ExecConfig) -> Result<std::convert::Infalli
         .chain(cfg.console_socket)
         .collect();
     process::close_stray_fds(cfg.preserve_fds, &keep)?;
+    // The AppArmor request, through the host's procfs before anything of the container's
+    // is joined (nothing goes through the container's /proc, which its processes can
+    // replace). It is kept by the fork below and takes effect at the execve.
+    if crate::lsm::apparmor_profile(&cfg.process).is_some() {
+        let proc = crate::fs::ProcFs::open(std::path::Path::new("/proc"))?;
+        crate::lsm::apply_apparmor(&cfg.process, &proc)?;
+    }
     let mut namespaces = Vec::new();
     for kind in ["user", "ipc", "uts", "net", "pid", "cgroup", "time", "mnt"] {
         let theirs = PathBuf::from(format!("/proc/{}/ns/{kind}", cfg.target));
