@@ -26,7 +26,7 @@ impl SeccompData {
             12 => (self.instruction_pointer >> 32) as u32,
             16..=63 => {
                 let arg = self.args[(offset as usize - 16) / 8];
-                if offset % 8 == 0 {
+                if offset.is_multiple_of(8) {
                     arg as u32
                 } else {
                     (arg >> 32) as u32

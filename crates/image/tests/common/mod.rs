@@ -120,7 +120,7 @@ fn header(name: &[u8], kind: u8, size: u64, e: &Entry) -> [u8; 512] {
 }
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % 512 != 0 {
+    while !buf.len().is_multiple_of(512) {
         buf.push(0);
     }
 }
