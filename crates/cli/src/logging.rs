@@ -65,8 +65,14 @@ where
 
 /// Install the global subscriber; failure to open the log file falls back to stderr.
 pub fn setup(cli: &Cli) {
+    let cri_level = match &cli.command {
+        crate::Command::Cri(a) => crate::commands::cri::log_level(a),
+        _ => None,
+    };
     let level = if cli.debug {
         LevelFilter::DEBUG
+    } else if let Some(l) = cri_level.and_then(|l| l.parse::<LevelFilter>().ok()) {
+        l
     } else {
         LevelFilter::WARN
     };
@@ -87,6 +93,9 @@ pub fn setup(cli: &Cli) {
             .event_format(RuncJson)
             .with_writer(std::io::stderr)
             .init(),
-        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
+        (None, LogFormat::Text) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
 }

@@ -17,6 +17,7 @@ macro_rules! out {
 pub mod check;
 pub mod container;
 pub mod create;
+pub mod cri;
 pub mod delete;
 pub mod events;
 pub mod exec;
@@ -80,5 +81,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Check(a) => check::run(&cli.state_root()?, a),
         Command::Verify(a) => verify::run(&cli.state_root()?, a),
         Command::Network(a) => network::run(&cli.state_root()?, a),
+        Command::Cri(a) => cri::run(cli, a),
     }
 }
