@@ -774,11 +774,17 @@ fn a_run_killed_in_the_middle_of_add_is_undone_by_rm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The shell creates the file before it writes the pid: wait for a whole line.
     let until = Instant::now() + Duration::from_secs(20);
-    while !pidfile.exists() && Instant::now() < until {
+    let read_pid = || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    };
+    while read_pid().is_none() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let plugin_pid = std::fs::read_to_string(&pidfile).expect("the slow plugin ran");
+    let plugin_pid = read_pid().expect("the slow plugin ran");
     child.kill().unwrap();
     child.wait().unwrap();
     // The plugin runs in a process group of its own: it outlives berth.
