@@ -25,23 +25,30 @@ fn exec_is_invisible_to_the_container_until_it_execs() {
     let mut traced = Command::new("strace");
     traced
         .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=execve"])
-        // Every execve of a child of the traced berth waits 3 s on entry.
-        .args(["-e", "inject=execve:delay_enter=3000000"])
+        // Every execve of a child of the traced berth waits 8 s on entry.
+        .args(["-e", "inject=execve:delay_enter=8000000"])
         .arg(exec.get_program())
         .args(exec.get_args());
     let held = Helper::spawn(&mut traced);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let scan = c
-        .berth(&[
-            "exec",
-            &c.id,
-            "sh",
-            "-c",
-            // The held exec is pid 2: the first process after sleep in a fresh container.
-            "[ -e /proc/2 ] && echo SEEN; \
-             for f in /proc/[0-9]*/fd/*; do readlink $f; done 2>/dev/null | grep socket; true",
-        ])
-        .ok();
+    // Look until the held exec is there (in tracing stop at its execve), however slowly
+    // it got there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(7);
+    let scan = loop {
+        let scan = c
+            .berth(&[
+                "exec",
+                &c.id,
+                "sh",
+                "-c",
+                "grep -l '^State:.t' /proc/[0-9]*/status 2>/dev/null | grep -q . && echo SEEN; \
+                 for f in /proc/[0-9]*/fd/*; do readlink $f; done 2>/dev/null | grep socket; true",
+            ])
+            .ok();
+        if scan.stdout.contains("SEEN") || std::time::Instant::now() > deadline {
+            break scan;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     drop(held);
     assert!(
         scan.stdout.contains("SEEN"),
