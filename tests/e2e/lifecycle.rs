@@ -577,19 +577,28 @@ fn terminal_resize_reaches_the_container() {
     let pane = || tmux(&["capture-pane", "-t", &session, "-p"]).stdout;
     wait_until("the shell prompt", || pane().contains('#'));
     tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]).ok();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    tmux(&[
-        "send-keys",
-        "-t",
-        &session,
-        "stty size; echo size-shown",
-        "Enter",
-    ])
-    .ok();
-    wait_until("the size to be printed", || {
-        pane().lines().any(|l| l.trim() == "size-shown")
-    });
-    let text = pane();
+    // Ask until the new size shows (berth may take a moment to see SIGWINCH on a busy
+    // machine); the old size forever means the resize never reached the pty.
+    let mut text = String::new();
+    for round in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let marker = format!("size-shown-{round}");
+        tmux(&[
+            "send-keys",
+            "-t",
+            &session,
+            &format!("stty size; echo {marker}"),
+            "Enter",
+        ])
+        .ok();
+        wait_until("the size to be printed", || {
+            pane().lines().any(|l| l.trim() == marker)
+        });
+        text = pane();
+        if text.lines().any(|l| l.trim() == "40 120") {
+            break;
+        }
+    }
     tmux(&["kill-session", "-t", &session]);
     assert!(text.lines().any(|l| l.trim() == "40 120"), "{text}");
 }
