@@ -36,9 +36,25 @@ mount -t tmpfs -o mode=0755 tmpfs /rw || fail "mount tmpfs on /rw failed"
 mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot ||
     fail "overlay root (9p lower, tmpfs upper) failed"
+# The host's directories under /tmp and /var/tmp (a checkout may live there, as CI's
+# can) stay reachable through the overlay: keep a handle on them before the tmpfs covers
+# them, and bind each back inside the fresh tmpfs.
+mkdir -p /hostdirs/tmp /hostdirs/var/tmp
+for d in tmp var/tmp; do
+    mkdir -p "/newroot/$d"
+    mount --bind "/newroot/$d" "/hostdirs/$d" || fail "bind of the host's /$d failed"
+done
 for d in tmp var/tmp var/lib/containers; do
     mkdir -p "/newroot/$d"
     mount -t tmpfs -o mode=1777 tmpfs "/newroot/$d" || fail "mount tmpfs on /$d failed"
+done
+for d in tmp var/tmp; do
+    for e in "/hostdirs/$d"/*/; do
+        [ -d "$e" ] || continue
+        n=$(basename "$e")
+        mkdir -p "/newroot/$d/$n"
+        mount --bind "$e" "/newroot/$d/$n" || fail "bind of the host's /$d/$n failed"
+    done
 done
 
 # The host's configuration stays out of the guest: no fstab, no enabled services.

@@ -105,6 +105,10 @@ fn attach_process(interactive: bool) -> Result<SigSet> {
 impl Engine {
     /// Open the image store at `data_root` and the runtime state at `runtime_root`.
     pub fn open(data_root: &Path, runtime_root: &Path) -> Result<Engine> {
+        // Absolute, since bundles name files under it (a relative root would be read
+        // relative to the bundle).
+        let data_root = &std::path::absolute(data_root).at(data_root)?;
+        let runtime_root = &std::path::absolute(runtime_root).at(runtime_root)?;
         let store = Store::open(data_root)?;
         let containers = data_root.join("containers");
         std::fs::create_dir_all(&containers).at(&containers)?;
