@@ -16,11 +16,12 @@ build: setup
 	install -D target/x86_64-unknown-linux-gnu/release/berth-vmm $(dir $(BERTH))berth-vmm
 
 # Run a container the docker way from a busybox image built locally from Debian's
-# busybox-static (no registry, no network), with a memory limit in its own cgroup.
+# busybox-static (no registry, no network: --network none leaves the host's interfaces
+# alone), with a memory limit in its own cgroup.
 demo: build
 	sh scripts/build-test-image.sh $(DEMO)/image
 	BERTH_DATA_ROOT=$(DEMO)/data $(BERTH) import $(DEMO)/image busybox:demo
-	BERTH_DATA_ROOT=$(DEMO)/data $(BERTH) run --rm --memory 64m busybox:demo \
+	BERTH_DATA_ROOT=$(DEMO)/data $(BERTH) run --rm --network none --memory 64m busybox:demo \
 		sh -c 'echo "hello from $$(hostname), pid $$$$ in its own namespaces"; id; grep memory /proc/self/cgroup'
 
 # The whole test suite: unit and end-to-end tests on the host, then the VM stages.
