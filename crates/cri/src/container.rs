@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use berth_image::spec::{ANNOTATION_STOP_SIGNAL, DEFAULT_CAPABILITIES};
+use berth_engine::spec::{ANNOTATION_STOP_SIGNAL, DEFAULT_CAPABILITIES};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -381,7 +381,7 @@ impl Cri {
             });
         }
         let id = random_id()?;
-        let overrides = berth_image::RunOverrides {
+        let overrides = berth_engine::RunOverrides {
             entrypoint: (!config.command.is_empty()).then(|| config.command.clone()),
             cmd: config.args.clone(),
             env: config
@@ -398,13 +398,13 @@ impl Cri {
         std::fs::create_dir(&dir).at(&dir)?;
         let undo = |e: Error| {
             let _ = self.runtime.delete(&id, true);
-            let _ = self.store.remove_bundle(&id);
+            let _ = self.bundles.remove(&id);
             let _ = std::fs::remove_dir_all(&dir);
             e
         };
         let bundle = self
-            .store
-            .create_bundle(&image, &id, &overrides, &dir.join("bundle"))
+            .bundles
+            .create(&image, &id, &overrides, &dir.join("bundle"))
             .map_err(|e| undo(e.into()))?;
         let made = (|| -> Result<String> {
             let (spec, mounts) = self.apply(&bundle.spec, &id, &pod, config)?;
@@ -584,7 +584,7 @@ impl Cri {
             Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.store.remove_bundle(&c.id)?;
+        self.bundles.remove(&c.id)?;
         let dir = self.layout.container_dir(&c.id);
         std::fs::remove_file(dir.join(crate::meta::CONTAINER))
             .at(dir.join(crate::meta::CONTAINER))?;
@@ -894,9 +894,9 @@ mod tests {
             cmd: Some(vec!["true".into()]),
             ..Default::default()
         };
-        let base = berth_image::spec::build_spec(
+        let base = berth_engine::spec::build_spec(
             &image,
-            &berth_image::RunOverrides::default(),
+            &berth_engine::RunOverrides::default(),
             rootfs.path(),
             "c1",
             &[],

@@ -61,6 +61,22 @@ pub enum Error {
     Net(#[from] berth_net::Error),
     #[error(transparent)]
     Seccomp(#[from] berth_seccomp::Error),
+    /// Building a container's root filesystem or base spec (the engine's bundles).
+    #[error(transparent)]
+    Bundle(berth_engine::Error),
+}
+
+impl From<berth_engine::Error> for Error {
+    /// The lower crates' errors keep their own variant (and so their gRPC code).
+    fn from(e: berth_engine::Error) -> Error {
+        match e {
+            berth_engine::Error::Image(e) => Error::Image(e),
+            berth_engine::Error::Runtime(e) => Error::Runtime(e),
+            berth_engine::Error::Net(e) => Error::Net(e),
+            berth_engine::Error::Seccomp(e) => Error::Seccomp(e),
+            e => Error::Bundle(e),
+        }
+    }
 }
 
 impl Error {

@@ -110,8 +110,8 @@ impl Cri {
             Err(berth_image::Error::ImageNotFound(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        self.store.remove(&id, true)?;
-        if let Err(e) = self.store.prune() {
+        self.bundles.remove_image(&id, true)?;
+        if let Err(e) = self.bundles.prune() {
             tracing::warn!(error = %e, "pruning image content");
         }
         tracing::info!(image, id, "removed");

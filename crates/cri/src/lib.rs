@@ -39,6 +39,8 @@ pub struct Cri {
     pub(crate) config: Config,
     pub(crate) layout: meta::Layout,
     pub(crate) store: berth_image::Store,
+    /// Container root filesystems on `store`'s snapshots.
+    pub(crate) bundles: berth_engine::Bundles,
     pub(crate) runtime: berth_runtime::Runtime,
     pub(crate) cni: berth_net::Cni,
     /// This binary: the monitor and the ExecSync helper are its hidden subcommands.
@@ -51,6 +53,7 @@ impl Cri {
     pub fn open(config: Config) -> Result<Cri> {
         let layout = meta::Layout::new(&config.root)?;
         let store = berth_image::Store::open(&layout.images())?;
+        let bundles = berth_engine::Bundles::new(&store)?;
         std::fs::create_dir_all(&config.runtime_root).map_err(|source| Error::Io {
             path: config.runtime_root.clone(),
             source,
@@ -65,6 +68,7 @@ impl Cri {
             config,
             layout,
             store,
+            bundles,
             cni,
             exe,
             lock: Mutex::new(()),
@@ -95,7 +99,7 @@ impl Cri {
                     }
                 } else {
                     let _ = self.runtime.delete(&id, true);
-                    let _ = self.store.remove_bundle(&id);
+                    let _ = self.bundles.remove(&id);
                 }
                 if let Err(e) = std::fs::remove_dir_all(&path) {
                     tracing::warn!(path = %path.display(), error = %e, "sweep");

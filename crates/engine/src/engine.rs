@@ -6,8 +6,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_image::spec::ANNOTATION_STOP_SIGNAL;
 use berth_image::{PullOptions, Store};
+
+use crate::bundle::Bundles;
+use crate::spec::ANNOTATION_STOP_SIGNAL;
 use berth_runtime::oci::Process;
 use berth_runtime::{CreateOptions, ExecOptions, Runtime};
 use nix::fcntl::{Flock, FlockArg, OFlag};
@@ -41,7 +43,7 @@ pub struct ExecRequest {
 
 pub struct Engine {
     data_root: PathBuf,
-    store: Store,
+    bundles: Bundles,
     runtime: Runtime,
     net: NetSettings,
 }
@@ -109,12 +111,10 @@ impl Engine {
         // relative to the bundle).
         let data_root = &std::path::absolute(data_root).at(data_root)?;
         let runtime_root = &std::path::absolute(runtime_root).at(runtime_root)?;
-        let store = Store::open(data_root)?;
-        let containers = data_root.join("containers");
-        std::fs::create_dir_all(&containers).at(&containers)?;
+        let bundles = Bundles::new(&Store::open(data_root)?)?;
         Ok(Engine {
             data_root: data_root.to_path_buf(),
-            store,
+            bundles,
             runtime: Runtime::new(runtime_root),
             net: NetSettings::new(data_root, runtime_root),
         })
@@ -162,7 +162,7 @@ impl Engine {
                 out.push(self.refresh(c));
             }
         }
-        for b in self.store.abandoned_bundles()? {
+        for b in self.bundles.abandoned()? {
             if out.iter().any(|c| c.id == b.id) {
                 continue; // metadata written, commit not: a created container
             }
@@ -258,12 +258,13 @@ impl Engine {
         net::check_flags(opts, cni_net.as_ref())?;
         let id = hex(&random_bytes(32)?);
         let image = self
-            .store
+            .bundles
+            .store()
             .find_or_pull(&opts.image, &PullOptions::default())?;
         let dir = self.containers_dir().join(&id);
         let mut bundle =
-            self.store
-                .create_bundle(&opts.image, &id, &opts.overrides(), &dir.join("bundle"))?;
+            self.bundles
+                .create(&opts.image, &id, &opts.overrides(), &dir.join("bundle"))?;
         let mut attached = None;
         let made = (|| {
             let spec = opts.apply(&bundle.spec)?;
@@ -435,7 +436,7 @@ impl Engine {
         if let Err(e) = net::sweep(&self.net, &c.id) {
             tracing::warn!(id = c.id, error = %e, "sweeping the network");
         }
-        if let Err(e) = self.store.remove_bundle(&c.id) {
+        if let Err(e) = self.bundles.remove(&c.id) {
             tracing::warn!(id = c.id, error = %e, "removing the container");
         }
     }
@@ -775,7 +776,7 @@ impl Engine {
         let env: Vec<String> = serde_json::from_value(v["env"].take()).unwrap_or_default();
         v["env"] = json!(berth_runtime::merge_env(&env, &r.env));
         if let Some(u) = &r.user {
-            let user = berth_image::spec::resolve_user(&c.bundle.join("rootfs"), u)?;
+            let user = crate::spec::resolve_user(&c.bundle.join("rootfs"), u)?;
             v["user"] =
                 json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
         }

@@ -28,6 +28,15 @@ pub enum Error {
     /// The detached monitor could not start the container.
     #[error("container {id}: start failed: {reason}")]
     Start { id: String, reason: String },
+    /// A user or group name could not be resolved in the image.
+    #[error("user {spec:?}: {reason}")]
+    User { spec: String, reason: String },
+    /// A container bundle could not be created or removed.
+    #[error("container {id:?}: {reason}")]
+    Bundle { id: String, reason: String },
+    /// A runtime spec could not be built from the image config and the flags.
+    #[error("runtime spec: {0}")]
+    Spec(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -53,7 +62,7 @@ pub enum Error {
     NetworkInUse { network: String, container: String },
 }
 
-/// Attach a path to an io::Error.
+/// Attach a path to an io::Error (or an errno).
 pub(crate) trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
 }
@@ -63,6 +72,15 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|source| Error::Io {
             path: path.into(),
             source,
+        })
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|errno| Error::Io {
+            path: path.into(),
+            source: errno.into(),
         })
     }
 }

@@ -1,15 +1,15 @@
-//! `berth run` flags and how they change the spec the image crate built from the image
+//! `berth run` flags and how they change the spec [`crate::spec`] built from the image
 //! config (Docker's rules: caps, seccomp, resources, binds, network, read-only root).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use berth_image::spec::DEFAULT_CAPABILITIES;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, IoContext, Result};
+use crate::spec::DEFAULT_CAPABILITIES;
 
 /// `--network`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -303,8 +303,8 @@ pub fn capabilities(add: &[String], drop: &[String]) -> Result<Vec<String>> {
 
 impl RunOptions {
     /// The image crate's overrides: what it folds into the spec while building it.
-    pub fn overrides(&self) -> berth_image::RunOverrides {
-        berth_image::RunOverrides {
+    pub fn overrides(&self) -> crate::spec::RunOverrides {
+        crate::spec::RunOverrides {
             entrypoint: self.entrypoint.as_ref().map(|e| vec![e.clone()]),
             cmd: self.cmd.clone(),
             env: self.env.clone(),
@@ -449,8 +449,7 @@ mod tests {
             cmd: Some(vec!["true".into()]),
             ..Default::default()
         };
-        let spec =
-            berth_image::spec::build_spec(&cfg, &o.overrides(), root.path(), "c1", &[]).unwrap();
+        let spec = crate::spec::build_spec(&cfg, &o.overrides(), root.path(), "c1", &[]).unwrap();
         serde_json::to_value(o.apply(&spec).unwrap()).unwrap()
     }
 

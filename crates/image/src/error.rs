@@ -61,15 +61,6 @@ pub enum Error {
     /// A registry request failed.
     #[error("registry {registry}: {reason}")]
     Registry { registry: String, reason: String },
-    /// A user or group name could not be resolved in the image.
-    #[error("user {spec:?}: {reason}")]
-    User { spec: String, reason: String },
-    /// A container bundle could not be created or removed.
-    #[error("container {id:?}: {reason}")]
-    Bundle { id: String, reason: String },
-    /// A runtime spec could not be built.
-    #[error("runtime spec: {0}")]
-    Spec(String),
     /// The data root (or a directory in it) is reachable by other users and could not be
     /// made private.
     #[error("data root {path}: {reason}")]

@@ -1,5 +1,7 @@
 //! image: OCI content store, archives, registry pull, safe layer unpack, OverlayFS
-//! snapshots, and image config -> runtime bundle.
+//! snapshots. It knows no containers: consumers that build root filesystems on its
+//! snapshots (the engine) hold a [`Lease`] while they do, and tell `remove`, `prune` and
+//! `prune_images` what they still use ([`InUse`]).
 //!
 //! Invariants:
 //! * Every blob in `<root>/blobs/sha256/` hashes to its file name: blobs are written to a
@@ -12,8 +14,8 @@
 //!   entries are rejected by name (see [`unpack`]).
 //! * A snapshot directory exists only complete and verified against its diff_id; it is
 //!   keyed by chain ID and shared by all images with the same layer prefix.
-//! * Everything `create_bundle` makes (mount, upper/work, volumes) is undone on failure
-//!   and by `remove_bundle`; `prune` never removes what an image or container uses.
+//! * `prune` never removes what an image in the index or the caller's [`InUse`] needs; it
+//!   runs under the exclusive GC lock ([`GcLock`]), which waits for every [`Lease`].
 //! * Registry responses are untrusted: every manifest and blob is checked against its
 //!   digest and size before it is stored; a transfer that stalls fails (per-read timeout).
 //! * The data root and its directories are private to their owner (0700): no other host
@@ -21,12 +23,8 @@
 //! * Archive and layout inputs are read only from regular files, never beyond their
 //!   descriptor's size; configs, manifests and process arguments have documented limits
 //!   (`oci::MAX_*`), checked before anything is made.
-//! * A bundle is "being created" (its directory flocked by the creator) until
-//!   [`Bundle::commit`]; one whose creator is gone is abandoned, listed by
-//!   `Store::abandoned_bundles` and removed by `prune`, mount included.
 
 pub mod archive;
-pub mod bundle;
 pub mod digest;
 pub mod error;
 pub mod oci;
@@ -34,16 +32,16 @@ pub mod reference;
 pub mod registries_conf;
 pub mod registry;
 pub mod snapshot;
-pub mod spec;
 pub mod store;
 pub mod unpack;
 
 pub use archive::ArchiveFormat;
-pub use bundle::{AbandonedBundle, Bundle};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use reference::Reference;
 pub use registry::{login, logout, Credentials, PullOptions};
-pub use spec::RunOverrides;
-pub use store::{Image, ImageId, ImageInfo, ImageSummary, PruneReport, Store};
-pub use unpack::{unpack_layer, UnpackStats, WhiteoutMode};
+pub use store::{
+    private_dir, write_atomic, GcLock, Image, ImageId, ImageInfo, ImageSummary, InUse, Lease,
+    PruneReport, Store, TempPath, PRIVATE_MODE,
+};
+pub use unpack::{open_in_root, unpack_layer, UnpackStats, WhiteoutMode};

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -122,6 +122,47 @@ pub(crate) fn remove_unused(store: &Store, live: &BTreeSet<Digest>) -> Result<us
         }
     }
     Ok(removed)
+}
+
+impl Store {
+    /// Make sure every layer of `image` has its snapshot; return their directories, bottom
+    /// first (the lower dirs of an overlay). Hold a [`crate::Lease`] while they are in use
+    /// and name their chain IDs in [`crate::InUse`] afterwards, or `prune` removes them.
+    pub fn snapshots(&self, image: &Image) -> Result<Vec<PathBuf>> {
+        prepare(self, image)
+    }
+
+    /// Unpack `image` flattened (whiteouts applied) into the existing directory `dir`,
+    /// as `umoci unpack` does: the no-overlay fallback, also handy for inspection.
+    pub fn unpack_flat(&self, image: &str, dir: &Path) -> Result<()> {
+        let _lease = self.lease()?;
+        self.unpack_image(&self.find(image)?, dir)
+    }
+
+    /// Apply every layer of `image` in order into `dir`. The caller holds a lease.
+    pub fn unpack_image(&self, image: &Image, dir: &Path) -> Result<()> {
+        for (layer, diff_id) in image
+            .manifest
+            .layers
+            .iter()
+            .zip(&image.config.rootfs.diff_ids)
+        {
+            let stats = unpack_layer(
+                self.open_blob(&layer.digest)?,
+                Compression::from_media_type(&layer.media_type)?,
+                dir,
+                WhiteoutMode::Apply,
+            )?;
+            let actual = stats.diff_id.expect("unpack_layer always sets diff_id");
+            if &actual != diff_id {
+                return Err(Error::DigestMismatch {
+                    expected: diff_id.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

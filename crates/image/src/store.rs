@@ -88,12 +88,33 @@ pub struct InspectRootFs {
 /// What `prune` removed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PruneReport {
-    /// Containers whose creation was interrupted (see [`crate::Bundle`]).
-    pub containers_removed: usize,
     pub blobs_removed: usize,
     pub snapshots_removed: usize,
     pub bytes_freed: u64,
 }
+
+/// What the store's consumers still use, so `remove`, `prune_images` and `prune` keep it.
+/// The store itself knows no containers: the engine (or any other consumer) says which
+/// images its containers were created from and which snapshots their root filesystems
+/// stack.
+#[derive(Clone, Debug, Default)]
+pub struct InUse {
+    /// Image ID -> one container created from it (named in the "in use" error).
+    pub images: BTreeMap<ImageId, String>,
+    /// Chain IDs of snapshots mounted or copied into a container's root filesystem.
+    pub snapshots: BTreeSet<Digest>,
+}
+
+/// Held while something is being made from the store's content (a pull, an import, a
+/// root filesystem on its snapshots): `prune` waits until every lease is dropped.
+#[derive(Debug)]
+pub struct Lease(#[allow(dead_code)] Flock<File>);
+
+/// The exclusive GC lock: no lease is held while it is. `prune` takes it by reference,
+/// so a consumer can compute its [`InUse`] (and drop its own half-made work) under the
+/// same lock, with no creation racing in between.
+#[derive(Debug)]
+pub struct GcLock(#[allow(dead_code)] Flock<File>);
 
 /// Handle on a data root. Cheap to clone; all state is on disk.
 #[derive(Clone, Debug)]
@@ -104,7 +125,7 @@ pub struct Store {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A unique name for a temp file or dir (pid + counter + time), unique across processes.
-pub(crate) fn temp_name(prefix: &str) -> String {
+pub fn temp_name(prefix: &str) -> String {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,18 +134,18 @@ pub(crate) fn temp_name(prefix: &str) -> String {
 }
 
 /// Removes a path on drop unless disarmed: temp files of failed writes never linger.
-pub(crate) struct TempPath {
+pub struct TempPath {
     path: Option<PathBuf>,
 }
 
 impl TempPath {
-    pub(crate) fn new(path: PathBuf) -> TempPath {
+    pub fn new(path: PathBuf) -> TempPath {
         TempPath { path: Some(path) }
     }
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.path.as_deref().expect("TempPath used after keep")
     }
-    pub(crate) fn keep(mut self) {
+    pub fn keep(mut self) {
         self.path = None;
     }
 }
@@ -142,7 +163,7 @@ impl Drop for TempPath {
 }
 
 /// Write `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = TempPath::new(dir.join(temp_name(".tmp-")));
     let mut f = File::create(tmp.path()).at(tmp.path())?;
@@ -154,12 +175,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Mode of the data root and of its directories: nobody but the owner may traverse them.
-pub(crate) const PRIVATE_MODE: u32 = 0o700;
+pub const PRIVATE_MODE: u32 = 0o700;
 
 /// Create `path` (and missing parents) or check the existing directory: it must belong
 /// to this user, and its mode is reduced to [`PRIVATE_MODE`] when it grants anything to
 /// group or others.
-pub(crate) fn private_dir(path: &Path) -> Result<()> {
+pub fn private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let insecure = |reason: String| Error::InsecureDataRoot {
         path: path.to_path_buf(),
@@ -222,15 +243,7 @@ impl Store {
             root: root.to_path_buf(),
         };
         private_dir(root)?;
-        for d in [
-            "blobs",
-            "blobs/sha256",
-            "ingest",
-            "snapshots",
-            "containers",
-            "volumes",
-            "tmp",
-        ] {
+        for d in ["blobs", "blobs/sha256", "ingest", "snapshots", "tmp"] {
             private_dir(&root.join(d))?;
         }
         let layout = root.join("oci-layout");
@@ -342,6 +355,16 @@ impl Store {
 
     pub(crate) fn write_blob_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         Ok(self.write_blob(&mut &bytes[..], None)?.0)
+    }
+
+    /// Take a [`Lease`]: waits while `prune` runs, then keeps it from starting.
+    pub fn lease(&self) -> Result<Lease> {
+        self.gc_lock(false).map(Lease)
+    }
+
+    /// Take the exclusive GC lock (waits for every [`Lease`] to go).
+    pub fn lock_gc(&self) -> Result<GcLock> {
+        self.gc_lock(true).map(GcLock)
     }
 
     /// Held shared by writers, exclusive by GC.
@@ -542,9 +565,9 @@ impl Store {
 
     /// Untag: a name removes that name only; an ID removes every name of the image.
     /// Blobs stay until `prune`. Returns the names removed (the ID when it had none).
-    /// Removing the last name of an image a container was created from is refused unless
-    /// `force` (the container keeps its snapshots either way), as `docker rmi` does.
-    pub fn remove(&self, image: &str, force: bool) -> Result<Vec<String>> {
+    /// Removing the last name of an image `in_use` names is refused unless `force` (the
+    /// container keeps its snapshots either way), as `docker rmi` does.
+    pub fn remove(&self, image: &str, force: bool, in_use: &InUse) -> Result<Vec<String>> {
         let img = self.find(image)?;
         let by_name = image
             .parse::<Reference>()
@@ -552,10 +575,10 @@ impl Store {
             .filter(|r| img.names.contains(r));
         let last_name = by_name.is_none() || img.names.len() == 1;
         if last_name && !force {
-            if let Some(container) = crate::bundle::container_using(self, &img.id)? {
+            if let Some(container) = in_use.images.get(&img.id) {
                 return Err(Error::ImageInUse {
                     image: image.to_string(),
-                    container,
+                    container: container.clone(),
                 });
             }
         }
@@ -581,16 +604,15 @@ impl Store {
     }
 
     /// Drop images nothing needs from the index: unnamed (dangling) ones, or with `all`
-    /// every image no container was created from. Their content goes at the next
+    /// every image `in_use` does not name. Their content goes at the next
     /// [`Store::prune`]. Returns the IDs removed.
-    pub fn prune_images(&self, all: bool) -> Result<Vec<ImageId>> {
-        let used = crate::bundle::images_in_use(self)?;
+    pub fn prune_images(&self, all: bool, in_use: &InUse) -> Result<Vec<ImageId>> {
         let _l = self.index_lock()?;
         let mut index = self.read_index()?;
         let mut doomed = BTreeMap::new();
         for (md, names) in self.entries()? {
             let id = self.load_image(&md, Vec::new())?.id;
-            if (all || names.is_empty()) && !used.contains(&id) {
+            if (all || names.is_empty()) && !in_use.images.contains_key(&id) {
                 doomed.insert(md, id);
             }
         }
@@ -611,28 +633,11 @@ impl Store {
         Ok(live)
     }
 
-    /// Remove abandoned containers (creation interrupted: mount, upper dir and all),
-    /// blobs no image references, snapshots no image or container uses, and leftovers of
-    /// interrupted writes. Waits for running imports/pulls/creations to finish.
-    pub fn prune(&self) -> Result<PruneReport> {
-        let _gc = self.gc_lock(true)?;
+    /// Remove blobs no image references, snapshots no image or `in_use` needs, and
+    /// leftovers of interrupted writes. The caller holds the exclusive GC lock (so no
+    /// pull, import or root filesystem creation is running) and computed `in_use` under it.
+    pub fn prune(&self, _gc: &GcLock, in_use: &InUse) -> Result<PruneReport> {
         let mut report = PruneReport::default();
-        for b in self.abandoned_bundles()? {
-            self.remove_bundle(&b.id)?;
-            report.containers_removed += 1;
-        }
-        // Directories of creations killed before their rename (no bundle is being
-        // created now: that holds the GC lock shared).
-        let cdir = self.root.join("containers");
-        for e in fs::read_dir(&cdir).at(&cdir)? {
-            let e = e.at(&cdir)?;
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(crate::bundle::CREATING_PREFIX)
-            {
-                fs::remove_dir_all(e.path()).at(e.path())?;
-            }
-        }
         let live = self.referenced_blobs()?;
         let blob_dir = self.root.join("blobs/sha256");
         for e in fs::read_dir(&blob_dir).at(&blob_dir)? {
@@ -646,7 +651,8 @@ impl Store {
                 report.blobs_removed += 1;
             }
         }
-        let live_snaps = self.live_snapshots()?;
+        let mut live_snaps = self.live_snapshots()?;
+        live_snaps.extend(in_use.snapshots.iter().cloned());
         report.snapshots_removed = crate::snapshot::remove_unused(self, &live_snaps)?;
         for d in ["ingest", "tmp"] {
             let p = self.root.join(d);
@@ -663,7 +669,7 @@ impl Store {
         Ok(report)
     }
 
-    /// Chain IDs used by any image in the index or any existing container.
+    /// Chain IDs used by any image in the index.
     fn live_snapshots(&self) -> Result<BTreeSet<Digest>> {
         let mut live = BTreeSet::new();
         for (md, names) in self.entries()? {
@@ -671,7 +677,6 @@ impl Store {
                 &self.load_image(&md, names)?.config.rootfs.diff_ids,
             ));
         }
-        live.extend(crate::bundle::snapshots_in_use(self)?);
         Ok(live)
     }
 }

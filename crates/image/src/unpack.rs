@@ -711,7 +711,7 @@ fn set_xattr_path(path: &str, key: &str, value: &[u8], host: &Path, required: bo
 
 /// Open a file inside `dir`, resolving symlinks as if `dir` were `/` (never outside it).
 /// A missing file gives `None`.
-pub(crate) fn open_in_root(dir: &Path, rel: &str, flags: OFlag) -> Result<Option<File>> {
+pub fn open_in_root(dir: &Path, rel: &str, flags: OFlag) -> Result<Option<File>> {
     let root = File::open(dir).at(dir)?;
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)

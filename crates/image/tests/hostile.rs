@@ -360,62 +360,6 @@ fn stalled_registry_transfer_times_out_naming_the_blob() {
     drop(reg);
 }
 
-/// A bundle dropped uncommitted (its creator gone, as when `berth run` is killed) keeps
-/// its overlay mount; it is listed as abandoned and `prune` unmounts and removes it. One
-/// still held by its creator, or committed, is left alone.
-#[test]
-fn abandoned_bundle_is_listed_and_pruned_with_its_mount() {
-    let t = tempfile::tempdir().unwrap();
-    common::busybox_layout(&t.path().join("layout"), false);
-    let store = Store::open(&t.path().join("store")).unwrap();
-    store
-        .import(&t.path().join("layout"), Some(&"bb:x".parse().unwrap()))
-        .unwrap();
-    let ids = [
-        common::cid("gone"),
-        common::cid("held"),
-        common::cid("done"),
-    ];
-    let _guards: Vec<_> = ids
-        .iter()
-        .map(|id| common::BundleGuard {
-            store: &store,
-            id: id.clone(),
-        })
-        .collect();
-    let make = |id: &str| {
-        store
-            .create_bundle(
-                "bb:x",
-                id,
-                &Default::default(),
-                &t.path().join(format!("bundle-{id}")),
-            )
-            .unwrap()
-    };
-    let gone = make(&ids[0]);
-    let gone_rootfs = gone.rootfs.clone();
-    drop(gone); // uncommitted: the creator's lock goes with it
-    let held = make(&ids[1]);
-    let mut done = make(&ids[2]);
-    done.commit().unwrap();
-    assert!(common::is_mounted(&gone_rootfs));
-
-    let abandoned = store.abandoned_bundles().unwrap();
-    assert_eq!(
-        abandoned.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
-        [ids[0].as_str()]
-    );
-    assert!(abandoned[0].image.is_some());
-    let report = store.prune().unwrap();
-    assert_eq!(report.containers_removed, 1);
-    assert!(!common::is_mounted(&gone_rootfs));
-    assert!(!store.root().join("containers").join(&ids[0]).exists());
-    assert!(common::is_mounted(&held.rootfs) && common::is_mounted(&done.rootfs));
-    held.remove().unwrap();
-    done.remove().unwrap();
-}
-
 /// docker-archive directories too: a FIFO manifest.json, and a layer that links to
 /// /dev/zero, are refused without reading.
 #[test]

@@ -265,22 +265,14 @@ fn anonymous_pull_of_oci_docker_index_and_every_compression() {
         b"from a plain layer"
     );
 
-    // Pulled busybox runs from an overlay bundle.
-    let id = common::cid("pulled");
-    let _g = common::BundleGuard {
-        store: &store,
-        id: id.clone(),
-    };
-    let b = store
-        .create_bundle(
-            &format!("{a}/test/busybox:oci"),
-            &id,
-            &Default::default(),
-            &t.path().join("bundle"),
-        )
+    // Pulled busybox runs from its unpacked layers.
+    let rootfs = t.path().join("pulled-rootfs");
+    fs::create_dir(&rootfs).unwrap();
+    store
+        .unpack_flat(&format!("{a}/test/busybox:oci"), &rootfs)
         .unwrap();
     let o = Command::new("chroot")
-        .arg(&b.rootfs)
+        .arg(&rootfs)
         .args(["/bin/busybox", "cat", "/opt/c"])
         .output()
         .unwrap();

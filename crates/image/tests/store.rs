@@ -66,15 +66,19 @@ fn import_busybox_layout_then_list_inspect_find_remove() {
         .unwrap();
     assert_eq!(store.list().unwrap()[0].names.len(), 2);
     assert_eq!(
-        store.remove("busybox:test", false).unwrap(),
+        store
+            .remove("busybox:test", false, &Default::default())
+            .unwrap(),
         ["docker.io/library/busybox:test"]
     );
     assert_eq!(store.list().unwrap()[0].names, ["localhost:5000/bb:v1"]);
-    store.remove(&id.to_string(), false).unwrap();
+    store
+        .remove(&id.to_string(), false, &Default::default())
+        .unwrap();
     assert!(store.list().unwrap().is_empty());
 
     // Everything is now garbage.
-    let report = store.prune().unwrap();
+    let report = common::prune(&store);
     assert_eq!(report.blobs_removed, 4, "manifest, config, two layers");
     assert_eq!(
         fs::read_dir(t.path().join("store/blobs/sha256"))
@@ -106,12 +110,12 @@ fn retagging_leaves_the_old_image_dangling_not_lost() {
     assert!(dangling.names.is_empty());
     assert_eq!(store.find("app").unwrap().id, b);
     // Pruning images: dangling first, then (with `all`) everything unused.
-    assert_eq!(store.prune_images(false).unwrap(), [a]);
+    assert_eq!(store.prune_images(false, &Default::default()).unwrap(), [a]);
     assert_eq!(store.list().unwrap().len(), 1);
-    assert_eq!(store.prune_images(true).unwrap(), [b]);
+    assert_eq!(store.prune_images(true, &Default::default()).unwrap(), [b]);
     assert!(store.list().unwrap().is_empty());
     assert_eq!(
-        store.prune().unwrap().blobs_removed,
+        common::prune(&store).blobs_removed,
         6,
         "two manifests, configs and layers"
     );
@@ -274,7 +278,7 @@ fn prune_keeps_what_images_use_and_cleans_crash_leftovers() {
         b"orphan",
     )
     .unwrap();
-    let report = store.prune().unwrap();
+    let report = common::prune(&store);
     assert_eq!((report.blobs_removed, report.snapshots_removed), (1, 1));
     assert_eq!(
         fs::read_dir(t.path().join("store/ingest")).unwrap().count(),

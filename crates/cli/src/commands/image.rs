@@ -299,9 +299,9 @@ pub struct RmiArgs {
 }
 
 pub fn rmi(a: &RmiArgs) -> anyhow::Result<u8> {
-    let store = a.store.open()?;
+    let bundles = berth_engine::Bundles::new(&a.store.open()?)?;
     for i in &a.images {
-        for name in store.remove(i, a.force)? {
+        for name in bundles.remove_image(i, a.force)? {
             out!("Untagged: {name}");
         }
     }
@@ -469,16 +469,13 @@ pub struct PruneArgs {
 }
 
 pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
-    let store = a.store.open()?;
-    for id in store.prune_images(a.all)? {
+    let bundles = berth_engine::Bundles::new(&a.store.open()?)?;
+    for id in bundles.prune_images(a.all)? {
         out!("Deleted: {id}");
     }
-    let r = store.prune()?;
-    if r.containers_removed > 0 {
-        out!(
-            "Deleted {} containers whose creation was interrupted",
-            r.containers_removed
-        );
+    let (r, containers_removed) = bundles.prune()?;
+    if containers_removed > 0 {
+        out!("Deleted {containers_removed} containers whose creation was interrupted");
     }
     out!(
         "Deleted {} blobs and {} snapshots\nTotal reclaimed space: {}",

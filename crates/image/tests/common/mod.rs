@@ -1,5 +1,5 @@
 //! Test helpers: a raw tar writer (so tests can build the hostile archives a well-behaved
-//! tar library refuses to write), OCI layout assembly, and cleanup guards.
+//! tar library refuses to write), OCI layout assembly, and small helpers.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs;
@@ -267,16 +267,11 @@ pub fn busybox_layout(dir: &Path, multi_layer: bool) {
     );
 }
 
-/// Removes a container bundle even when the test panics.
-pub struct BundleGuard<'a> {
-    pub store: &'a berth_image::Store,
-    pub id: String,
-}
-
-impl Drop for BundleGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.store.remove_bundle(&self.id);
-    }
+/// Prune with nothing in use outside the store (no containers in these tests).
+pub fn prune(store: &berth_image::Store) -> berth_image::PruneReport {
+    store
+        .prune(&store.lock_gc().unwrap(), &berth_image::InUse::default())
+        .unwrap()
 }
 
 /// A unique container ID for this test process.

@@ -1,5 +1,7 @@
 //! Container bundles: `config.json` + an OverlayFS rootfs stacked on the image's snapshots,
-//! with this container's own upper/work dirs under `<root>/containers/<id>/`.
+//! with this container's own upper/work dirs under `<data-root>/containers/<id>/`.
+//! The image store only keeps content; this module records which containers use which
+//! images and snapshots ([`Bundles::in_use`]) and tells the store's GC.
 //! The overlay is mounted with the new mount API (one `lowerdir+` per layer, no limit from
 //! the one-page option string), else with mount(2); when both fail (no OverlayFS) the
 //! layers are copied flat into the rootfs instead.
@@ -15,21 +17,24 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
-use crate::error::{from_json, Error, IoContext, Result};
-use crate::oci::Compression;
-use crate::snapshot;
+use berth_image::oci::Compression;
+use berth_image::snapshot::chain_ids;
+use berth_image::store::temp_name;
+use berth_image::{
+    open_in_root, private_dir, unpack_layer, write_atomic, Digest, Image, ImageId, InUse,
+    PruneReport, Store, TempPath, WhiteoutMode, PRIVATE_MODE,
+};
+
+use crate::error::{Error, IoContext, Result};
 use crate::spec::{build_spec, RunOverrides, VolumeMount};
-use crate::store::{temp_name, write_atomic, Image, ImageId, Store, TempPath};
-use crate::unpack::{open_in_root, unpack_layer, WhiteoutMode};
 
 const RECORD: &str = "container.json";
 
 /// A prepared bundle. Until [`Bundle::commit`] the container counts as being created:
 /// this process holds a lock on its directory, and once the lock is gone (the creator
 /// died, or dropped the bundle uncommitted) the container is abandoned, listed by
-/// [`Store::abandoned_bundles`] and removed by [`Store::prune`]. Call [`Bundle::remove`]
-/// (or [`Store::remove_bundle`]) when the container is deleted.
+/// [`Bundles::abandoned`] and removed by [`Bundles::prune`]. Call [`Bundle::remove`]
+/// (or [`Bundles::remove`]) when the container is deleted.
 #[derive(Debug)]
 pub struct Bundle {
     pub id: String,
@@ -38,7 +43,7 @@ pub struct Bundle {
     pub spec: Spec,
     /// false when the rootfs is a flat copy because OverlayFS was unavailable.
     pub overlay: bool,
-    store: Store,
+    bundles: Bundles,
     /// flock on the container directory while it is being created.
     creating: Option<Flock<fs::File>>,
 }
@@ -46,17 +51,16 @@ pub struct Bundle {
 impl Bundle {
     /// Unmount the rootfs and delete the container's upper/work dirs and volumes.
     pub fn remove(self) -> Result<()> {
-        self.store.remove_bundle(&self.id)
+        self.bundles.remove(&self.id)
     }
 
     /// Mark the container complete (the caller has recorded it wherever it keeps its
-    /// containers); from now on only `remove_bundle` deletes it.
+    /// containers); from now on only [`Bundles::remove`] deletes it.
     pub fn commit(&mut self) -> Result<()> {
-        let cdir = self.store.root().join("containers").join(&self.id);
-        let path = cdir.join(RECORD);
-        let mut rec: ContainerRecord = from_json(&fs::read(&path).at(&path)?, RECORD)?;
+        let path = self.bundles.dir(&self.id).join(RECORD);
+        let mut rec = read_record(&path)?;
         rec.complete = true;
-        write_atomic(&path, &serde_json::to_vec(&rec).expect("record serialises"))?;
+        write_record(&path, &rec)?;
         self.creating = None;
         Ok(())
     }
@@ -80,6 +84,21 @@ fn yes() -> bool {
     true
 }
 
+fn read_record(path: &Path) -> Result<ContainerRecord> {
+    serde_json::from_slice(&fs::read(path).at(path)?).map_err(|source| Error::Metadata {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_record(path: &Path, rec: &ContainerRecord) -> Result<()> {
+    let json = serde_json::to_vec(rec).map_err(|source| Error::Metadata {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(write_atomic(path, &json)?)
+}
+
 /// A container whose creator went away before committing it (see [`Bundle`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AbandonedBundle {
@@ -93,8 +112,8 @@ pub struct AbandonedBundle {
 }
 
 /// Name prefix of a container directory before it is renamed into place (see
-/// `create_bundle`); one left by a crash is empty and removed by `prune`.
-pub(crate) const CREATING_PREFIX: &str = ".creating-";
+/// `Bundles::create`); one left by a crash is empty and removed by `prune`.
+const CREATING_PREFIX: &str = ".creating-";
 
 /// Try to take the creation lock of a container directory without waiting: `None` when
 /// another process holds it (that container is being created right now).
@@ -122,45 +141,6 @@ fn validate_id(id: &str) -> Result<()> {
             reason: "ID must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}".into(),
         })
     }
-}
-
-/// Every container's ID and record.
-fn containers(store: &Store) -> Result<Vec<(String, ContainerRecord)>> {
-    let dir = store.root().join("containers");
-    let mut out = Vec::new();
-    for e in fs::read_dir(&dir).at(&dir)? {
-        let e = e.at(&dir)?;
-        let p = e.path().join(RECORD);
-        if let Ok(bytes) = fs::read(&p) {
-            let rec = from_json::<ContainerRecord>(&bytes, &p.display().to_string())?;
-            out.push((e.file_name().to_string_lossy().into_owned(), rec));
-        }
-    }
-    Ok(out)
-}
-
-/// Chain IDs used by existing containers (kept by `prune`).
-pub(crate) fn snapshots_in_use(store: &Store) -> Result<Vec<Digest>> {
-    Ok(containers(store)?
-        .into_iter()
-        .flat_map(|(_, r)| r.chain_ids)
-        .collect())
-}
-
-/// Images that existing containers were created from.
-pub(crate) fn images_in_use(store: &Store) -> Result<std::collections::BTreeSet<ImageId>> {
-    Ok(containers(store)?
-        .into_iter()
-        .map(|(_, r)| r.image)
-        .collect())
-}
-
-/// A container created from image `id`, if any.
-pub(crate) fn container_using(store: &Store, id: &ImageId) -> Result<Option<String>> {
-    Ok(containers(store)?
-        .into_iter()
-        .find(|(_, r)| &r.image == id)
-        .map(|(c, _)| c))
 }
 
 /// Mount the overlay with the new mount API, falling back to mount(2) on kernels without
@@ -334,7 +314,8 @@ fn copy_tree(src: &std::fs::File, dest: &Path) -> Result<()> {
             Compression::None,
             dest,
             WhiteoutMode::Apply,
-        );
+        )
+        .map_err(Error::from);
         let written = writer.join().expect("tar writer thread panicked").at(dest);
         unpacked.and(written)
     })?;
@@ -343,7 +324,7 @@ fn copy_tree(src: &std::fs::File, dest: &Path) -> Result<()> {
 
 /// Undo of a half-made container: runs unless disarmed.
 struct Cleanup<'a> {
-    store: &'a Store,
+    bundles: &'a Bundles,
     id: &'a str,
     armed: bool,
 }
@@ -351,17 +332,106 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = self.store.remove_bundle(self.id) {
+            if let Err(e) = self.bundles.remove(self.id) {
                 tracing::warn!(id = self.id, error = %e, "cleanup of failed bundle");
             }
         }
     }
 }
 
-impl Store {
+/// The containers built on one image store: their records live beside the store's
+/// content, under `<data-root>/containers/` (and anonymous volumes under `volumes/`).
+#[derive(Clone, Debug)]
+pub struct Bundles {
+    store: Store,
+}
+
+impl Bundles {
+    /// The bundles of `store`'s data root (directories made private on first use).
+    pub fn new(store: &Store) -> Result<Bundles> {
+        for d in ["containers", "volumes"] {
+            private_dir(&store.root().join(d))?;
+        }
+        Ok(Bundles {
+            store: store.clone(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.store.root().join("containers").join(id)
+    }
+
+    /// Every container's ID and record.
+    fn records(&self) -> Result<Vec<(String, ContainerRecord)>> {
+        let dir = self.store.root().join("containers");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).at(&dir)? {
+            let e = e.at(&dir)?;
+            let p = e.path().join(RECORD);
+            if p.exists() {
+                out.push((
+                    e.file_name().to_string_lossy().into_owned(),
+                    read_record(&p)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What existing containers use: the images they were created from and the snapshots
+    /// their root filesystems stack. Pass it to the store's `remove`, `prune_images` and
+    /// `prune`.
+    pub fn in_use(&self) -> Result<InUse> {
+        let mut u = InUse::default();
+        for (id, r) in self.records()? {
+            u.images.entry(r.image).or_insert(id);
+            u.snapshots.extend(r.chain_ids);
+        }
+        Ok(u)
+    }
+
+    /// Untag `image` (see [`Store::remove`]), refusing the last name of an image a
+    /// container was created from unless `force`.
+    pub fn remove_image(&self, image: &str, force: bool) -> Result<Vec<String>> {
+        Ok(self.store.remove(image, force, &self.in_use()?)?)
+    }
+
+    /// Drop dangling images (or with `all`, every image no container was created from).
+    pub fn prune_images(&self, all: bool) -> Result<Vec<ImageId>> {
+        Ok(self.store.prune_images(all, &self.in_use()?)?)
+    }
+
+    /// Garbage-collect the data root: containers whose creation was interrupted (mount,
+    /// upper dir and all), then the store's unused blobs and snapshots. Runs under the
+    /// store's exclusive GC lock, so no creation races with it. Returns the store's report
+    /// and the number of containers removed.
+    pub fn prune(&self) -> Result<(PruneReport, usize)> {
+        let gc = self.store.lock_gc()?;
+        let mut removed = 0;
+        for b in self.abandoned()? {
+            self.remove(&b.id)?;
+            removed += 1;
+        }
+        // Directories of creations killed before their rename (no bundle is being
+        // created now: creation holds a lease).
+        let cdir = self.store.root().join("containers");
+        for e in fs::read_dir(&cdir).at(&cdir)? {
+            let e = e.at(&cdir)?;
+            if e.file_name().to_string_lossy().starts_with(CREATING_PREFIX) {
+                fs::remove_dir_all(e.path()).at(e.path())?;
+            }
+        }
+        let report = self.store.prune(&gc, &self.in_use()?)?;
+        Ok((report, removed))
+    }
+
     /// Prepare a bundle for `image` at `bundle_dir`: snapshots (unpacked once, shared),
     /// an overlay rootfs at `bundle_dir/rootfs`, anonymous volumes, and `config.json`.
-    pub fn create_bundle(
+    pub fn create(
         &self,
         image: &str,
         container_id: &str,
@@ -369,13 +439,13 @@ impl Store {
         bundle_dir: &Path,
     ) -> Result<Bundle> {
         validate_id(container_id)?;
-        let _gc = self.gc_lock(false)?;
-        let img = self.find(image)?;
+        let _lease = self.store.lease()?;
+        let img = self.store.find(image)?;
         // Images stored before the limits existed are checked again before anything is made.
-        crate::oci::check_config_size(&img.manifest.config)?;
+        berth_image::oci::check_config_size(&img.manifest.config)?;
         img.config.check_limits(&img.manifest.config.digest)?;
-        let lowers = snapshot::prepare(self, &img)?;
-        let containers = self.root().join("containers");
+        let lowers = self.store.snapshots(&img)?;
+        let containers = self.store.root().join("containers");
         let cdir = containers.join(container_id);
         // The directory appears under its name already locked (made and locked under a
         // temp name, then renamed; the flock follows the inode), so nobody ever sees it
@@ -383,12 +453,9 @@ impl Store {
         // and `abandoned_bundles` leave this container alone; when this process dies,
         // the kernel drops it.
         let tmp = TempPath::new(containers.join(temp_name(CREATING_PREFIX)));
-        std::os::unix::fs::DirBuilderExt::mode(
-            &mut fs::DirBuilder::new(),
-            crate::store::PRIVATE_MODE,
-        )
-        .create(tmp.path())
-        .at(tmp.path())?;
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), PRIVATE_MODE)
+            .create(tmp.path())
+            .at(tmp.path())?;
         let creating = try_lock_dir(tmp.path())?.ok_or_else(|| Error::Bundle {
             id: container_id.into(),
             reason: "its new directory is locked by another process".into(),
@@ -412,7 +479,7 @@ impl Store {
         })?;
         tmp.keep();
         let mut cleanup = Cleanup {
-            store: self,
+            bundles: self,
             id: container_id,
             armed: true,
         };
@@ -422,16 +489,11 @@ impl Store {
             rootfs: rootfs.clone(),
             overlay: true,
             image: img.id.clone(),
-            chain_ids: snapshot::chain_ids(&img.config.rootfs.diff_ids),
+            chain_ids: chain_ids(&img.config.rootfs.diff_ids),
             complete: false,
         };
-        let write_record = |r: &ContainerRecord| {
-            write_atomic(
-                &cdir.join(RECORD),
-                &serde_json::to_vec(r).expect("record serialises"),
-            )
-        };
-        write_record(&record)?;
+        let record_path = cdir.join(RECORD);
+        write_record(&record_path, &record)?;
         fs::create_dir_all(&rootfs).at(&rootfs)?;
         let (upper, work) = (cdir.join("upper"), cdir.join("work"));
         for d in [&upper, &work] {
@@ -446,8 +508,8 @@ impl Store {
         if let Err(e) = mount_overlay(&lowers, &upper, &work, &rootfs) {
             tracing::warn!(error = %e, "overlay mount failed; copying layers into the rootfs");
             record.overlay = false;
-            write_record(&record)?;
-            self.flatten_into(&img, &rootfs)?;
+            write_record(&record_path, &record)?;
+            self.store.unpack_image(&img, &rootfs)?;
         }
         let volumes = self.make_volumes(&img, container_id, &rootfs)?;
         let spec = build_spec(
@@ -466,16 +528,16 @@ impl Store {
             rootfs,
             spec,
             overlay: record.overlay,
-            store: self.clone(),
+            bundles: self.clone(),
             creating: Some(creating),
         })
     }
 
     /// Containers whose creation was interrupted: a directory under `containers/` whose
     /// record is not complete (or missing) and whose creation lock nobody holds. What
-    /// they made (an overlay mount, upper dir, volumes) is undone by `remove_bundle`.
-    pub fn abandoned_bundles(&self) -> Result<Vec<AbandonedBundle>> {
-        let dir = self.root().join("containers");
+    /// they made (an overlay mount, upper dir, volumes) is undone by [`Bundles::remove`].
+    pub fn abandoned(&self) -> Result<Vec<AbandonedBundle>> {
+        let dir = self.store.root().join("containers");
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).at(&dir)? {
             let e = e.at(&dir)?;
@@ -484,13 +546,9 @@ impl Store {
                 continue;
             }
             let rec_path = e.path().join(RECORD);
-            let rec = match fs::read(&rec_path) {
-                Ok(b) => Some(from_json::<ContainerRecord>(
-                    &b,
-                    &rec_path.display().to_string(),
-                )?),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-                Err(err) => return Err(err).at(&rec_path),
+            let rec = match rec_path.try_exists().at(&rec_path)? {
+                true => Some(read_record(&rec_path)?),
+                false => None,
             };
             if rec.as_ref().is_some_and(|r| r.complete) {
                 continue;
@@ -507,33 +565,6 @@ impl Store {
             });
         }
         Ok(out)
-    }
-
-    /// Unpack `image` flattened (whiteouts applied) into the existing directory `dir`,
-    /// as `umoci unpack` does: the no-overlay fallback, also handy for inspection.
-    pub fn unpack_flat(&self, image: &str, dir: &Path) -> Result<()> {
-        let _gc = self.gc_lock(false)?;
-        self.flatten_into(&self.find(image)?, dir)
-    }
-
-    /// Apply every layer of `img` in order into `dir` (the no-overlay fallback).
-    fn flatten_into(&self, img: &Image, dir: &Path) -> Result<()> {
-        for (layer, diff_id) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids) {
-            let stats = unpack_layer(
-                self.open_blob(&layer.digest)?,
-                Compression::from_media_type(&layer.media_type)?,
-                dir,
-                WhiteoutMode::Apply,
-            )?;
-            let actual = stats.diff_id.expect("unpack_layer always sets diff_id");
-            if &actual != diff_id {
-                return Err(Error::DigestMismatch {
-                    expected: diff_id.clone(),
-                    actual,
-                });
-            }
-        }
-        Ok(())
     }
 
     /// One directory per image volume, seeded with what the image has at that path (as
@@ -556,6 +587,7 @@ impl Store {
                 )));
             }
             let source = self
+                .store
                 .root()
                 .join("volumes")
                 .join(id)
@@ -574,12 +606,12 @@ impl Store {
 
     /// Remove a container's rootfs mount, upper/work dirs, volumes and config.json.
     /// Idempotent: removing a container that is already gone succeeds.
-    pub fn remove_bundle(&self, container_id: &str) -> Result<()> {
+    pub fn remove(&self, container_id: &str) -> Result<()> {
         validate_id(container_id)?;
-        let cdir = self.root().join("containers").join(container_id);
+        let cdir = self.dir(container_id);
         let rec_path = cdir.join(RECORD);
-        if let Ok(bytes) = fs::read(&rec_path) {
-            let rec: ContainerRecord = from_json(&bytes, &rec_path.display().to_string())?;
+        if rec_path.exists() {
+            let rec = read_record(&rec_path)?;
             match umount2(&rec.rootfs, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
                 Err(e) => {
@@ -597,7 +629,7 @@ impl Store {
                 fs::remove_file(&cfg).at(&cfg)?;
             }
         }
-        for d in [self.root().join("volumes").join(container_id), cdir] {
+        for d in [self.store.root().join("volumes").join(container_id), cdir] {
             if d.exists() {
                 fs::remove_dir_all(&d).at(&d)?;
             }

@@ -2,14 +2,33 @@
 //! opaque directories applied by the kernel, config.json from the image config, cleanup.
 #![allow(clippy::unwrap_used)] // tests unwrap freely; library code may not
 
+// The image crate's fixtures (raw tar writer, OCI layouts), shared rather than copied.
+#[path = "../../image/tests/common/mod.rs"]
 mod common;
 
 use std::fs;
 use std::process::Command;
 
+use berth_engine::{Bundles, RunOverrides};
 use berth_image::oci::{Compression, RunConfig};
-use berth_image::{Digest, Reference, RunOverrides, Store};
-use common::{tar, BundleGuard, Entry};
+use berth_image::{Digest, Reference, Store};
+use common::{tar, Entry};
+
+/// Removes a container bundle even when the test panics.
+struct BundleGuard<'a> {
+    store: &'a Store,
+    id: String,
+}
+
+impl Drop for BundleGuard<'_> {
+    fn drop(&mut self) {
+        let _ = bundles(self.store).remove(&self.id);
+    }
+}
+
+fn bundles(store: &Store) -> Bundles {
+    Bundles::new(store).unwrap()
+}
 
 fn snapshot_count(store: &Store) -> usize {
     fs::read_dir(store.root().join("snapshots"))
@@ -36,8 +55,8 @@ fn busybox_bundle_on_overlay_runs_and_is_removed() {
         env: vec!["X=1".into()],
         ..Default::default()
     };
-    let bundle = store
-        .create_bundle("busybox:bundle", &id, &o, &bdir)
+    let bundle = bundles(&store)
+        .create("busybox:bundle", &id, &o, &bdir)
         .unwrap();
     assert!(bundle.overlay, "OverlayFS is available on this machine");
     assert!(common::is_mounted(&bundle.rootfs));
@@ -87,8 +106,8 @@ fn busybox_bundle_on_overlay_runs_and_is_removed() {
         store: &store,
         id: id_b.clone(),
     };
-    let b = store
-        .create_bundle(
+    let b = bundles(&store)
+        .create(
             "busybox:bundle",
             &id_b,
             &RunOverrides::default(),
@@ -101,18 +120,25 @@ fn busybox_bundle_on_overlay_runs_and_is_removed() {
         .starts_with("root:"));
 
     // prune keeps snapshots of live containers even once the image is untagged.
-    let in_use = store.remove("busybox:bundle", false).unwrap_err();
+    let in_use = bundles(&store)
+        .remove_image("busybox:bundle", false)
+        .unwrap_err();
     assert!(
-        matches!(in_use, berth_image::Error::ImageInUse { .. }),
+        matches!(
+            in_use,
+            berth_engine::Error::Image(berth_image::Error::ImageInUse { .. })
+        ),
         "{in_use}"
     );
-    store.remove("busybox:bundle", true).unwrap();
-    store.prune().unwrap();
+    bundles(&store)
+        .remove_image("busybox:bundle", true)
+        .unwrap();
+    bundles(&store).prune().unwrap();
     assert_eq!(snapshot_count(&store), snaps);
 
     // Creating the same container twice is refused without disturbing the first.
-    assert!(store
-        .create_bundle("busybox:bundle", &id, &RunOverrides::default(), &bdir)
+    assert!(bundles(&store)
+        .create("busybox:bundle", &id, &RunOverrides::default(), &bdir)
         .is_err());
 
     let rootfs_path = bundle.rootfs.clone();
@@ -122,7 +148,7 @@ fn busybox_bundle_on_overlay_runs_and_is_removed() {
     assert!(!rootfs_path.exists());
     assert!(!store.root().join("containers").join(&id).exists());
     b.remove().unwrap();
-    assert_eq!(store.prune().unwrap().snapshots_removed, 2);
+    assert_eq!(bundles(&store).prune().unwrap().0.snapshots_removed, 2);
 }
 
 #[test]
@@ -161,8 +187,8 @@ fn opaque_directory_hides_lower_entries_through_overlay() {
         store: &store,
         id: id.clone(),
     };
-    let b = store
-        .create_bundle(
+    let b = bundles(&store)
+        .create(
             "opaque",
             &id,
             &RunOverrides::default(),
@@ -177,7 +203,7 @@ fn opaque_directory_hides_lower_entries_through_overlay() {
     assert_eq!(d, ["upper"]);
     assert!(b.rootfs.join("keep").exists());
     assert!(
-        store.prune_images(true).unwrap().is_empty(),
+        bundles(&store).prune_images(true).unwrap().is_empty(),
         "the container's image is kept"
     );
     // The anonymous volume is a bind source under the data root.
@@ -234,14 +260,14 @@ fn failed_bundle_leaves_nothing_behind() {
     };
     let bdir = t.path().join("bundle");
     assert!(matches!(
-        store.create_bundle("nocmd", &id, &RunOverrides::default(), &bdir),
-        Err(berth_image::Error::Spec(_))
+        bundles(&store).create("nocmd", &id, &RunOverrides::default(), &bdir),
+        Err(berth_engine::Error::Spec(_))
     ));
     assert!(!common::is_mounted(&bdir.join("rootfs")));
     assert!(!bdir.join("rootfs").exists());
     assert!(!store.root().join("containers").join(&id).exists());
-    assert!(store
-        .create_bundle("nocmd", "../evil", &RunOverrides::default(), &bdir)
+    assert!(bundles(&store)
+        .create("nocmd", "../evil", &RunOverrides::default(), &bdir)
         .is_err());
 }
 
@@ -284,11 +310,17 @@ fn corrupt_gzip_layer_fails_in_one_line_and_leaves_no_partial_snapshot() {
         id: id.clone(),
     };
     let bdir = t.path().join("bundle");
-    let err = store
-        .create_bundle("cut", &id, &RunOverrides::default(), &bdir)
+    let err = bundles(&store)
+        .create("cut", &id, &RunOverrides::default(), &bdir)
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, berth_image::Error::Archive { .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            berth_engine::Error::Image(berth_image::Error::Archive { .. })
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("reading the layer stream (Gzip)"), "{msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
     // Only the good layer's snapshot exists: no half-unpacked one, no temp dir.
@@ -334,8 +366,8 @@ fn concurrent_bundles_share_one_snapshot_set() {
             let (store, dir) = (&store, t.path().join(id));
             // All four race to unpack the same two snapshots; renames decide the winners.
             s.spawn(move || {
-                store
-                    .create_bundle("race", id, &RunOverrides::default(), &dir)
+                bundles(store)
+                    .create("race", id, &RunOverrides::default(), &dir)
                     .unwrap()
             });
         }
@@ -350,7 +382,7 @@ fn concurrent_bundles_share_one_snapshot_set() {
             fs::read(t.path().join(id).join("rootfs/etc/conf")).unwrap(),
             b"c"
         );
-        store.remove_bundle(id).unwrap();
+        bundles(&store).remove(id).unwrap();
     }
 }
 
@@ -392,8 +424,8 @@ fn deep_image_mounts_on_overlay_beyond_the_option_string_limit() {
         store: &store,
         id: id.clone(),
     };
-    let b = store
-        .create_bundle(
+    let b = bundles(&store)
+        .create(
             "deep",
             &id,
             &RunOverrides::default(),
@@ -408,4 +440,60 @@ fn deep_image_mounts_on_overlay_beyond_the_option_string_limit() {
     );
     assert!((1..n).all(|i| b.rootfs.join(format!("l{i}")).exists()));
     b.remove().unwrap();
+}
+
+/// A bundle dropped uncommitted (its creator gone, as when `berth run` is killed) keeps
+/// its overlay mount; it is listed as abandoned and `prune` unmounts and removes it. One
+/// still held by its creator, or committed, is left alone.
+#[test]
+fn abandoned_bundle_is_listed_and_pruned_with_its_mount() {
+    let t = tempfile::tempdir().unwrap();
+    common::busybox_layout(&t.path().join("layout"), false);
+    let store = Store::open(&t.path().join("store")).unwrap();
+    store
+        .import(&t.path().join("layout"), Some(&"bb:x".parse().unwrap()))
+        .unwrap();
+    let ids = [
+        common::cid("gone"),
+        common::cid("held"),
+        common::cid("done"),
+    ];
+    let _guards: Vec<_> = ids
+        .iter()
+        .map(|id| BundleGuard {
+            store: &store,
+            id: id.clone(),
+        })
+        .collect();
+    let make = |id: &str| {
+        bundles(&store)
+            .create(
+                "bb:x",
+                id,
+                &Default::default(),
+                &t.path().join(format!("bundle-{id}")),
+            )
+            .unwrap()
+    };
+    let gone = make(&ids[0]);
+    let gone_rootfs = gone.rootfs.clone();
+    drop(gone); // uncommitted: the creator's lock goes with it
+    let held = make(&ids[1]);
+    let mut done = make(&ids[2]);
+    done.commit().unwrap();
+    assert!(common::is_mounted(&gone_rootfs));
+
+    let abandoned = bundles(&store).abandoned().unwrap();
+    assert_eq!(
+        abandoned.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [ids[0].as_str()]
+    );
+    assert!(abandoned[0].image.is_some());
+    let (_, containers_removed) = bundles(&store).prune().unwrap();
+    assert_eq!(containers_removed, 1);
+    assert!(!common::is_mounted(&gone_rootfs));
+    assert!(!store.root().join("containers").join(&ids[0]).exists());
+    assert!(common::is_mounted(&held.rootfs) && common::is_mounted(&done.rootfs));
+    held.remove().unwrap();
+    done.remove().unwrap();
 }

@@ -8,9 +8,10 @@ use nix::fcntl::OFlag;
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
+use berth_image::oci::RunConfig;
+use berth_image::open_in_root;
+
 use crate::error::{Error, IoContext, Result};
-use crate::oci::RunConfig;
-use crate::unpack::open_in_root;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Docker's default capability set (one list, shared with the default seccomp profile).
@@ -212,7 +213,7 @@ pub fn build_spec(
     if o.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    crate::oci::check_process_limits(&env, &args).map_err(Error::Spec)?;
+    berth_image::oci::check_process_limits(&env, &args).map_err(Error::Spec)?;
     let cwd = o
         .workdir
         .clone()
