@@ -98,19 +98,7 @@ impl Error {
     }
 }
 
-/// Attach a path to an io::Error.
-pub(crate) trait IoContext<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })
-    }
-}
+berth_fsutil::io_context!(Error);
 
 pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     let what = what.into();

@@ -37,13 +37,8 @@ pub fn random_id() -> Result<String> {
 }
 
 pub fn write_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(value).expect("records serialize"),
-    )
-    .at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    let json = serde_json::to_vec_pretty(value).expect("records serialize");
+    Ok(berth_fsutil::replace_file(path, &json)?)
 }
 
 /// Read a record; `None` when the file does not exist (yet, or any more).

@@ -87,15 +87,8 @@ impl Container {
 
     pub(crate) fn save(&self) -> Result<()> {
         let path = self.dir().join(METADATA);
-        let tmp = self
-            .dir()
-            .join(format!(".{METADATA}.{}", std::process::id()));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("metadata serializes"),
-        )
-        .at(&tmp)?;
-        std::fs::rename(&tmp, &path).at(&path)
+        let json = serde_json::to_vec_pretty(self).expect("metadata serializes");
+        Ok(berth_fsutil::replace_file(&path, &json)?)
     }
 
     /// Read `dir/config.json`; `None` when the directory is not (yet) an engine container.

@@ -281,13 +281,8 @@ impl Engine {
                     reason: format!("gives an invalid spec: {e}"),
                 })?;
             let cfg = bundle.dir.join("config.json");
-            let tmp = bundle.dir.join(".config.json.tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec_pretty(&spec).expect("spec serializes"),
-            )
-            .at(&tmp)?;
-            std::fs::rename(&tmp, &cfg).at(&cfg)?;
+            let json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
+            berth_fsutil::replace_file(&cfg, &json)?;
             let log_path = dir.join(LOG);
             File::create(&log_path).at(&log_path)?;
             let c = Container {

@@ -62,28 +62,7 @@ pub enum Error {
     NetworkInUse { network: String, container: String },
 }
 
-/// Attach a path to an io::Error (or an errno).
-pub(crate) trait IoContext<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })
-    }
-}
-
-impl<T> IoContext<T> for nix::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|errno| Error::Io {
-            path: path.into(),
-            source: errno.into(),
-        })
-    }
-}
+berth_fsutil::io_context!(Error);
 
 pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     let what = what.into();

@@ -74,28 +74,7 @@ pub enum Error {
     InputFile { path: PathBuf, reason: String },
 }
 
-/// Attach the path an `io::Error` happened on.
-pub(crate) trait IoContext<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })
-    }
-}
-
-impl<T> IoContext<T> for nix::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|errno| Error::Io {
-            path: path.into(),
-            source: io::Error::from(errno),
-        })
-    }
-}
+berth_fsutil::io_context!(Error);
 
 /// Parse a JSON document, naming `what` in the error.
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {

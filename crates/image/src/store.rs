@@ -15,9 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -122,56 +121,12 @@ pub struct Store {
     root: PathBuf,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+pub use berth_fsutil::{temp_name, TempPath};
 
-/// A unique name for a temp file or dir (pid + counter + time), unique across processes.
-pub fn temp_name(prefix: &str) -> String {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{prefix}{}-{n}-{t}", std::process::id())
-}
-
-/// Removes a path on drop unless disarmed: temp files of failed writes never linger.
-pub struct TempPath {
-    path: Option<PathBuf>,
-}
-
-impl TempPath {
-    pub fn new(path: PathBuf) -> TempPath {
-        TempPath { path: Some(path) }
-    }
-    pub fn path(&self) -> &Path {
-        self.path.as_deref().expect("TempPath used after keep")
-    }
-    pub fn keep(mut self) {
-        self.path = None;
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if let Some(p) = &self.path {
-            let _ = if p.is_dir() {
-                fs::remove_dir_all(p)
-            } else {
-                fs::remove_file(p)
-            };
-        }
-    }
-}
-
-/// Write `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
+/// Write `bytes` to `path` atomically and durably (the index and blobs' neighbours are
+/// records other data depends on).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = TempPath::new(dir.join(temp_name(".tmp-")));
-    let mut f = File::create(tmp.path()).at(tmp.path())?;
-    f.write_all(bytes).at(tmp.path())?;
-    f.sync_all().at(tmp.path())?;
-    fs::rename(tmp.path(), path).at(path)?;
-    tmp.keep();
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+    Ok(berth_fsutil::replace_file_durably(path, bytes)?)
 }
 
 /// Mode of the data root and of its directories: nobody but the owner may traverse them.
