@@ -389,6 +389,7 @@ fn lifecycle_of_real_containers_follows_the_model() {
         (Command::Delete, &["delete"]),
         (Command::DeleteForce, &["delete", "--force"]),
         (Command::Exec, &["exec", "@", "true"]),
+        (Command::Observe, &["ps"]),
     ];
     let mut mismatches = Vec::new();
     for state in [

@@ -11,7 +11,8 @@ pub use berth_cgroups::{OomEvent, OomWatcher, Stats};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::state::{Record, Status};
+use crate::lifecycle::Operation;
+use crate::state::Record;
 
 /// Rootless callers only get a cgroup if they were delegated one they can write.
 fn skip_cgroups(spec: &Spec) -> bool {
@@ -196,21 +197,9 @@ impl crate::Runtime {
     }
 
     /// The manager of a container's cgroup, for a container in an allowed status.
-    fn cgroup_of(
-        &self,
-        id: &str,
-        allowed: &[Status],
-        what: &str,
-    ) -> Result<(Record, Box<dyn Manager>)> {
+    fn cgroup_of(&self, id: &str, op: Operation, what: &str) -> Result<(Record, Box<dyn Manager>)> {
         let (_dir, rec) = self.open(id)?;
-        let status = self.status_of(&rec);
-        if !allowed.contains(&status) {
-            return Err(Error::BadState {
-                id: id.into(),
-                status: status.to_string(),
-                why: format!("cannot {what}"),
-            });
-        }
+        crate::lifecycle::check(id, op, self.status_of(&rec))?;
         let m = manager_of(&rec).ok_or_else(|| {
             Error::Unsupported(format!(
                 "container {id:?} has no cgroup (rootless without delegation); cannot {what}"
@@ -222,18 +211,14 @@ impl crate::Runtime {
     /// Freeze every process of a running container.
     pub fn pause(&self, id: &str) -> Result<()> {
         Ok(self
-            .cgroup_of(id, &[Status::Running, Status::Created], "pause it")?
+            .cgroup_of(id, Operation::Pause, "pause it")?
             .1
             .freeze()?)
     }
 
     pub fn resume(&self, id: &str) -> Result<()> {
         Ok(self
-            .cgroup_of(
-                id,
-                &[Status::Paused],
-                "resume a container that is not paused",
-            )?
+            .cgroup_of(id, Operation::Resume, "resume it")?
             .1
             .thaw()?)
     }
@@ -241,22 +226,14 @@ impl crate::Runtime {
     /// Change resource limits of a live container.
     pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
         Ok(self
-            .cgroup_of(
-                id,
-                &[Status::Created, Status::Running, Status::Paused],
-                "update it",
-            )?
+            .cgroup_of(id, Operation::Observe, "update it")?
             .1
             .update(resources)?)
     }
 
     pub fn stats(&self, id: &str) -> Result<Stats> {
         Ok(self
-            .cgroup_of(
-                id,
-                &[Status::Created, Status::Running, Status::Paused],
-                "read its stats",
-            )?
+            .cgroup_of(id, Operation::Observe, "read its stats")?
             .1
             .stats()?)
     }
@@ -264,22 +241,14 @@ impl crate::Runtime {
     /// Host pids of every process in the container.
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
         Ok(self
-            .cgroup_of(
-                id,
-                &[Status::Created, Status::Running, Status::Paused],
-                "list its processes",
-            )?
+            .cgroup_of(id, Operation::Observe, "list its processes")?
             .1
             .pids()?)
     }
 
     pub fn oom_watcher(&self, id: &str) -> Result<OomWatcher> {
         Ok(self
-            .cgroup_of(
-                id,
-                &[Status::Created, Status::Running, Status::Paused],
-                "watch it",
-            )?
+            .cgroup_of(id, Operation::Observe, "watch it")?
             .1
             .oom_watcher()?)
     }

@@ -13,6 +13,7 @@ use oci_spec::runtime::Spec;
 use crate::config;
 use crate::error::{Error, IoContext, Result};
 use crate::init::InitConfig;
+use crate::lifecycle::{self, Operation};
 use crate::namespaces::Plan;
 use crate::state::{self, ContainerDir, OciState, Record, RuntimeRoot, Status};
 use crate::sync::{ChildMsg, ParentMsg};
@@ -392,14 +393,7 @@ impl Runtime {
     /// Let a created container's init exec the user process.
     pub fn start(&self, id: &str) -> Result<()> {
         let (dir, mut rec) = self.open(id)?;
-        let status = self.status_of(&rec);
-        if status != Status::Created {
-            return Err(Error::BadState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "only a created container can be started".into(),
-            });
-        }
+        lifecycle::check(id, Operation::Start, self.status_of(&rec))?;
         let spec = load_spec_copy(&dir.path)?;
         crate::init::request_start(&dir.path, state_json(&rec, Status::Created))?;
         rec.started = true;
@@ -414,14 +408,7 @@ impl Runtime {
     /// Send a signal to the container's init, or with `all` to every process in it.
     pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
         let (_dir, rec) = self.open(id)?;
-        let status = self.status_of(&rec);
-        if status == Status::Stopped {
-            return Err(Error::BadState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "container not running".into(),
-            });
-        }
+        lifecycle::check(id, Operation::Kill, self.status_of(&rec))?;
         if all {
             crate::cgroup::signal_all(&rec, sig)?;
             return Ok(());
@@ -440,18 +427,12 @@ impl Runtime {
             Err(Error::NotFound(_)) if self.root.remove_unrecorded(id)? => return Ok(()),
             Err(e) => return Err(e),
         };
-        let status = self.status_of(&rec);
-        match status {
-            Status::Stopped | Status::Created => {}
-            Status::Running | Status::Paused | Status::Creating if !force => {
-                return Err(Error::BadState {
-                    id: id.into(),
-                    status: status.to_string(),
-                    why: "stop it first or use delete --force".into(),
-                });
-            }
-            _ => {}
-        }
+        let op = if force {
+            Operation::DeleteForce
+        } else {
+            Operation::Delete
+        };
+        lifecycle::check(id, op, self.status_of(&rec))?;
         // A dead create may have left its init alive (it exits when it sees the channel
         // close, but need not have yet): kill it whatever the status says.
         if state::init_alive(&rec) {

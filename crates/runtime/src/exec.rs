@@ -11,7 +11,6 @@ use oci_spec::runtime::Process;
 use crate::container::{load_spec_copy, state_json, Runtime};
 use crate::error::{Error, IoContext, Result};
 use crate::init::ExecConfig;
-use crate::state::Status;
 use crate::sync::{ChildMsg, ParentMsg};
 
 #[derive(Debug, Clone)]
@@ -132,13 +131,7 @@ impl Runtime {
     pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<Pid> {
         let (dir, rec) = self.open(id)?;
         let status = self.status_of(&rec);
-        if status != Status::Running && status != Status::Created {
-            return Err(Error::BadState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "cannot exec in a container that is not running".into(),
-            });
-        }
+        crate::lifecycle::check(id, crate::lifecycle::Operation::Exec, status)?;
         let spec = load_spec_copy(&dir.path)?;
         drop(dir); // exec runs concurrently with other commands on the container
         let p = &opts.process;

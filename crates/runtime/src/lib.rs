@@ -21,6 +21,7 @@ pub mod foreground;
 pub mod fs;
 mod hooks;
 pub mod init;
+pub mod lifecycle;
 mod lsm;
 mod mempolicy;
 pub mod mount;

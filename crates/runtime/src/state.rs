@@ -19,7 +19,7 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const START_SOCKET: &str = "start.sock";
 
 /// OCI status of a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Creating,

@@ -1,6 +1,14 @@
 //! The OCI lifecycle (§3.1.1: creating, created, running, stopped; plus paused) with the
-//! commands that move a container between states, as berth's runtime decides them
-//! (crates/runtime/src/container.rs, exec.rs, cgroup.rs).
+//! commands that move a container between states, written from the runtime spec
+//! ("Lifecycle", "Operations") independently of the runtime's own table
+//! (`berth_runtime::lifecycle`); `tests/models.rs` model-checks this one with stateright
+//! and compares it with the runtime's in every reachable state, so the two cannot drift.
+//!
+//! Where berth follows runc rather than the spec's letter (and says so):
+//! * `delete` of a *created* container succeeds (it kills the waiting init), as runc and
+//!   crun do; the spec asks for an error on anything not stopped.
+//! * `pause`/`resume` are runc extensions the spec does not define; `kill` of a paused
+//!   container is admitted (runc's rule) and takes effect when it is resumed.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum State {
@@ -25,6 +33,8 @@ pub enum Command {
     Delete,
     DeleteForce,
     Exec,
+    /// update, stats, ps, events: read or tune the live cgroup; no state change.
+    Observe,
     /// The container's init exits by itself.
     InitExits,
 }
@@ -38,7 +48,7 @@ pub const STATES: [State; 6] = [
     State::Gone,
 ];
 
-pub const COMMANDS: [Command; 9] = [
+pub const COMMANDS: [Command; 10] = [
     Command::CreateCompletes,
     Command::Start,
     Command::Kill,
@@ -47,6 +57,7 @@ pub const COMMANDS: [Command; 9] = [
     Command::Delete,
     Command::DeleteForce,
     Command::Exec,
+    Command::Observe,
     Command::InitExits,
 ];
 
@@ -68,6 +79,7 @@ pub fn step(state: State, cmd: Command) -> Option<State> {
         (S::Paused, C::Resume) => Some(S::Running),
         (S::Created | S::Stopped, C::Delete) => Some(S::Gone),
         (S::Created | S::Running, C::Exec) => Some(state),
+        (S::Created | S::Running | S::Paused, C::Observe) => Some(state),
         (S::Created | S::Running, C::InitExits) => Some(S::Stopped),
         _ => None,
     }
