@@ -743,3 +743,125 @@ fn crictl_security_context_resources_and_oom() {
     s.crictl(&["rmi", &image]);
     s.assert_clean(&[ctr, o, pod]);
 }
+
+/// The streaming URL crictl was given (crictl --debug logs the Exec/Attach/PortForward
+/// response), from its stderr.
+fn streaming_url(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text
+        .find("http://127.0.0.1:")
+        .expect("a streaming URL in crictl's log");
+    text[at..]
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '}' || c == '"' || c == '\\')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// An HTTP request to the streaming server; the status line's code.
+fn http_status(url: &str, upgrade: bool) -> u16 {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(host).unwrap();
+    let extra = if upgrade {
+        "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
+    } else {
+        ""
+    };
+    write!(s, "POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).to_string();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Exec through the streaming server (SPDY, what crictl and kubelet use by default):
+/// stdout, stderr, exit codes, stdin; used, replayed and guessed URLs; stats.
+#[test]
+fn crictl_streaming_exec_and_stats() {
+    if let Some(why) = missing() {
+        // CI installs everything and provides crictl: there a missing tool is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot run the CRI tests: {why}"
+        );
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let s = Server::new(false);
+    let reg = registry(s.dir.path());
+    let image = format!("{}/busybox:latest", reg.addr);
+    s.crictl(&["pull", &image]);
+    let pod_cfg = s.pod_config("p4");
+    let pod = s.crictl(&["runp", &pod_cfg]);
+    let cfg = s.container_config("c1", &image, "sleep 1000");
+    let ctr = s.crictl(&["create", &pod, &cfg, &pod_cfg]);
+    s.crictl(&["start", &ctr]);
+
+    // Output on both streams and the exit code, through SPDY.
+    let out = s.crictl_out(&[
+        "--debug",
+        "exec",
+        &ctr,
+        "sh",
+        "-c",
+        "echo out $FOO; echo err >&2; exit 3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out bar\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().any(|l| l == "err"), "{stderr}");
+    // client-go decoded the exit code from the status on the error stream (crictl
+    // itself then exits 1).
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("command terminated with exit code 3"),
+        "{stderr}\n{}",
+        s.log()
+    );
+    // The URL is single-use: replayed (even as a proper upgrade) it is 404, as is a
+    // guessed token; nothing runs.
+    let url = streaming_url(&out.stderr);
+    assert!(url.contains("/exec/"), "{url}");
+    assert_eq!(http_status(&url, true), 404);
+    let guessed = format!("{}{}", &url[..url.rfind('/').unwrap() + 1], "0".repeat(32));
+    assert_eq!(http_status(&guessed, true), 404);
+
+    // Stdin, closed at its end: cat sees all of it and exits.
+    let mut child = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args([
+            "--runtime-endpoint",
+            &format!("unix://{}", s.socket().display()),
+            "exec",
+            "-i",
+            &ctr,
+            "sh",
+            "-c",
+            "wc -c; cat /proc/self/status | grep -c ^Pid",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = vec![b'x'; 200_000];
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", s.log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().next().map(str::trim), Some("200000"), "{text}");
+
+    // Unknown container: NotFound from the Exec RPC, no URL.
+    let e = s.crictl_err(&["exec", &"0".repeat(64), "true"]);
+    assert!(e.contains("NotFound"), "{e}");
+
+    s.crictl(&["rm", "-f", &ctr]);
+    s.crictl(&["rmp", "-f", &pod]);
+    s.crictl(&["rmi", &image]);
+    s.assert_clean(&[ctr, pod]);
+}

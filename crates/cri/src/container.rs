@@ -791,6 +791,7 @@ impl Cri {
         cmd: &[String],
         timeout: i64,
         result: &Path,
+        mode: &crate::monitor::ExecMode,
     ) -> Result<(PathBuf, Vec<String>)> {
         let c = self.layout.container(id)?;
         let o = self.observe(&c)?;
@@ -813,9 +814,9 @@ impl Cri {
             timeout.max(0).to_string(),
             "--result".into(),
             result.display().to_string(),
-            c.id.clone(),
-            "--".into(),
         ];
+        argv.extend(mode.args());
+        argv.extend([c.id.clone(), "--".into()]);
         argv.extend(cmd.iter().cloned());
         Ok((self.exe.clone(), argv))
     }

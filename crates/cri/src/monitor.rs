@@ -318,36 +318,125 @@ pub struct ExecResult {
     pub error: Option<String>,
 }
 
-/// `berth cri exec --runtime-root R --timeout S --result FILE ID -- CMD...`: run CMD in
-/// the container with this process's stdout/stderr, wait (killing it after S seconds,
-/// 0 = no limit), and write an [`ExecResult`] to FILE. Returns the exit code.
-pub fn exec(runtime_root: &Path, id: &str, cmd: &[String], timeout: u64, result: &Path) -> i32 {
+/// How the exec helper connects the process: ExecSync gives it no stdin; the
+/// streaming server passes its stdin pipe and may ask for a terminal, whose size then
+/// arrives as lines `WIDTH HEIGHT` on `resize_fd`.
+#[derive(Clone, Debug, Default)]
+pub struct ExecMode {
+    pub stdin: bool,
+    pub tty: bool,
+    pub resize_fd: Option<i32>,
+}
+
+impl ExecMode {
+    /// The helper's flags for this mode.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.stdin {
+            a.push("--stdin".to_string());
+        }
+        if self.tty {
+            a.push("--tty".to_string());
+        }
+        if let Some(fd) = self.resize_fd {
+            a.extend(["--resize-fd".to_string(), fd.to_string()]);
+        }
+        a
+    }
+}
+
+/// Apply each `WIDTH HEIGHT` line read from `fd` to the pty `master` (TIOCSWINSZ, which
+/// also sends SIGWINCH to the terminal's foreground process group).
+fn resize_from(fd: i32, master: &File) -> Result<()> {
+    use std::io::BufRead;
+    // SAFETY: the server passed this fd to us for this purpose only; we own it now.
+    let pipe = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let master = master.try_clone().at("pty master")?;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut it = line.split_whitespace().map(|n| n.parse::<u16>());
+            if let (Some(Ok(w)), Some(Ok(h))) = (it.next(), it.next()) {
+                let ws = libc::winsize {
+                    ws_row: h,
+                    ws_col: w,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads a winsize we own from a pty master we own.
+                unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `berth cri exec --runtime-root R --timeout S --result FILE [--stdin] [--tty]
+/// [--resize-fd N] ID -- CMD...`: run CMD in the container with this process's stdio
+/// (a terminal proxied to it with `--tty`), wait (killing it after S seconds, 0 = no
+/// limit, and then forwarding signals to it), and write an [`ExecResult`] to FILE.
+/// Returns the exit code.
+pub fn exec(
+    runtime_root: &Path,
+    id: &str,
+    cmd: &[String],
+    timeout: u64,
+    result: &Path,
+    mode: &ExecMode,
+) -> i32 {
     let r = (|| -> Result<ExecResult> {
         let runtime = berth_runtime::Runtime::new(runtime_root);
-        redirect(&dev_null()?, 0)?;
+        if !mode.stdin {
+            redirect(&dev_null()?, 0)?;
+        }
         subreaper();
         let base = runtime.base_process(id)?;
         let mut v = serde_json::to_value(&base).expect("process serializes");
         v["args"] = serde_json::json!(cmd);
-        v["terminal"] = serde_json::json!(false);
+        v["terminal"] = serde_json::json!(mode.tty);
         let process =
             serde_json::from_value(v).map_err(|e| crate::error::invalid("cmd", e.to_string()))?;
+        let console = match mode.tty {
+            true => Some(berth_runtime::foreground::ConsoleSocket::bind(id)?),
+            false => None,
+        };
+        let mask = berth_runtime::foreground::signal_mask();
+        if timeout == 0 {
+            mask.thread_block().map_err(sys("block signals"))?;
+        }
         let pid = runtime.exec(
             id,
             &berth_runtime::ExecOptions {
                 process,
-                console_socket: None,
+                console_socket: console.as_ref().map(|c| c.path.clone()),
                 preserve_fds: 0,
                 pid_file: None,
             },
         )?;
-        let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
-        match wait_for(pid, deadline)? {
-            Some(code) => Ok(ExecResult {
-                exit_code: Some(code),
-                timed_out: false,
-                error: None,
-            }),
+        let exited = |code: Option<i32>| ExecResult {
+            exit_code: Some(code.unwrap_or(255)),
+            timed_out: false,
+            error: None,
+        };
+        if timeout == 0 {
+            let master = match &console {
+                Some(c) => Some(c.receive()?),
+                None => None,
+            };
+            if let (Some(fd), Some(m)) = (mode.resize_fd, &master) {
+                resize_from(fd, m)?;
+            }
+            let code = match master {
+                Some(m) => {
+                    berth_runtime::foreground::wait_attached(pid, Some(m), mode.stdin, &mask)?
+                }
+                None => berth_runtime::foreground::wait_for(pid, Some(&mask), None)?,
+            };
+            return Ok(exited(code));
+        }
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        match wait_for(pid, Some(deadline))? {
+            Some(code) => Ok(exited(Some(code))),
             None => {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = wait_for(pid, Some(Instant::now() + Duration::from_secs(5)));
