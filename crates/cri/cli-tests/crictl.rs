@@ -856,12 +856,91 @@ fn crictl_streaming_exec_and_stats() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().next().map(str::trim), Some("200000"), "{text}");
 
+    // A terminal (crictl exec -it, on a pty from script(1)): its size reaches the
+    // container's pty through the resize channel; stdin and stdout are the terminal.
+    let ep = format!("unix://{}", s.socket().display());
+    let inner = format!(
+        "stty cols 123 rows 45; {} --config {} --runtime-endpoint {ep} exec -it {ctr} sh -c 'stty size; tty; echo done'",
+        crictl_bin().unwrap().display(),
+        s.dir.path().join("crictl.yaml").display(),
+    );
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", s.log());
+    assert!(text.contains("45 123\r\n"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("done"), "{text:?}");
+
     // Unknown container: NotFound from the Exec RPC, no URL.
     let e = s.crictl_err(&["exec", &"0".repeat(64), "true"]);
     assert!(e.contains("NotFound"), "{e}");
 
+    // Stats from the cgroup, for the container and its pod.
+    let st: Value =
+        serde_json::from_str(&s.crictl(&["stats", "-o", "json", "--id", &ctr])).unwrap();
+    let c = &st["stats"][0];
+    assert_eq!(c["attributes"]["id"], ctr.as_str(), "{st}");
+    let num = |v: &Value| {
+        v["value"]
+            .as_str()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(num(&c["cpu"]["usageCoreNanoSeconds"]) > 0, "{st}");
+    assert!(num(&c["memory"]["workingSetBytes"]) > 0, "{st}");
+    assert!(num(&c["writableLayer"]["inodesUsed"]) < 1000, "{st}");
+    let st: Value =
+        serde_json::from_str(&s.crictl(&["statsp", "-o", "json", "--id", &pod])).unwrap();
+    let p = &st["stats"][0];
+    assert_eq!(p["attributes"]["id"], pod.as_str(), "{st}");
+    assert!(num(&p["linux"]["process"]["processCount"]) >= 1, "{st}");
+    assert_eq!(
+        p["linux"]["containers"][0]["attributes"]["id"],
+        ctr.as_str(),
+        "{st}"
+    );
+    let none: Value =
+        serde_json::from_str(&s.crictl(&["stats", "-o", "json", "--id", &"0".repeat(64)])).unwrap();
+    assert!(
+        none["stats"].as_array().is_none_or(|a| a.is_empty()),
+        "{none}"
+    );
+
+    // Container events: a listener hears a new container created, started, stopped.
+    let mut events = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args(["--runtime-endpoint", &ep, "events", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let cfg2 = s.container_config("c2", &image, "exit 0");
+    let c2 = s.crictl(&["create", &pod, &cfg2, &pod_cfg]);
+    s.crictl(&["start", &c2]);
+    wait_until("c2 to exit", Duration::from_secs(20), || {
+        s.inspect(&c2)["status"]["state"] == "CONTAINER_EXITED"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for t in [
+        "CONTAINER_CREATED_EVENT",
+        "CONTAINER_STARTED_EVENT",
+        "CONTAINER_STOPPED_EVENT",
+    ] {
+        assert!(text.contains(t) && text.contains(&c2), "{t}: {text}");
+    }
+    s.crictl(&["rm", &c2]);
+
     s.crictl(&["rm", "-f", &ctr]);
     s.crictl(&["rmp", "-f", &pod]);
     s.crictl(&["rmi", &image]);
-    s.assert_clean(&[ctr, pod]);
+    s.assert_clean(&[ctr, c2, pod]);
 }
