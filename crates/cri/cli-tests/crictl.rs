@@ -744,6 +744,16 @@ fn crictl_security_context_resources_and_oom() {
     s.assert_clean(&[ctr, o, pod]);
 }
 
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The streaming URL crictl was given (crictl --debug logs the Exec/Attach/PortForward
 /// response), from its stderr.
 fn streaming_url(stderr: &[u8]) -> String {
@@ -939,8 +949,84 @@ fn crictl_streaming_exec_and_stats() {
     }
     s.crictl(&["rm", &c2]);
 
+    // Port forwarding: crictl listens on a local port; the pod's httpd (on the pod's
+    // loopback: the pod has no other interface here) answers through it.
+    let web_cfg = s.container_config(
+        "web",
+        &image,
+        "mkdir -p /tmp/www && echo hello from the pod > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+    );
+    let web = s.crictl(&["create", &pod, &web_cfg, &pod_cfg]);
+    s.crictl(&["start", &web]);
+    let forward = |remote: u16| {
+        let local = free_port();
+        let child = Command::new(crictl_bin().unwrap())
+            .arg("--config")
+            .arg(s.dir.path().join("crictl.yaml"))
+            .args([
+                "--runtime-endpoint",
+                &ep,
+                "port-forward",
+                &pod,
+                &format!("{local}:{remote}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (KillOnDrop(child), local)
+    };
+    let curl = |port: u16| {
+        Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                &format!("http://127.0.0.1:{port}/index.html"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let (mut fwd, local) = forward(8080);
+    wait_until("the forwarded port", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", local)).is_ok()
+    });
+    let mut body = String::new();
+    wait_until("httpd through the forward", Duration::from_secs(30), || {
+        body = String::from_utf8_lossy(&curl(local).stdout).to_string();
+        body == "hello from the pod\n"
+    });
+    // Twice more over the same forward: each connection gets its own stream pair.
+    for _ in 0..2 {
+        assert_eq!(
+            String::from_utf8_lossy(&curl(local).stdout),
+            "hello from the pod\n"
+        );
+    }
+    let _ = fwd.0.kill();
+    // A port nobody listens on: that connection fails with kubelet's message.
+    let (mut fwd, local) = forward(9999);
+    wait_until("the forwarded port", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", local)).is_ok()
+    });
+    assert!(curl(local).stdout.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = fwd.0.kill();
+    let mut err = String::new();
+    use std::io::Read;
+    fwd.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("error forwarding port 9999"), "{err}");
+    let e = s.crictl_err(&["port-forward", &"0".repeat(64), "80"]);
+    assert!(e.contains("NotFound"), "{e}");
+    s.crictl(&["rm", "-f", &web]);
+
     s.crictl(&["rm", "-f", &ctr]);
     s.crictl(&["rmp", "-f", &pod]);
     s.crictl(&["rmi", &image]);
-    s.assert_clean(&[ctr, c2, pod]);
+    s.assert_clean(&[ctr, c2, web, pod]);
 }

@@ -531,11 +531,35 @@ impl RuntimeService for Service {
         Err(unimplemented("Attach (streaming)"))
     }
 
+    /// A URL forwarding to the pod's ports (the ports come with each stream, as
+    /// kubelet reads them); the pod must be ready.
     async fn port_forward(
         &self,
-        _r: Request<api::PortForwardRequest>,
+        r: Request<api::PortForwardRequest>,
     ) -> Reply<api::PortForwardResponse> {
-        Err(unimplemented("PortForward (streaming)"))
+        let r = r.into_inner();
+        if let Some(p) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "port {p}: not a TCP port"
+            )));
+        }
+        let req = self
+            .run("PortForward", move |c| {
+                let pod = c.layout.pod(&r.pod_sandbox_id)?;
+                if pod.state != crate::meta::PodState::Ready {
+                    return Err(Error::BadState(format!(
+                        "pod sandbox {}: is not ready",
+                        pod.id
+                    )));
+                }
+                Ok(crate::streaming::Request::PortForward {
+                    pod_id: pod.id,
+                    netns: pod.netns,
+                })
+            })
+            .await?;
+        let url = self.streaming.url_for(req).map_err(|e| e.status())?;
+        Ok(Response::new(api::PortForwardResponse { url }))
     }
 }
 

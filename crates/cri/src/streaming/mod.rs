@@ -9,6 +9,7 @@
 //! guessed token, or one used on the wrong path, gets 404 and nothing runs.
 
 mod exec;
+mod portforward;
 mod session;
 pub mod spdy;
 
@@ -30,12 +31,18 @@ const MAX_TOKENS: usize = 1000;
 /// The longest HTTP request head read before the upgrade.
 const MAX_HEAD: usize = 16 << 10;
 /// The remote-command protocols offered for exec and attach, best first.
-const EXEC_PROTOCOLS: [&str; 1] = ["v4.channel.k8s.io"];
+const EXEC_PROTOCOLS: &[&str] = &["v4.channel.k8s.io"];
+const PORT_FORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 
 /// What a token stands for.
 #[derive(Clone, Debug)]
 pub enum Request {
     Exec(ExecRequest),
+    /// Forward to ports of the pod: its network namespace (`None`: the host's).
+    PortForward {
+        pod_id: String,
+        netns: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +59,7 @@ impl Request {
     fn path(&self) -> &'static str {
         match self {
             Request::Exec(_) => "exec",
+            Request::PortForward { .. } => "portforward",
         }
     }
 }
@@ -176,12 +184,13 @@ impl Streaming {
             return respond(&mut sock, 400, "expected Upgrade: SPDY/3.1").await;
         }
         let offered = values("x-stream-protocol-version");
-        let Some(proto) = EXEC_PROTOCOLS
-            .iter()
-            .find(|p| offered.iter().any(|o| o == *p))
-        else {
+        let ours = match req {
+            Request::Exec(_) => EXEC_PROTOCOLS,
+            Request::PortForward { .. } => PORT_FORWARD_PROTOCOLS,
+        };
+        let Some(proto) = ours.iter().find(|p| offered.iter().any(|o| o == *p)) else {
             let msg = format!(
-                "unable to negotiate a protocol: client offers {offered:?}, server speaks {EXEC_PROTOCOLS:?}"
+                "unable to negotiate a protocol: client offers {offered:?}, server speaks {ours:?}"
             );
             return respond(&mut sock, 403, &msg).await;
         };
@@ -195,6 +204,9 @@ impl Streaming {
         let session = session::start(sock, early);
         match req {
             Request::Exec(r) => exec::serve(cri, r, session).await,
+            Request::PortForward { pod_id, netns } => {
+                portforward::serve(pod_id, netns, session).await
+            }
         }
         Ok(())
     }
