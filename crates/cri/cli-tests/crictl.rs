@@ -837,6 +837,25 @@ fn crictl_streaming_exec_and_stats() {
     let guessed = format!("{}{}", &url[..url.rfind('/').unwrap() + 1], "0".repeat(32));
     assert_eq!(http_status(&guessed, true), 404);
 
+    // The same over WebSocket (crictl -r websocket: client-go's v5.channel.k8s.io).
+    let out = s.crictl_out(&[
+        "exec",
+        "-r",
+        "websocket",
+        &ctr,
+        "sh",
+        "-c",
+        "echo ws $FOO; echo err >&2; exit 4",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ws bar\n", "{stderr}");
+    assert!(stderr.lines().any(|l| l == "err"), "{stderr}");
+    assert!(
+        stderr.contains("command terminated with exit code 4"),
+        "{stderr}\n{}",
+        s.log()
+    );
+
     // Stdin, closed at its end: cat sees all of it and exits.
     let mut child = Command::new(crictl_bin().unwrap())
         .arg("--config")
@@ -865,6 +884,37 @@ fn crictl_streaming_exec_and_stats() {
     assert!(out.status.success(), "{}", s.log());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().next().map(str::trim), Some("200000"), "{text}");
+    // Over WebSocket v5, the end of stdin is the close message [255, 0].
+    let mut child = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args([
+            "--runtime-endpoint",
+            &format!("unix://{}", s.socket().display()),
+            "exec",
+            "-i",
+            "-r",
+            "websocket",
+            &ctr,
+            "wc",
+            "-c",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&input[..5000])
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", s.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5000");
 
     // A terminal (crictl exec -it, on a pty from script(1)): its size reaches the
     // container's pty through the resize channel; stdin and stdout are the terminal.

@@ -92,20 +92,20 @@ pub(super) fn status(outcome: &Result<i32, String>, cmd: &[String]) -> String {
     .to_string()
 }
 
-/// Copy `from` to stream `id` until EOF, then close the stream.
-async fn pump(mut from: impl AsyncRead + Unpin, tx: Sender, id: u32) {
+/// Copy `from` to channel `ch` until EOF, then close the channel.
+async fn pump(mut from: impl AsyncRead + Unpin, out: Out, ch: u8) {
     let mut buf = vec![0u8; 32 << 10];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if !tx.data(id, &buf[..n], false).await {
+                if !out.write(ch, &buf[..n]).await {
                     return;
                 }
             }
         }
     }
-    tx.data(id, &[], true).await;
+    out.close(ch).await;
 }
 
 /// A terminal size on the resize channel.
@@ -144,7 +144,64 @@ pub(super) fn sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     out
 }
 
-/// Run the exec request on an upgraded connection.
+/// The channel numbers (a WebSocket message's first byte; SPDY streams by type).
+pub(super) const STDIN: u8 = 0;
+pub(super) const STDOUT: u8 = 1;
+pub(super) const STDERR: u8 = 2;
+pub(super) const ERROR: u8 = 3;
+pub(super) const RESIZE: u8 = 4;
+
+/// What the client sends, whatever the transport.
+pub(super) enum Input {
+    Data(u8, Vec<u8>),
+    /// The client closed this channel.
+    End(u8),
+    /// The connection is gone.
+    Gone,
+}
+
+/// Where output goes: SPDY streams, or channels of a WebSocket.
+#[derive(Clone)]
+pub(super) enum Out {
+    Spdy(Sender, [Option<u32>; 5]),
+    Ws(super::websocket::Writer, bool),
+}
+
+impl Out {
+    fn has(&self, ch: u8) -> bool {
+        match self {
+            Out::Spdy(_, ids) => ids[ch as usize].is_some(),
+            Out::Ws(..) => true,
+        }
+    }
+
+    async fn write(&self, ch: u8, data: &[u8]) -> bool {
+        match self {
+            Out::Spdy(tx, ids) => match ids[ch as usize] {
+                Some(id) => tx.data(id, data, false).await,
+                None => true,
+            },
+            Out::Ws(w, _) => w.send(ch, data).await,
+        }
+    }
+
+    /// The end of a channel (a FIN on SPDY; `[255, ch]` on v5 WebSockets).
+    async fn close(&self, ch: u8) {
+        match self {
+            Out::Spdy(tx, ids) => {
+                if let Some(id) = ids[ch as usize] {
+                    tx.data(id, &[], true).await;
+                }
+            }
+            Out::Ws(w, true) => {
+                w.send(255, &[ch]).await;
+            }
+            Out::Ws(_, false) => {}
+        }
+    }
+}
+
+/// Run the exec request on an upgraded SPDY connection.
 pub async fn serve(cri: Arc<Cri>, r: ExecRequest, mut s: Session) {
     let Ok(Some(ch)) = tokio::time::timeout(STREAM_CREATION, channels(&mut s, &r)).await else {
         tracing::info!(
@@ -153,19 +210,94 @@ pub async fn serve(cri: Arc<Cri>, r: ExecRequest, mut s: Session) {
         );
         return;
     };
-    let outcome = run(&cri, &r, &ch, &mut s).await;
-    if let Some(id) = ch.error {
-        s.tx.data(id, status(&outcome, &r.cmd).as_bytes(), true)
-            .await;
+    let ids = [ch.stdin, ch.stdout, ch.stderr, ch.error, ch.resize];
+    let out = Out::Spdy(s.tx.clone(), ids);
+    let (itx, mut inputs) = tokio::sync::mpsc::channel(16);
+    let adapter = tokio::spawn(async move {
+        while let Some(ev) = s.events.recv().await {
+            let input = match ev {
+                Event::Data { id, data, fin } => {
+                    let Some(c) = ids.iter().position(|i| *i == Some(id)) else {
+                        continue;
+                    };
+                    if !data.is_empty() && itx.send(Input::Data(c as u8, data)).await.is_err() {
+                        break;
+                    }
+                    if !fin {
+                        continue;
+                    }
+                    Input::End(c as u8)
+                }
+                Event::Reset { id } => match ids.iter().position(|i| *i == Some(id)) {
+                    Some(c) => Input::End(c as u8),
+                    None => continue,
+                },
+                Event::Closed => Input::Gone,
+                Event::Stream { .. } => continue,
+            };
+            let gone = matches!(input, Input::Gone);
+            let _ = itx.send(input).await;
+            if gone {
+                break;
+            }
+        }
+        s
+    });
+    let outcome = run(&cri, &r, &out, &mut inputs).await;
+    out.write(ERROR, status(&outcome, &r.cmd).as_bytes()).await;
+    out.close(ERROR).await;
+    drop(inputs);
+    if let Out::Spdy(tx, _) = &out {
+        tx.frame(super::spdy::Frame::GoAway {
+            last_good_stream_id: 0,
+            status: 0,
+        })
+        .await;
     }
-    s.finish(Duration::from_secs(5)).await;
+    // Give the client a moment to close the connection itself.
+    let _ = tokio::time::timeout(Duration::from_secs(5), adapter).await;
+}
+
+/// Run the exec request on an upgraded WebSocket (`v5`: channel close messages).
+pub async fn serve_ws(
+    cri: Arc<Cri>,
+    r: ExecRequest,
+    w: super::websocket::Writer,
+    mut messages: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    v5: bool,
+) {
+    let out = Out::Ws(w.clone(), v5);
+    let (itx, mut inputs) = tokio::sync::mpsc::channel(16);
+    let adapter = tokio::spawn(async move {
+        while let Some(m) = messages.recv().await {
+            let input = match m.split_first() {
+                Some((255, [c])) if v5 => Input::End(*c),
+                Some((&c, data)) if c <= RESIZE && !data.is_empty() => {
+                    Input::Data(c, data.to_vec())
+                }
+                _ => continue,
+            };
+            if itx.send(input).await.is_err() {
+                return;
+            }
+        }
+        let _ = itx.send(Input::Gone).await;
+    });
+    let outcome = run(&cri, &r, &out, &mut inputs).await;
+    out.write(ERROR, status(&outcome, &r.cmd).as_bytes()).await;
+    for c in [STDOUT, STDERR, ERROR] {
+        out.close(c).await;
+    }
+    w.close().await;
+    drop(inputs);
+    let _ = tokio::time::timeout(Duration::from_secs(5), adapter).await;
 }
 
 async fn run(
     cri: &Arc<Cri>,
     r: &ExecRequest,
-    ch: &Channels,
-    s: &mut Session,
+    out: &Out,
+    inputs: &mut tokio::sync::mpsc::Receiver<Input>,
 ) -> Result<i32, String> {
     let mode = ExecMode {
         stdin: r.stdin,
@@ -194,12 +326,12 @@ async fn run(
         } else {
             Stdio::null()
         })
-        .stdout(if ch.stdout.is_some() {
+        .stdout(if r.stdout && out.has(STDOUT) {
             Stdio::piped()
         } else {
             Stdio::null()
         })
-        .stderr(if ch.stderr.is_some() {
+        .stderr(if r.stderr && !r.tty && out.has(STDERR) {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -232,25 +364,11 @@ async fn run(
     });
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
     let mut outputs = Vec::new();
-    for (pipe, id) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn AsyncRead + Unpin + Send>),
-            ch.stdout,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn AsyncRead + Unpin + Send>),
-            ch.stderr,
-        ),
-    ] {
-        if let (Some(p), Some(id)) = (pipe, id) {
-            outputs.push(tokio::spawn(pump(p, s.tx.clone(), id)));
-        }
+    if let Some(p) = child.stdout.take() {
+        outputs.push(tokio::spawn(pump(p, out.clone(), STDOUT)));
+    }
+    if let Some(p) = child.stderr.take() {
+        outputs.push(tokio::spawn(pump(p, out.clone(), STDERR)));
     }
     let mut stdin = child.stdin.take();
     let mut resize_buf = Vec::new();
@@ -258,19 +376,16 @@ async fn run(
     let status = loop {
         tokio::select! {
             st = child.wait() => break st,
-            ev = s.events.recv(), if connected => match ev {
-                Some(Event::Data { id, data, fin }) if Some(id) == ch.stdin => {
+            ev = inputs.recv(), if connected => match ev {
+                Some(Input::Data(STDIN, data)) => {
                     if let Some(w) = stdin.as_mut() {
                         if w.write_all(&data).await.is_err() {
                             stdin = None;
                         }
                     }
-                    if fin {
-                        stdin = None;
-                    }
                 }
-                Some(Event::Reset { id }) if Some(id) == ch.stdin => stdin = None,
-                Some(Event::Data { id, data, .. }) if Some(id) == ch.resize => {
+                Some(Input::End(STDIN)) => stdin = None,
+                Some(Input::Data(RESIZE, data)) => {
                     resize_buf.extend_from_slice(&data);
                     if resize_buf.len() > 4096 {
                         resize_buf.clear();
@@ -282,7 +397,7 @@ async fn run(
                         }
                     }
                 }
-                Some(Event::Closed) | None => {
+                Some(Input::Gone) | None => {
                     // The client is gone: hang up, as a closed terminal does.
                     connected = false;
                     stdin = None;

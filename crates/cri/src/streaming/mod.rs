@@ -12,6 +12,7 @@ mod exec;
 mod portforward;
 mod session;
 pub mod spdy;
+mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ const MAX_HEAD: usize = 16 << 10;
 /// The remote-command protocols offered for exec and attach, best first.
 const EXEC_PROTOCOLS: &[&str] = &["v4.channel.k8s.io"];
 const PORT_FORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
+/// The channel protocols offered for exec over WebSocket, best first.
+const WS_EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 /// What a token stands for.
 #[derive(Clone, Debug)]
@@ -180,6 +183,9 @@ impl Streaming {
                 .collect()
         };
         let upgrade = values("upgrade");
+        if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
+            return self.websocket(sock, early, req, &values, cri).await;
+        }
         if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("spdy/3.1")) {
             return respond(&mut sock, 400, "expected Upgrade: SPDY/3.1").await;
         }
@@ -208,6 +214,55 @@ impl Streaming {
                 portforward::serve(pod_id, netns, session).await
             }
         }
+        Ok(())
+    }
+}
+
+impl Streaming {
+    /// The WebSocket handshake (RFC 6455 section 4.2.2) and the exec session on it.
+    async fn websocket(
+        &self,
+        mut sock: TcpStream,
+        early: Vec<u8>,
+        req: Request,
+        values: &(dyn Fn(&str) -> Vec<String> + Sync),
+        cri: Arc<Cri>,
+    ) -> std::io::Result<()> {
+        let Request::Exec(r) = req else {
+            return respond(&mut sock, 400, "port forwarding is served over SPDY only").await;
+        };
+        let key = values("sec-websocket-key");
+        let (Some(key), true) = (
+            key.first(),
+            values("sec-websocket-version").iter().any(|v| v == "13"),
+        ) else {
+            return respond(
+                &mut sock,
+                400,
+                "expected Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+            )
+            .await;
+        };
+        let offered = values("sec-websocket-protocol");
+        let Some(proto) = WS_EXEC_PROTOCOLS
+            .iter()
+            .find(|p| offered.iter().any(|o| o == *p))
+        else {
+            let msg = format!(
+                "unable to negotiate a protocol: client offers {offered:?}, server speaks {WS_EXEC_PROTOCOLS:?}"
+            );
+            return respond(&mut sock, 403, &msg).await;
+        };
+        sock.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {proto}\r\n\r\n",
+                websocket::accept_key(key)
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let (w, messages) = websocket::start(sock, early);
+        exec::serve_ws(cri, r, w, messages, *proto == "v5.channel.k8s.io").await;
         Ok(())
     }
 }

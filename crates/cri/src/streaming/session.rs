@@ -126,7 +126,7 @@ pub fn start(sock: TcpStream, early: Vec<u8>) -> Session {
     Session {
         tx: sender,
         events,
-        reader,
+        _reader: AbortOnDrop(reader),
     }
 }
 
@@ -135,33 +135,15 @@ pub fn start(sock: TcpStream, early: Vec<u8>) -> Session {
 pub struct Session {
     pub tx: Sender,
     pub events: mpsc::Receiver<Event>,
-    reader: tokio::task::JoinHandle<()>,
+    _reader: AbortOnDrop,
 }
 
-impl Session {
-    /// After the last frame: give the peer `grace` to close the connection itself.
-    pub async fn finish(mut self, grace: std::time::Duration) {
-        let _ = self
-            .tx
-            .frame(Frame::GoAway {
-                last_good_stream_id: 0,
-                status: 0,
-            })
-            .await;
-        let _ = tokio::time::timeout(grace, async {
-            while let Some(ev) = self.events.recv().await {
-                if matches!(ev, Event::Closed) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-}
+/// Stops the reader task when the session goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-impl Drop for Session {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.reader.abort();
+        self.0.abort();
     }
 }
 
