@@ -999,6 +999,50 @@ fn crictl_streaming_exec_and_stats() {
     }
     s.crictl(&["rm", &c2]);
 
+    // Attach to a container created with stdin (stdin_once): what crictl attach -i
+    // sends reaches its stdin, its output comes back, and its exit ends the session.
+    let att_cfg = s.write(
+        "att.json",
+        &serde_json::json!({
+            "metadata": {"name": "att"}, "image": {"image": image},
+            "command": ["sh", "-c", "read l; echo got $l; echo on stderr >&2"],
+            "stdin": true, "stdin_once": true, "log_path": "att.log",
+        }),
+    );
+    let att = s.crictl(&["create", &pod, &att_cfg, &pod_cfg]);
+    s.crictl(&["start", &att]);
+    let mut child = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args(["--runtime-endpoint", &ep, "attach", "-i", &att])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached before the line goes in: the container waits for it.
+    std::thread::sleep(Duration::from_secs(1));
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got hello\n",
+        "{stderr}\n{}",
+        s.log()
+    );
+    assert!(stderr.contains("on stderr"), "{stderr}");
+    wait_until("att to exit", Duration::from_secs(20), || {
+        s.inspect(&att)["status"]["state"] == "CONTAINER_EXITED"
+    });
+    // Stdin to a container created without it is refused.
+    let e = s.crictl_err(&["attach", "-i", &ctr]);
+    assert!(e.contains("not created with stdin"), "{e}");
+    s.crictl(&["rm", &att]);
+
     // Port forwarding: crictl listens on a local port; the pod's httpd (on the pod's
     // loopback: the pod has no other interface here) answers through it.
     let web_cfg = s.container_config(
@@ -1078,5 +1122,5 @@ fn crictl_streaming_exec_and_stats() {
     s.crictl(&["rm", "-f", &ctr]);
     s.crictl(&["rmp", "-f", &pod]);
     s.crictl(&["rmi", &image]);
-    s.assert_clean(&[ctr, c2, web, pod]);
+    s.assert_clean(&[ctr, c2, web, att, pod]);
 }

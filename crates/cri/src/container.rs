@@ -336,9 +336,9 @@ impl Cri {
         if image.is_empty() {
             return Err(invalid("config.image.image", "must not be empty"));
         }
-        if config.tty || config.stdin {
+        if config.tty {
             return Err(Error::Unsupported(
-                "config.tty/stdin: attach and terminals are not supported yet (streaming is not implemented)".into(),
+                "config.tty: container terminals are not supported (exec -t is)".into(),
             ));
         }
         let sc = config
@@ -431,6 +431,8 @@ impl Cri {
                     .unwrap_or_else(|| "SIGTERM".into()),
                 monitor_pid: 0,
                 mounts,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
             };
             self.layout.save_container(&c)?;
             c.monitor_pid = self.spawn_monitor(&c)?;

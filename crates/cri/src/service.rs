@@ -28,12 +28,6 @@ pub struct Service {
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not implemented by berth yet (see docs/kubernetes.md for the supported RPCs)"
-    ))
-}
-
 impl Service {
     /// Run `f` on the blocking pool; log and convert its error.
     async fn run<T: Send + 'static>(
@@ -423,6 +417,7 @@ impl RuntimeService for Service {
                 }
                 Ok(crate::streaming::ExecRequest {
                     container_id: ctr.id,
+                    attach: false,
                     cmd: r.cmd,
                     tty: r.tty,
                     stdin: r.stdin,
@@ -527,8 +522,54 @@ impl RuntimeService for Service {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn attach(&self, _r: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
-        Err(unimplemented("Attach (streaming)"))
+    /// A URL attaching to the container's process: its output from now on, and its
+    /// stdin when the container was created with `stdin`.
+    async fn attach(&self, r: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
+        let r = r.into_inner();
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be set",
+            ));
+        }
+        if r.tty {
+            return Err(Error::Unsupported(
+                "attach tty: container terminals are not supported".into(),
+            )
+            .status());
+        }
+        let req = self
+            .run("Attach", move |c| {
+                let ctr = c.layout.container(&r.container_id)?;
+                let o = c.observe(&ctr)?;
+                if o.state != api::ContainerState::ContainerRunning {
+                    return Err(Error::BadState(format!(
+                        "container {}: is {}, attach needs a running container",
+                        ctr.id,
+                        crate::container::state_name(o.state)
+                    )));
+                }
+                if r.stdin && !ctr.stdin {
+                    return Err(crate::error::invalid(
+                        "stdin",
+                        format!("container {} was not created with stdin", ctr.id),
+                    ));
+                }
+                Ok(crate::streaming::ExecRequest {
+                    container_id: ctr.id,
+                    attach: true,
+                    cmd: Vec::new(),
+                    tty: false,
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                })
+            })
+            .await?;
+        let url = self
+            .streaming
+            .url_for(crate::streaming::Request::Attach(req))
+            .map_err(|e| e.status())?;
+        Ok(Response::new(api::AttachResponse { url }))
     }
 
     /// A URL forwarding to the pod's ports (the ports come with each stream, as

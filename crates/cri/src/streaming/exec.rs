@@ -164,14 +164,14 @@ pub(super) enum Input {
 #[derive(Clone)]
 pub(super) enum Out {
     Spdy(Sender, [Option<u32>; 5]),
-    Ws(super::websocket::Writer, bool),
+    Ws(super::websocket::Writer),
 }
 
 impl Out {
     fn has(&self, ch: u8) -> bool {
         match self {
             Out::Spdy(_, ids) => ids[ch as usize].is_some(),
-            Out::Ws(..) => true,
+            Out::Ws(_) => true,
         }
     }
 
@@ -181,22 +181,18 @@ impl Out {
                 Some(id) => tx.data(id, data, false).await,
                 None => true,
             },
-            Out::Ws(w, _) => w.send(ch, data).await,
+            Out::Ws(w) => w.send(ch, data).await,
         }
     }
 
-    /// The end of a channel (a FIN on SPDY; `[255, ch]` on v5 WebSockets).
+    /// The end of a channel: a FIN on SPDY. On a WebSocket the channels end with the
+    /// connection (the v5 close message `[255, ch]` goes from client to server only:
+    /// client-go discards it from a server).
     async fn close(&self, ch: u8) {
-        match self {
-            Out::Spdy(tx, ids) => {
-                if let Some(id) = ids[ch as usize] {
-                    tx.data(id, &[], true).await;
-                }
+        if let Out::Spdy(tx, ids) = self {
+            if let Some(id) = ids[ch as usize] {
+                tx.data(id, &[], true).await;
             }
-            Out::Ws(w, true) => {
-                w.send(255, &[ch]).await;
-            }
-            Out::Ws(_, false) => {}
         }
     }
 }
@@ -266,7 +262,7 @@ pub async fn serve_ws(
     mut messages: tokio::sync::mpsc::Receiver<Vec<u8>>,
     v5: bool,
 ) {
-    let out = Out::Ws(w.clone(), v5);
+    let out = Out::Ws(w.clone());
     let (itx, mut inputs) = tokio::sync::mpsc::channel(16);
     let adapter = tokio::spawn(async move {
         while let Some(m) = messages.recv().await {
@@ -285,9 +281,6 @@ pub async fn serve_ws(
     });
     let outcome = run(&cri, &r, &out, &mut inputs).await;
     out.write(ERROR, status(&outcome, &r.cmd).as_bytes()).await;
-    for c in [STDOUT, STDERR, ERROR] {
-        out.close(c).await;
-    }
     w.close().await;
     drop(inputs);
     let _ = tokio::time::timeout(Duration::from_secs(5), adapter).await;
@@ -299,6 +292,9 @@ async fn run(
     out: &Out,
     inputs: &mut tokio::sync::mpsc::Receiver<Input>,
 ) -> Result<i32, String> {
+    if r.attach {
+        return attach(cri, r, out, inputs).await;
+    }
     let mode = ExecMode {
         stdin: r.stdin,
         tty: r.tty,
@@ -429,6 +425,71 @@ async fn run(
             status.map(|s| s.to_string()).unwrap_or_default()
         )),
     }
+}
+
+/// Attach: relay the monitor's attach socket (output frames from it, stdin to it)
+/// until the container's output ends (it exited) or the client goes.
+async fn attach(
+    cri: &Arc<Cri>,
+    r: &ExecRequest,
+    out: &Out,
+    inputs: &mut tokio::sync::mpsc::Receiver<Input>,
+) -> Result<i32, String> {
+    let dir = cri.layout.container_dir(&r.container_id);
+    let sock = tokio::task::spawn_blocking(move || {
+        let dir_fd = std::fs::File::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let s = std::os::unix::net::UnixStream::connect(crate::meta::attach_socket_path(&dir_fd))
+            .map_err(|e| format!("the container's monitor does not answer: {e}"))?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok::<_, String>(s)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let sock = tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?;
+    let (mut rd, mut wr) = sock.into_split();
+    let relay = async {
+        loop {
+            let mut head = [0u8; 5];
+            if rd.read_exact(&mut head).await.is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut data = vec![0u8; len.min(1 << 20)];
+            if rd.read_exact(&mut data).await.is_err() {
+                break;
+            }
+            let ch = if head[0] == 2 { STDERR } else { STDOUT };
+            let wanted = if ch == STDOUT { r.stdout } else { r.stderr };
+            if wanted && !out.write(ch, &data).await {
+                break;
+            }
+        }
+        for c in [STDOUT, STDERR] {
+            out.close(c).await;
+        }
+    };
+    let feed = async {
+        while let Some(i) = inputs.recv().await {
+            match i {
+                Input::Data(STDIN, d) if r.stdin => {
+                    let written = wr.write_all(&d).await;
+                    if written.is_err() {
+                        break;
+                    }
+                }
+                Input::End(STDIN) => {
+                    let _ = wr.shutdown().await;
+                }
+                Input::Gone => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = relay => {}
+        _ = feed => {}
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ const WS_EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 #[derive(Clone, Debug)]
 pub enum Request {
     Exec(ExecRequest),
+    /// Attach to the container's own stdio (its monitor's attach socket).
+    Attach(ExecRequest),
     /// Forward to ports of the pod: its network namespace (`None`: the host's).
     PortForward {
         pod_id: String,
@@ -51,6 +53,8 @@ pub enum Request {
 #[derive(Clone, Debug)]
 pub struct ExecRequest {
     pub container_id: String,
+    /// Attach to the container's process instead of running `cmd`.
+    pub attach: bool,
     pub cmd: Vec<String>,
     pub tty: bool,
     pub stdin: bool,
@@ -62,6 +66,7 @@ impl Request {
     fn path(&self) -> &'static str {
         match self {
             Request::Exec(_) => "exec",
+            Request::Attach(_) => "attach",
             Request::PortForward { .. } => "portforward",
         }
     }
@@ -191,7 +196,7 @@ impl Streaming {
         }
         let offered = values("x-stream-protocol-version");
         let ours = match req {
-            Request::Exec(_) => EXEC_PROTOCOLS,
+            Request::Exec(_) | Request::Attach(_) => EXEC_PROTOCOLS,
             Request::PortForward { .. } => PORT_FORWARD_PROTOCOLS,
         };
         let Some(proto) = ours.iter().find(|p| offered.iter().any(|o| o == *p)) else {
@@ -209,7 +214,7 @@ impl Streaming {
         .await?;
         let session = session::start(sock, early);
         match req {
-            Request::Exec(r) => exec::serve(cri, r, session).await,
+            Request::Exec(r) | Request::Attach(r) => exec::serve(cri, r, session).await,
             Request::PortForward { pod_id, netns } => {
                 portforward::serve(pod_id, netns, session).await
             }
@@ -228,7 +233,7 @@ impl Streaming {
         values: &(dyn Fn(&str) -> Vec<String> + Sync),
         cri: Arc<Cri>,
     ) -> std::io::Result<()> {
-        let Request::Exec(r) = req else {
+        let (Request::Exec(r) | Request::Attach(r)) = req else {
             return respond(&mut sock, 400, "port forwarding is served over SPDY only").await;
         };
         let key = values("sec-websocket-key");
