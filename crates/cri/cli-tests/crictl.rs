@@ -483,6 +483,8 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_RUNNING");
     assert!(s.crictl(&["pods", "-q"]).contains(&pod));
     assert_eq!(s.crictl(&["exec", "-s", &ctr, "echo", "again"]), "again");
+    // Streaming exec works again too (a new streaming server, same container).
+    assert_eq!(s.crictl(&["exec", &ctr, "echo", "streamed"]), "streamed");
 
     // Stop: SIGTERM is trapped, exit 0 -> Completed.
     s.crictl(&["stop", "--timeout", "20", &ctr]);
