@@ -244,11 +244,7 @@ pub async fn serve(cri: Arc<Cri>, r: ExecRequest, mut s: Session) {
     out.close(ERROR).await;
     drop(inputs);
     if let Out::Spdy(tx, _) = &out {
-        tx.frame(super::spdy::Frame::GoAway {
-            last_good_stream_id: 0,
-            status: 0,
-        })
-        .await;
+        tx.goaway(0).await;
     }
     // Give the client a moment to close the connection itself.
     let _ = tokio::time::timeout(Duration::from_secs(5), adapter).await;

@@ -6,6 +6,9 @@
 //! its own sending to the peer's window: client-go's SPDY (spdystream) never sends
 //! WINDOW_UPDATE, and kubelet's streaming server does not wait for one either.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -38,9 +41,21 @@ pub enum Event {
 #[derive(Clone)]
 pub struct Sender {
     tx: mpsc::Sender<Frame>,
+    /// The last stream the peer opened that berth accepted (for GOAWAY).
+    last_id: Arc<AtomicU32>,
 }
 
 impl Sender {
+    /// GOAWAY with the last accepted stream (status 0 OK, 1 PROTOCOL_ERROR): the
+    /// writer sends nothing after it.
+    pub async fn goaway(&self, status: u32) -> bool {
+        self.frame(Frame::GoAway {
+            last_good_stream_id: self.last_id.load(Ordering::SeqCst),
+            status,
+        })
+        .await
+    }
+
     /// Queue a frame; false once the connection is gone.
     pub async fn frame(&self, f: Frame) -> bool {
         self.tx.send(f).await.is_ok()
@@ -108,18 +123,16 @@ pub fn start(sock: TcpStream, early: Vec<u8>) -> Session {
         }
         let _ = wr.shutdown().await;
     });
-    let sender = Sender { tx };
+    let sender = Sender {
+        tx,
+        last_id: Arc::new(AtomicU32::new(0)),
+    };
     let replies = sender.clone();
     let reader = tokio::spawn(async move {
         let mut rd = std::io::Cursor::new(early).chain(rd);
         if let Err(e) = read_loop(&mut rd, &replies, &etx).await {
             tracing::debug!(error = %e, "SPDY connection ended");
-            let _ = replies
-                .frame(Frame::GoAway {
-                    last_good_stream_id: 0,
-                    status: 1,
-                })
-                .await;
+            let _ = replies.goaway(1).await;
         }
         let _ = etx.send(Event::Closed).await;
     });
@@ -181,6 +194,7 @@ async fn read_loop(
                     continue;
                 }
                 last_id = stream_id;
+                out.last_id.store(stream_id, Ordering::SeqCst);
                 out.frame(Frame::SynReply {
                     stream_id,
                     flags: 0,
