@@ -483,6 +483,8 @@ fn crictl_pod_lifecycle_survives_a_server_restart() {
     assert_eq!(s.inspect(&ctr)["status"]["state"], "CONTAINER_RUNNING");
     assert!(s.crictl(&["pods", "-q"]).contains(&pod));
     assert_eq!(s.crictl(&["exec", "-s", &ctr, "echo", "again"]), "again");
+    // Streaming exec works again too (a new streaming server, same container).
+    assert_eq!(s.crictl(&["exec", &ctr, "echo", "streamed"]), "streamed");
 
     // Stop: SIGTERM is trapped, exit 0 -> Completed.
     s.crictl(&["stop", "--timeout", "20", &ctr]);
@@ -742,4 +744,385 @@ fn crictl_security_context_resources_and_oom() {
     s.crictl(&["rmp", &pod]);
     s.crictl(&["rmi", &image]);
     s.assert_clean(&[ctr, o, pod]);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The streaming URL crictl was given (crictl --debug logs the Exec/Attach/PortForward
+/// response), from its stderr.
+fn streaming_url(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text
+        .find("http://127.0.0.1:")
+        .expect("a streaming URL in crictl's log");
+    text[at..]
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '}' || c == '"' || c == '\\')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// An HTTP request to the streaming server; the status line's code.
+fn http_status(url: &str, upgrade: bool) -> u16 {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(host).unwrap();
+    let extra = if upgrade {
+        "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
+    } else {
+        ""
+    };
+    write!(s, "POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).to_string();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Exec through the streaming server (SPDY, what crictl and kubelet use by default):
+/// stdout, stderr, exit codes, stdin; used, replayed and guessed URLs; stats.
+#[test]
+fn crictl_streaming_exec_and_stats() {
+    if let Some(why) = missing() {
+        // CI installs everything and provides crictl: there a missing tool is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot run the CRI tests: {why}"
+        );
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let s = Server::new(false);
+    let reg = registry(s.dir.path());
+    let image = format!("{}/busybox:latest", reg.addr);
+    s.crictl(&["pull", &image]);
+    let pod_cfg = s.pod_config("p4");
+    let pod = s.crictl(&["runp", &pod_cfg]);
+    let cfg = s.container_config("c1", &image, "sleep 1000");
+    let ctr = s.crictl(&["create", &pod, &cfg, &pod_cfg]);
+    s.crictl(&["start", &ctr]);
+
+    // Output on both streams and the exit code, through SPDY.
+    let out = s.crictl_out(&[
+        "--debug",
+        "exec",
+        &ctr,
+        "sh",
+        "-c",
+        "echo out $FOO; echo err >&2; exit 3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out bar\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().any(|l| l == "err"), "{stderr}");
+    // client-go decoded the exit code from the status on the error stream (crictl
+    // itself then exits 1).
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("command terminated with exit code 3"),
+        "{stderr}\n{}",
+        s.log()
+    );
+    // The URL is single-use: replayed (even as a proper upgrade) it is 404, as is a
+    // guessed token; nothing runs.
+    let url = streaming_url(&out.stderr);
+    assert!(url.contains("/exec/"), "{url}");
+    assert_eq!(http_status(&url, true), 404);
+    let guessed = format!("{}{}", &url[..url.rfind('/').unwrap() + 1], "0".repeat(32));
+    assert_eq!(http_status(&guessed, true), 404);
+
+    // The same over WebSocket (crictl -r websocket: client-go's v5.channel.k8s.io).
+    let out = s.crictl_out(&[
+        "exec",
+        "-r",
+        "websocket",
+        &ctr,
+        "sh",
+        "-c",
+        "echo ws $FOO; echo err >&2; exit 4",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ws bar\n", "{stderr}");
+    assert!(stderr.lines().any(|l| l == "err"), "{stderr}");
+    assert!(
+        stderr.contains("command terminated with exit code 4"),
+        "{stderr}\n{}",
+        s.log()
+    );
+
+    // Stdin, closed at its end: cat sees all of it and exits.
+    let mut child = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args([
+            "--runtime-endpoint",
+            &format!("unix://{}", s.socket().display()),
+            "exec",
+            "-i",
+            &ctr,
+            "sh",
+            "-c",
+            "wc -c; cat /proc/self/status | grep -c ^Pid",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = vec![b'x'; 200_000];
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", s.log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().next().map(str::trim), Some("200000"), "{text}");
+    // Over WebSocket v5, the end of stdin is the close message [255, 0].
+    let mut child = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args([
+            "--runtime-endpoint",
+            &format!("unix://{}", s.socket().display()),
+            "exec",
+            "-i",
+            "-r",
+            "websocket",
+            &ctr,
+            "wc",
+            "-c",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&input[..5000])
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", s.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5000");
+
+    // A terminal (crictl exec -it, on a pty from script(1)): its size reaches the
+    // container's pty through the resize channel; stdin and stdout are the terminal.
+    let ep = format!("unix://{}", s.socket().display());
+    let inner = format!(
+        "stty cols 123 rows 45; {} --config {} --runtime-endpoint {ep} exec -it {ctr} sh -c 'stty size; tty; echo done'",
+        crictl_bin().unwrap().display(),
+        s.dir.path().join("crictl.yaml").display(),
+    );
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", s.log());
+    assert!(text.contains("45 123\r\n"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("done"), "{text:?}");
+
+    // Unknown container: NotFound from the Exec RPC, no URL.
+    let e = s.crictl_err(&["exec", &"0".repeat(64), "true"]);
+    assert!(e.contains("NotFound"), "{e}");
+
+    // Stats from the cgroup, for the container and its pod.
+    let st: Value =
+        serde_json::from_str(&s.crictl(&["stats", "-o", "json", "--id", &ctr])).unwrap();
+    let c = &st["stats"][0];
+    assert_eq!(c["attributes"]["id"], ctr.as_str(), "{st}");
+    let num = |v: &Value| {
+        v["value"]
+            .as_str()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(num(&c["cpu"]["usageCoreNanoSeconds"]) > 0, "{st}");
+    assert!(num(&c["memory"]["workingSetBytes"]) > 0, "{st}");
+    assert!(num(&c["writableLayer"]["inodesUsed"]) < 1000, "{st}");
+    let st: Value =
+        serde_json::from_str(&s.crictl(&["statsp", "-o", "json", "--id", &pod])).unwrap();
+    let p = &st["stats"][0];
+    assert_eq!(p["attributes"]["id"], pod.as_str(), "{st}");
+    assert!(num(&p["linux"]["process"]["processCount"]) >= 1, "{st}");
+    assert_eq!(
+        p["linux"]["containers"][0]["attributes"]["id"],
+        ctr.as_str(),
+        "{st}"
+    );
+    let none: Value =
+        serde_json::from_str(&s.crictl(&["stats", "-o", "json", "--id", &"0".repeat(64)])).unwrap();
+    assert!(
+        none["stats"].as_array().is_none_or(|a| a.is_empty()),
+        "{none}"
+    );
+
+    // Container events: a listener hears a new container created, started, stopped.
+    let mut events = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args(["--runtime-endpoint", &ep, "events", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let cfg2 = s.container_config("c2", &image, "exit 0");
+    let c2 = s.crictl(&["create", &pod, &cfg2, &pod_cfg]);
+    s.crictl(&["start", &c2]);
+    wait_until("c2 to exit", Duration::from_secs(20), || {
+        s.inspect(&c2)["status"]["state"] == "CONTAINER_EXITED"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for t in [
+        "CONTAINER_CREATED_EVENT",
+        "CONTAINER_STARTED_EVENT",
+        "CONTAINER_STOPPED_EVENT",
+    ] {
+        assert!(text.contains(t) && text.contains(&c2), "{t}: {text}");
+    }
+    s.crictl(&["rm", &c2]);
+
+    // Attach to a container created with stdin (stdin_once): what crictl attach -i
+    // sends reaches its stdin, its output comes back, and its exit ends the session.
+    let att_cfg = s.write(
+        "att.json",
+        &serde_json::json!({
+            "metadata": {"name": "att"}, "image": {"image": image},
+            "command": ["sh", "-c", "read l; echo got $l; echo on stderr >&2"],
+            "stdin": true, "stdin_once": true, "log_path": "att.log",
+        }),
+    );
+    let att = s.crictl(&["create", &pod, &att_cfg, &pod_cfg]);
+    s.crictl(&["start", &att]);
+    let mut child = Command::new(crictl_bin().unwrap())
+        .arg("--config")
+        .arg(s.dir.path().join("crictl.yaml"))
+        .args(["--runtime-endpoint", &ep, "attach", "-i", &att])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached before the line goes in: the container waits for it.
+    std::thread::sleep(Duration::from_secs(1));
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got hello\n",
+        "{stderr}\n{}",
+        s.log()
+    );
+    assert!(stderr.contains("on stderr"), "{stderr}");
+    wait_until("att to exit", Duration::from_secs(20), || {
+        s.inspect(&att)["status"]["state"] == "CONTAINER_EXITED"
+    });
+    // Stdin to a container created without it is refused.
+    let e = s.crictl_err(&["attach", "-i", &ctr]);
+    assert!(e.contains("not created with stdin"), "{e}");
+    s.crictl(&["rm", &att]);
+
+    // Port forwarding: crictl listens on a local port; the pod's httpd (on the pod's
+    // loopback: the pod has no other interface here) answers through it.
+    let web_cfg = s.container_config(
+        "web",
+        &image,
+        "mkdir -p /tmp/www && echo hello from the pod > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+    );
+    let web = s.crictl(&["create", &pod, &web_cfg, &pod_cfg]);
+    s.crictl(&["start", &web]);
+    let forward = |remote: u16| {
+        let local = free_port();
+        let child = Command::new(crictl_bin().unwrap())
+            .arg("--config")
+            .arg(s.dir.path().join("crictl.yaml"))
+            .args([
+                "--runtime-endpoint",
+                &ep,
+                "port-forward",
+                &pod,
+                &format!("{local}:{remote}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (KillOnDrop(child), local)
+    };
+    let curl = |port: u16| {
+        Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                &format!("http://127.0.0.1:{port}/index.html"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let (mut fwd, local) = forward(8080);
+    wait_until("the forwarded port", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", local)).is_ok()
+    });
+    let mut body = String::new();
+    wait_until("httpd through the forward", Duration::from_secs(30), || {
+        body = String::from_utf8_lossy(&curl(local).stdout).to_string();
+        body == "hello from the pod\n"
+    });
+    // Twice more over the same forward: each connection gets its own stream pair.
+    for _ in 0..2 {
+        assert_eq!(
+            String::from_utf8_lossy(&curl(local).stdout),
+            "hello from the pod\n"
+        );
+    }
+    let _ = fwd.0.kill();
+    // A port nobody listens on: that connection fails with kubelet's message.
+    let (mut fwd, local) = forward(9999);
+    wait_until("the forwarded port", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", local)).is_ok()
+    });
+    assert!(curl(local).stdout.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = fwd.0.kill();
+    let mut err = String::new();
+    use std::io::Read;
+    fwd.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("error forwarding port 9999"), "{err}");
+    let e = s.crictl_err(&["port-forward", &"0".repeat(64), "80"]);
+    assert!(e.contains("NotFound"), "{e}");
+    s.crictl(&["rm", "-f", &web]);
+
+    s.crictl(&["rm", "-f", &ctr]);
+    s.crictl(&["rmp", "-f", &pod]);
+    s.crictl(&["rmi", &image]);
+    s.assert_clean(&[ctr, c2, web, att, pod]);
 }

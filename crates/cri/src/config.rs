@@ -9,6 +9,7 @@
 //! cni_conf_dir = "/etc/cni/net.d"
 //! cni_plugin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 //! insecure_registries = ["registry.local:5000"]
+//! streaming_address = "127.0.0.1:0"   # Exec/Attach/PortForward URLs; port 0 = pick one
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ struct File {
     cni_cache_dir: Option<PathBuf>,
     #[serde(default)]
     insecure_registries: Vec<String>,
+    streaming_address: Option<String>,
 }
 
 /// The server's settings, defaults filled in.
@@ -48,6 +50,8 @@ pub struct Config {
     pub cni_plugin_dirs: Vec<PathBuf>,
     pub cni_cache_dir: PathBuf,
     pub insecure_registries: Vec<String>,
+    /// Where the streaming server (exec, attach, port-forward) listens.
+    pub streaming_address: std::net::SocketAddr,
 }
 
 /// `unix:///run/x.sock` or a bare absolute path -> the socket path.
@@ -104,7 +108,13 @@ impl Config {
                 reason: format!("{log_level:?}: expected error, warn, info, debug or trace"),
             });
         }
+        let streaming = f.streaming_address.as_deref().unwrap_or("127.0.0.1:0");
+        let streaming_address = streaming.parse().map_err(|_| Error::Invalid {
+            field: "streaming_address".into(),
+            reason: format!("{streaming:?}: expected IP:PORT (e.g. 127.0.0.1:0)"),
+        })?;
         Ok(Config {
+            streaming_address,
             socket,
             cni_cache_dir: f.cni_cache_dir.unwrap_or_else(|| root.join("cni-cache")),
             root,
@@ -151,6 +161,10 @@ mod tests {
         let e = Config::load(Some(&p), None, None).unwrap_err().to_string();
         assert!(e.contains("listn"), "{e}");
         assert!(parse_listen("tcp://1.2.3.4:1").is_err());
+        assert_eq!(c.streaming_address.to_string(), "127.0.0.1:0");
+        std::fs::write(&p, "streaming_address = \"localhost\"\n").unwrap();
+        let e = Config::load(Some(&p), None, None).unwrap_err().to_string();
+        assert!(e.contains("streaming_address"), "{e}");
         assert!(Config::load(None, None, Some(Path::new("rel"))).is_err());
     }
 }

@@ -336,9 +336,9 @@ impl Cri {
         if image.is_empty() {
             return Err(invalid("config.image.image", "must not be empty"));
         }
-        if config.tty || config.stdin {
+        if config.tty {
             return Err(Error::Unsupported(
-                "config.tty/stdin: attach and terminals are not supported yet (streaming is not implemented)".into(),
+                "config.tty: container terminals are not supported (exec -t is)".into(),
             ));
         }
         let sc = config
@@ -431,6 +431,8 @@ impl Cri {
                     .unwrap_or_else(|| "SIGTERM".into()),
                 monitor_pid: 0,
                 mounts,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
             };
             self.layout.save_container(&c)?;
             c.monitor_pid = self.spawn_monitor(&c)?;
@@ -791,6 +793,7 @@ impl Cri {
         cmd: &[String],
         timeout: i64,
         result: &Path,
+        mode: &crate::monitor::ExecMode,
     ) -> Result<(PathBuf, Vec<String>)> {
         let c = self.layout.container(id)?;
         let o = self.observe(&c)?;
@@ -813,9 +816,9 @@ impl Cri {
             timeout.max(0).to_string(),
             "--result".into(),
             result.display().to_string(),
-            c.id.clone(),
-            "--".into(),
         ];
+        argv.extend(mode.args());
+        argv.extend([c.id.clone(), "--".into()]);
         argv.extend(cmd.iter().cloned());
         Ok((self.exe.clone(), argv))
     }

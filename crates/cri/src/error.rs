@@ -38,6 +38,9 @@ pub enum Error {
     /// The monitor could not create the container.
     #[error("container {id}: {reason}")]
     Monitor { id: String, reason: String },
+    /// Too many requests wait (streaming URLs not yet used).
+    #[error("{0}")]
+    Exhausted(String),
     /// ExecSync ran out of time.
     #[error("command {cmd:?} timed out after {secs} s")]
     Timeout { cmd: String, secs: i64 },
@@ -92,6 +95,7 @@ impl Error {
             Error::BadState(_) => Code::FailedPrecondition,
             Error::NameInUse { .. } => Code::AlreadyExists,
             Error::Timeout { .. } => Code::DeadlineExceeded,
+            Error::Exhausted(_) => Code::ResourceExhausted,
             _ => Code::Internal,
         };
         tonic::Status::new(code, self.to_string())

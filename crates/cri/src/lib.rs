@@ -15,17 +15,22 @@
 //! * Stop and remove of unknown IDs succeed, as CRI requires; every other error reaches
 //!   the client as a gRPC status with one line saying what failed ([`Error::status`]).
 //! * The generated API is confined to [`api`]; TLS is not used (unix socket, 0660).
+//! * Exec/Attach/PortForward URLs point at the [`streaming`] server on 127.0.0.1 by
+//!   default, each with a random single-use token that expires after a minute.
 
 pub mod api;
 pub mod config;
 mod container;
 pub mod error;
+mod events;
 mod images;
 pub mod meta;
 pub mod monitor;
 mod pod;
 mod server;
 mod service;
+mod stats;
+pub mod streaming;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -45,6 +50,8 @@ pub struct Cri {
     pub(crate) cni: berth_net::Cni,
     /// This binary: the monitor and the ExecSync helper are its hidden subcommands.
     pub(crate) exe: PathBuf,
+    /// The previous CPU sample of each container (for nano-cores).
+    pub(crate) cpu_samples: stats::CpuSamples,
     /// Serialises creation and removal (name checks, directories) in this server.
     lock: Mutex<()>,
 }
@@ -71,6 +78,7 @@ impl Cri {
             bundles,
             cni,
             exe,
+            cpu_samples: Default::default(),
             lock: Mutex::new(()),
         })
     }

@@ -118,6 +118,25 @@ pub struct Container {
     /// The monitor's pid (it records the exit).
     pub monitor_pid: i32,
     pub mounts: Vec<MountRecord>,
+    /// The container's stdin is a pipe its monitor holds for Attach (else /dev/null);
+    /// with `stdin_once` it closes when the first attached client detaches.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+}
+
+/// The monitor's attach socket in a container directory (reach it through
+/// [`attach_socket_path`]: the full path may be over the 108 bytes of a socket name).
+pub const ATTACH_SOCKET: &str = "attach.sock";
+
+/// A short name for `dir/attach.sock`: through `/proc/self/fd/N` of `dir_fd`, an fd of
+/// the directory that the caller keeps open while binding or connecting.
+pub fn attach_socket_path(dir_fd: &impl std::os::fd::AsRawFd) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/self/fd/{}/{ATTACH_SOCKET}",
+        dir_fd.as_raw_fd()
+    ))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,6 +141,18 @@ struct Log {
     file: Mutex<File>,
     /// Where it is reopened on SIGUSR1 (`None`: output discarded).
     path: Option<std::path::PathBuf>,
+    /// Attached clients: each gets every chunk of output as [`attach_frame`]s.
+    attached: Mutex<Vec<UnixStream>>,
+}
+
+/// How output reaches an attached client: the stream (1 stdout, 2 stderr), the
+/// length (u32, big-endian), the bytes.
+pub fn attach_frame(stream: u8, data: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(5 + data.len());
+    f.push(stream);
+    f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    f.extend_from_slice(data);
+    f
 }
 
 fn open_log(path: &Path) -> Result<File> {
@@ -154,6 +167,19 @@ fn open_log(path: &Path) -> Result<File> {
 }
 
 impl Log {
+    /// Copy raw output to the attached clients; one that cannot take it within a
+    /// second is dropped rather than holding the container's output back.
+    fn tee(&self, stream: u8, data: &[u8]) {
+        let Ok(mut clients) = self.attached.lock() else {
+            return;
+        };
+        if clients.is_empty() {
+            return;
+        }
+        let frame = attach_frame(stream, data);
+        clients.retain_mut(|c| c.write_all(&frame).is_ok());
+    }
+
     fn write(&self, bytes: &[u8]) {
         let Ok(mut f) = self.file.lock() else { return };
         if REOPEN.swap(false, Ordering::SeqCst) {
@@ -170,6 +196,7 @@ fn copy_log(mut pipe: File, stream: &'static str, log: Arc<Log>) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     let write = |bytes: Vec<u8>| log.write(&bytes);
+    let id = if stream == "stdout" { 1 } else { 2 };
     loop {
         let n = match pipe.read(&mut buf) {
             Ok(0) => break,
@@ -177,6 +204,7 @@ fn copy_log(mut pipe: File, stream: &'static str, log: Arc<Log>) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        log.tee(id, &buf[..n]);
         pending.extend_from_slice(&buf[..n]);
         loop {
             match pending.iter().position(|b| *b == b'\n') {
@@ -195,6 +223,47 @@ fn copy_log(mut pipe: File, stream: &'static str, log: Arc<Log>) {
     if !pending.is_empty() {
         write(entry(stream, false, &pending));
     }
+}
+
+/// Accept attach clients: each is added to the output fan-out, and what it sends goes
+/// to the container's stdin (if it has one); its EOF detaches it, and with
+/// `stdin_once` also closes the container's stdin.
+fn serve_attach((listener, stdin, once): (UnixListener, Option<File>, bool), log: Arc<Log>) {
+    let stdin = Arc::new(Mutex::new(stdin));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+            let (Ok(out), Ok(mut input)) = (conn.try_clone(), conn.try_clone()) else {
+                continue;
+            };
+            if let Ok(mut clients) = log.attached.lock() {
+                clients.push(out);
+            }
+            let stdin = stdin.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match input.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let Ok(mut s) = stdin.lock() else { break };
+                            if let Some(f) = s.as_mut() {
+                                if f.write_all(&buf[..n]).is_err() {
+                                    *s = None;
+                                }
+                            }
+                        }
+                    }
+                }
+                if once {
+                    if let Ok(mut s) = stdin.lock() {
+                        *s = None;
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// `berth cri monitor --runtime-root R --dir D ID`: returns the process exit code.
@@ -238,11 +307,19 @@ fn monitor(runtime_root: &Path, dir: &Path, id: &str, mut status: File) -> i32 {
                 None => dev_null()?,
             }),
             path: c.log_path.clone(),
+            attached: Mutex::new(Vec::new()),
         };
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
         let null = dev_null()?;
-        redirect(&null, 0)?;
+        let stdin = match c.stdin {
+            true => Some(nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?),
+            false => None,
+        };
+        match &stdin {
+            Some((r, _)) => redirect(r, 0)?,
+            None => redirect(&null, 0)?,
+        }
         redirect(&out_w, 1)?;
         redirect(&err_w, 2)?;
         subreaper();
@@ -254,13 +331,19 @@ fn monitor(runtime_root: &Path, dir: &Path, id: &str, mut status: File) -> i32 {
             },
         );
         // Our copies of the write ends go, so the pipes end when the container's do.
+        redirect(&null, 0)?;
         redirect(&null, 1)?;
         redirect(&null, 2)?;
         drop((out_w, err_w));
         let created = made?;
-        Ok((created, log, out_r, err_r))
+        let dir_fd = File::open(dir).at(dir)?;
+        let sock = meta::attach_socket_path(&dir_fd);
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).at(dir.join(meta::ATTACH_SOCKET))?;
+        let stdin = stdin.map(|(_, w)| File::from(w));
+        Ok((created, log, out_r, err_r, (listener, stdin, c.stdin_once)))
     })();
-    let (created, log, out_r, err_r) = match created {
+    let (created, log, out_r, err_r, attach) = match created {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(status, "error {}", e.to_string().replace('\n', " "));
@@ -279,6 +362,7 @@ fn monitor(runtime_root: &Path, dir: &Path, id: &str, mut status: File) -> i32 {
     }
     handle_reopen();
     let log = Arc::new(log);
+    serve_attach(attach, log.clone());
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     for (fd, stream) in [(out_r, "stdout"), (err_r, "stderr")] {
         let (log, done) = (log.clone(), done_tx.clone());
@@ -318,36 +402,125 @@ pub struct ExecResult {
     pub error: Option<String>,
 }
 
-/// `berth cri exec --runtime-root R --timeout S --result FILE ID -- CMD...`: run CMD in
-/// the container with this process's stdout/stderr, wait (killing it after S seconds,
-/// 0 = no limit), and write an [`ExecResult`] to FILE. Returns the exit code.
-pub fn exec(runtime_root: &Path, id: &str, cmd: &[String], timeout: u64, result: &Path) -> i32 {
+/// How the exec helper connects the process: ExecSync gives it no stdin; the
+/// streaming server passes its stdin pipe and may ask for a terminal, whose size then
+/// arrives as lines `WIDTH HEIGHT` on `resize_fd`.
+#[derive(Clone, Debug, Default)]
+pub struct ExecMode {
+    pub stdin: bool,
+    pub tty: bool,
+    pub resize_fd: Option<i32>,
+}
+
+impl ExecMode {
+    /// The helper's flags for this mode.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.stdin {
+            a.push("--stdin".to_string());
+        }
+        if self.tty {
+            a.push("--tty".to_string());
+        }
+        if let Some(fd) = self.resize_fd {
+            a.extend(["--resize-fd".to_string(), fd.to_string()]);
+        }
+        a
+    }
+}
+
+/// Apply each `WIDTH HEIGHT` line read from `fd` to the pty `master` (TIOCSWINSZ, which
+/// also sends SIGWINCH to the terminal's foreground process group).
+fn resize_from(fd: i32, master: &File) -> Result<()> {
+    use std::io::BufRead;
+    // SAFETY: the server passed this fd to us for this purpose only; we own it now.
+    let pipe = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let master = master.try_clone().at("pty master")?;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut it = line.split_whitespace().map(|n| n.parse::<u16>());
+            if let (Some(Ok(w)), Some(Ok(h))) = (it.next(), it.next()) {
+                let ws = libc::winsize {
+                    ws_row: h,
+                    ws_col: w,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads a winsize we own from a pty master we own.
+                unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `berth cri exec --runtime-root R --timeout S --result FILE [--stdin] [--tty]
+/// [--resize-fd N] ID -- CMD...`: run CMD in the container with this process's stdio
+/// (a terminal proxied to it with `--tty`), wait (killing it after S seconds, 0 = no
+/// limit, and then forwarding signals to it), and write an [`ExecResult`] to FILE.
+/// Returns the exit code.
+pub fn exec(
+    runtime_root: &Path,
+    id: &str,
+    cmd: &[String],
+    timeout: u64,
+    result: &Path,
+    mode: &ExecMode,
+) -> i32 {
     let r = (|| -> Result<ExecResult> {
         let runtime = berth_runtime::Runtime::new(runtime_root);
-        redirect(&dev_null()?, 0)?;
+        if !mode.stdin {
+            redirect(&dev_null()?, 0)?;
+        }
         subreaper();
         let base = runtime.base_process(id)?;
         let mut v = serde_json::to_value(&base).expect("process serializes");
         v["args"] = serde_json::json!(cmd);
-        v["terminal"] = serde_json::json!(false);
+        v["terminal"] = serde_json::json!(mode.tty);
         let process =
             serde_json::from_value(v).map_err(|e| crate::error::invalid("cmd", e.to_string()))?;
+        let console = match mode.tty {
+            true => Some(berth_runtime::foreground::ConsoleSocket::bind(id)?),
+            false => None,
+        };
+        let mask = berth_runtime::foreground::signal_mask();
+        if timeout == 0 {
+            mask.thread_block().map_err(sys("block signals"))?;
+        }
         let pid = runtime.exec(
             id,
             &berth_runtime::ExecOptions {
                 process,
-                console_socket: None,
+                console_socket: console.as_ref().map(|c| c.path.clone()),
                 preserve_fds: 0,
                 pid_file: None,
             },
         )?;
-        let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
-        match wait_for(pid, deadline)? {
-            Some(code) => Ok(ExecResult {
-                exit_code: Some(code),
-                timed_out: false,
-                error: None,
-            }),
+        let exited = |code: Option<i32>| ExecResult {
+            exit_code: Some(code.unwrap_or(255)),
+            timed_out: false,
+            error: None,
+        };
+        if timeout == 0 {
+            let master = match &console {
+                Some(c) => Some(c.receive()?),
+                None => None,
+            };
+            if let (Some(fd), Some(m)) = (mode.resize_fd, &master) {
+                resize_from(fd, m)?;
+            }
+            let code = match master {
+                Some(m) => {
+                    berth_runtime::foreground::wait_attached(pid, Some(m), mode.stdin, &mask)?
+                }
+                None => berth_runtime::foreground::wait_for(pid, Some(&mask), None)?,
+            };
+            return Ok(exited(code));
+        }
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        match wait_for(pid, Some(deadline))? {
+            Some(code) => Ok(exited(Some(code))),
             None => {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = wait_for(pid, Some(Instant::now() + Duration::from_secs(5)));
@@ -382,6 +555,7 @@ mod tests {
         let log = Arc::new(Log {
             file: Mutex::new(File::create(&p).unwrap()),
             path: Some(p.clone()),
+            attached: Mutex::new(Vec::new()),
         });
         let src = d.path().join("in");
         let long = "x".repeat(MAX_LINE + 10);

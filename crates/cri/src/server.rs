@@ -98,7 +98,14 @@ pub fn serve(config: Config) -> Result<()> {
             runtime_root = %config.runtime_root.display(),
             "berth CRI server listening"
         );
-        let svc = Service { cri };
+        let streaming =
+            crate::streaming::Streaming::start(config.streaming_address, cri.clone()).await?;
+        let events = crate::events::Events::start(cri.clone());
+        let svc = Service {
+            cri,
+            streaming,
+            events,
+        };
         let served = tonic::transport::Server::builder()
             .add_service(
                 RuntimeServiceServer::new(svc.clone())

@@ -22,15 +22,11 @@ const MAX_EXEC_OUTPUT: usize = 16 << 20;
 #[derive(Clone)]
 pub struct Service {
     pub cri: Arc<Cri>,
+    pub streaming: Arc<crate::streaming::Streaming>,
+    pub(crate) events: Arc<crate::events::Events>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
-
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not implemented by berth yet (see docs/kubernetes.md for the supported RPCs)"
-    ))
-}
 
 impl Service {
     /// Run `f` on the blocking pool; log and convert its error.
@@ -290,7 +286,8 @@ impl RuntimeService for Service {
                         .layout
                         .container_dir(&ctr.id)
                         .join(format!("exec-{}.json", &crate::meta::random_id()?[..16]));
-                    let (exe, argv) = c.exec_helper(&ctr.id, &cmd, timeout, &result)?;
+                    let (exe, argv) =
+                        c.exec_helper(&ctr.id, &cmd, timeout, &result, &Default::default())?;
                     Ok((exe, argv, result))
                 }
             })
@@ -390,21 +387,220 @@ impl RuntimeService for Service {
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 
-    async fn exec(&self, _r: Request<api::ExecRequest>) -> Reply<api::ExecResponse> {
-        Err(unimplemented(
-            "Exec (streaming; use ExecSync: crictl exec -s)",
-        ))
+    /// Check the request, then hand out a URL on the streaming server (kubelet's rules:
+    /// a command, at least one stream, no stderr stream with a terminal).
+    async fn exec(&self, r: Request<api::ExecRequest>) -> Reply<api::ExecResponse> {
+        let r = r.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd: must not be empty"));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be set",
+            ));
+        }
+        if r.tty && r.stderr {
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be set (a terminal has one output stream)",
+            ));
+        }
+        let id = self
+            .run("Exec", move |c| {
+                let ctr = c.layout.container(&r.container_id)?;
+                let o = c.observe(&ctr)?;
+                if o.state != api::ContainerState::ContainerRunning {
+                    return Err(Error::BadState(format!(
+                        "container {}: is {}, exec needs a running container",
+                        ctr.id,
+                        crate::container::state_name(o.state)
+                    )));
+                }
+                Ok(crate::streaming::ExecRequest {
+                    container_id: ctr.id,
+                    attach: false,
+                    cmd: r.cmd,
+                    tty: r.tty,
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                })
+            })
+            .await?;
+        let url = self
+            .streaming
+            .url_for(crate::streaming::Request::Exec(id))
+            .map_err(|e| e.status())?;
+        Ok(Response::new(api::ExecResponse { url }))
     }
 
-    async fn attach(&self, _r: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
-        Err(unimplemented("Attach (streaming)"))
+    async fn container_stats(
+        &self,
+        r: Request<api::ContainerStatsRequest>,
+    ) -> Reply<api::ContainerStatsResponse> {
+        let id = r.into_inner().container_id;
+        let stats = self
+            .run("ContainerStats", move |c| c.container_stats(&id))
+            .await?;
+        Ok(Response::new(api::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
+    async fn list_container_stats(
+        &self,
+        r: Request<api::ListContainerStatsRequest>,
+    ) -> Reply<api::ListContainerStatsResponse> {
+        let f = r.into_inner().filter;
+        let stats = self
+            .run("ListContainerStats", move |c| {
+                c.list_container_stats(f.as_ref())
+            })
+            .await?;
+        Ok(Response::new(api::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        r: Request<api::PodSandboxStatsRequest>,
+    ) -> Reply<api::PodSandboxStatsResponse> {
+        let id = r.into_inner().pod_sandbox_id;
+        let stats = self
+            .run("PodSandboxStats", move |c| c.pod_sandbox_stats(&id))
+            .await?;
+        Ok(Response::new(api::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        r: Request<api::ListPodSandboxStatsRequest>,
+    ) -> Reply<api::ListPodSandboxStatsResponse> {
+        let f = r.into_inner().filter;
+        let stats = self
+            .run("ListPodSandboxStats", move |c| {
+                c.list_pod_sandbox_stats(f.as_ref())
+            })
+            .await?;
+        Ok(Response::new(api::ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<api::ListMetricDescriptorsRequest>,
+    ) -> Reply<api::ListMetricDescriptorsResponse> {
+        Ok(Response::new(api::ListMetricDescriptorsResponse {
+            descriptors: self.cri.list_metric_descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<api::ListPodSandboxMetricsRequest>,
+    ) -> Reply<api::ListPodSandboxMetricsResponse> {
+        let pod_metrics = self
+            .run("ListPodSandboxMetrics", |c| c.list_pod_sandbox_metrics())
+            .await?;
+        Ok(Response::new(api::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
+    }
+
+    /// A stream of container events until the client goes away; a client too slow to
+    /// keep up with 1024 pending events is told so and cut off.
+    async fn get_container_events(
+        &self,
+        _r: Request<api::GetEventsRequest>,
+    ) -> Reply<tonic::codegen::BoxStream<api::ContainerEventResponse>> {
+        use tokio_stream::StreamExt;
+        let stream =
+            tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe()).map(|e| {
+                e.map_err(|_| {
+                    Status::resource_exhausted("container events: the client fell behind")
+                })
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// A URL attaching to the container's process: its output from now on, and its
+    /// stdin when the container was created with `stdin`.
+    async fn attach(&self, r: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
+        let r = r.into_inner();
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be set",
+            ));
+        }
+        if r.tty {
+            return Err(Error::Unsupported(
+                "attach tty: container terminals are not supported".into(),
+            )
+            .status());
+        }
+        let req = self
+            .run("Attach", move |c| {
+                let ctr = c.layout.container(&r.container_id)?;
+                let o = c.observe(&ctr)?;
+                if o.state != api::ContainerState::ContainerRunning {
+                    return Err(Error::BadState(format!(
+                        "container {}: is {}, attach needs a running container",
+                        ctr.id,
+                        crate::container::state_name(o.state)
+                    )));
+                }
+                if r.stdin && !ctr.stdin {
+                    return Err(crate::error::invalid(
+                        "stdin",
+                        format!("container {} was not created with stdin", ctr.id),
+                    ));
+                }
+                Ok(crate::streaming::ExecRequest {
+                    container_id: ctr.id,
+                    attach: true,
+                    cmd: Vec::new(),
+                    tty: false,
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                })
+            })
+            .await?;
+        let url = self
+            .streaming
+            .url_for(crate::streaming::Request::Attach(req))
+            .map_err(|e| e.status())?;
+        Ok(Response::new(api::AttachResponse { url }))
+    }
+
+    /// A URL forwarding to the pod's ports (the ports come with each stream, as
+    /// kubelet reads them); the pod must be ready.
     async fn port_forward(
         &self,
-        _r: Request<api::PortForwardRequest>,
+        r: Request<api::PortForwardRequest>,
     ) -> Reply<api::PortForwardResponse> {
-        Err(unimplemented("PortForward (streaming)"))
+        let r = r.into_inner();
+        if let Some(p) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "port {p}: not a TCP port"
+            )));
+        }
+        let req = self
+            .run("PortForward", move |c| {
+                let pod = c.layout.pod(&r.pod_sandbox_id)?;
+                if pod.state != crate::meta::PodState::Ready {
+                    return Err(Error::BadState(format!(
+                        "pod sandbox {}: is not ready",
+                        pod.id
+                    )));
+                }
+                Ok(crate::streaming::Request::PortForward {
+                    pod_id: pod.id,
+                    netns: pod.netns,
+                })
+            })
+            .await?;
+        let url = self.streaming.url_for(req).map_err(|e| e.status())?;
+        Ok(Response::new(api::PortForwardResponse { url }))
     }
 }
 

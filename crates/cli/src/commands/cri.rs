@@ -44,6 +44,15 @@ pub enum Cmd {
         timeout: u64,
         #[arg(long)]
         result: PathBuf,
+        /// Pass this process's stdin to the command (else /dev/null).
+        #[arg(long)]
+        stdin: bool,
+        /// Give the command a terminal, proxied to this process's stdio.
+        #[arg(long)]
+        tty: bool,
+        /// Terminal sizes ("WIDTH HEIGHT" lines) arrive on this fd.
+        #[arg(long)]
+        resize_fd: Option<i32>,
         id: String,
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -80,10 +89,21 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             runtime_root,
             timeout,
             result,
+            stdin,
+            tty,
+            resize_fd,
             id,
             cmd,
-        } => Ok(
-            berth_cri::monitor::exec(runtime_root, id, cmd, *timeout, result).clamp(0, 255) as u8,
-        ),
+        } => {
+            let mode = berth_cri::monitor::ExecMode {
+                stdin: *stdin,
+                tty: *tty,
+                resize_fd: *resize_fd,
+            };
+            Ok(
+                berth_cri::monitor::exec(runtime_root, id, cmd, *timeout, result, &mode)
+                    .clamp(0, 255) as u8,
+            )
+        }
     }
 }
