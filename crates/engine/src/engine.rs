@@ -213,21 +213,7 @@ impl Engine {
 
     /// Find a container by full ID, name, or unique ID prefix.
     pub fn get(&self, reference: &str) -> Result<Container> {
-        let all = self.list()?;
-        if let Some(c) = all
-            .iter()
-            .find(|c| c.id == reference || (!c.name.is_empty() && c.name == reference))
-        {
-            return Ok(c.clone());
-        }
-        let mut hits = all
-            .into_iter()
-            .filter(|c| !reference.is_empty() && c.id.starts_with(reference));
-        match (hits.next(), hits.next()) {
-            (Some(c), None) => Ok(c),
-            (Some(_), Some(_)) => Err(Error::Ambiguous(reference.into())),
-            _ => Err(Error::NotFound(reference.into())),
-        }
+        find(&self.list()?, reference).cloned()
     }
 
     /// Pull the image if needed, make the bundle (overlay rootfs + config.json with the
@@ -256,10 +242,52 @@ impl Engine {
         // An unknown network or a -p it cannot take fails before anything is made.
         let cni_net = net::resolve(&self.net, &opts.network)?;
         net::check_flags(opts, cni_net.as_ref())?;
+        let mut opts = opts.clone();
+        // The namespace to join (container:, ns:) and whose /etc files to share.
+        let (joined, shared) = match &opts.network {
+            Network::Container(r) => {
+                let target = find(&existing, r)?;
+                if target.state.status != Status::Running {
+                    return Err(Error::BadState {
+                        id: target.id.clone(),
+                        why: format!(
+                            "is {}: --network container: needs it running",
+                            target.state.status
+                        ),
+                    });
+                }
+                let path = match target.network.as_ref().filter(|n| n.attached) {
+                    Some(st) => st.netns.clone(),
+                    None => PathBuf::from(format!("/proc/{}/ns/net", target.state.pid)),
+                };
+                opts.network = Network::Container(target.id.clone());
+                (Some(path), Some(target.dir().to_path_buf()))
+            }
+            Network::Path(p) => (Some(berth_net::NetNs::existing(p)?.path), None),
+            _ => (None, None),
+        };
         let id = hex(&random_bytes(32)?);
         let image = self
             .store
             .find_or_pull(&opts.image, &PullOptions::default())?;
+        if opts.publish_all {
+            let exposed = image
+                .config
+                .config
+                .exposed_ports
+                .clone()
+                .unwrap_or_default();
+            let more = net::exposed_ports(exposed.into_keys(), &opts.ports);
+            opts.ports.extend(more);
+            net::check_flags(&opts, cni_net.as_ref())?;
+        }
+        net::check_ports_taken(
+            &opts.ports,
+            existing
+                .iter()
+                .filter_map(|c| Some((c.name.as_str(), c.network.as_ref()?))),
+        )?;
+        let opts = &opts;
         let dir = self.containers_dir().join(&id);
         let mut bundle =
             self.store
@@ -272,7 +300,10 @@ impl Engine {
                 let st = attached.insert(net::attach(&self.net, &id, &name, n, opts)?);
                 net::join_netns(&mut v, &st.netns);
             }
-            net::etc_files(&mut v, &dir, opts, attached.as_ref())?;
+            if let Some(path) = &joined {
+                net::join_netns(&mut v, path);
+            }
+            net::etc_files(&mut v, &dir, opts, attached.as_ref(), shared.as_deref())?;
             let spec: oci_spec::runtime::Spec =
                 serde_json::from_value(v).map_err(|e| Error::BadFlag {
                     flag: "--network",
@@ -386,8 +417,13 @@ impl Engine {
         let created = self.runtime.create(&c.id, &opts)?;
         let started = match c.options.network {
             Network::None => net::loopback_up(created.pid),
-            // The namespace made at create has lo up; host is the host's.
-            Network::Host | Network::Bridge | Network::Named(_) => Ok(()),
+            // The namespace made at create has lo up; host is the host's; a joined
+            // one is as its owner set it up.
+            Network::Host
+            | Network::Bridge
+            | Network::Named(_)
+            | Network::Container(_)
+            | Network::Path(_) => Ok(()),
         }
         .and_then(|()| Ok(self.runtime.start(&c.id)?));
         if let Err(e) = started {
@@ -785,6 +821,24 @@ impl Engine {
             reason: e.to_string(),
         })?;
         Ok((c, p))
+    }
+}
+
+/// A container by full ID, name, or unique ID prefix.
+fn find<'a>(all: &'a [Container], reference: &str) -> Result<&'a Container> {
+    if let Some(c) = all
+        .iter()
+        .find(|c| c.id == reference || (!c.name.is_empty() && c.name == reference))
+    {
+        return Ok(c);
+    }
+    let mut hits = all
+        .iter()
+        .filter(|c| !reference.is_empty() && c.id.starts_with(reference));
+    match (hits.next(), hits.next()) {
+        (Some(c), None) => Ok(c),
+        (Some(_), Some(_)) => Err(Error::Ambiguous(reference.into())),
+        _ => Err(Error::NotFound(reference.into())),
     }
 }
 

@@ -1,15 +1,22 @@
 //! berth's own networks: bridge + host-local IPAM + portmap + firewall + tuning
 //! configuration lists written to berth's config directory. The default network
-//! `berth` (bridge `berth0`) is written on first use with a subnet that overlaps no
-//! other network and no route of the caller's namespace.
+//! `berth` is written on first use with a subnet that overlaps no other network and no
+//! route of the caller's namespace.
+//!
+//! Bridge devices live in the host's namespace, which every data root on the host
+//! shares, so a bridge's name is derived from the data root and the network name
+//! ([`Networks::bridge_name`]): two data roots never drive (or delete) each other's
+//! bridge. Only the default data root's default network keeps the short `berth0`.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::conf::{validate_name, Network};
 use crate::error::{sys, Error, IoContext, Result};
@@ -18,6 +25,11 @@ use crate::subnet::{self, Subnet};
 /// The network `--network bridge` (and no `--network`) means.
 pub const DEFAULT_NETWORK: &str = "berth";
 pub const DEFAULT_BRIDGE: &str = "berth0";
+/// The networks directory of berth's default data root (`/var/lib/berth`): its
+/// default network's bridge is [`DEFAULT_BRIDGE`].
+pub const DEFAULT_OWN_DIR: &str = "/var/lib/berth/networks";
+/// Linux interface names hold at most this many bytes (IFNAMSIZ 16, with the NUL).
+const IFNAME_MAX: usize = 15;
 pub const CNI_VERSION: &str = "1.0.0";
 
 /// `berth network create` flags.
@@ -76,6 +88,23 @@ impl Networks {
 
     pub fn list(&self) -> Result<Vec<Network>> {
         Network::list(&self.dirs())
+    }
+
+    /// The bridge device network `name` of this data root gets: `berth0` for the
+    /// default network of the default data root, else `berth-` and 9 hex digits of
+    /// SHA-256(networks dir, NUL, name), which fits IFNAMSIZ and differs between data
+    /// roots (and between networks of one data root).
+    pub fn bridge_name(&self, name: &str) -> String {
+        if name == DEFAULT_NETWORK && self.own_dir == Path::new(DEFAULT_OWN_DIR) {
+            return DEFAULT_BRIDGE.to_string();
+        }
+        let mut h = Sha256::new();
+        h.update(self.own_dir.as_os_str().as_bytes());
+        h.update([0]);
+        h.update(name.as_bytes());
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let prefix = "berth-";
+        format!("{prefix}{}", &hex[..IFNAME_MAX - prefix.len()])
     }
 
     /// The network called `name`; `berth` is created on first use.
@@ -149,15 +178,17 @@ impl Networks {
                 reason: format!("not a host address of {subnet}"),
             });
         }
-        let bridge = if spec.name == DEFAULT_NETWORK {
-            DEFAULT_BRIDGE.to_string()
-        } else {
-            let used: Vec<String> = existing.iter().filter_map(|n| summary(n).bridge).collect();
-            (1..)
-                .map(|i| format!("berth{i}"))
-                .find(|b| !used.contains(b) && !link_exists(b))
-                .expect("an unused bridge name")
-        };
+        let bridge = self.bridge_name(&spec.name);
+        if let Some(other) = existing
+            .iter()
+            .find(|n| summary(n).bridge.as_deref() == Some(bridge.as_str()))
+        {
+            return Err(Error::Invalid {
+                what: "network",
+                value: spec.name.clone(),
+                reason: format!("its bridge {bridge} is network {}'s already", other.name),
+            });
+        }
         let conf = conflist(
             &spec.name,
             &bridge,
@@ -379,12 +410,43 @@ mod tests {
     }
 
     #[test]
+    fn bridge_names_differ_per_data_root_and_fit_ifnamsiz() {
+        let default = Networks {
+            own_dir: DEFAULT_OWN_DIR.into(),
+            cni_config_dir: "/etc/cni/net.d".into(),
+            ipam_dir: "/var/lib/berth/cni/networks".into(),
+        };
+        assert_eq!(default.bridge_name(DEFAULT_NETWORK), "berth0");
+        let (a, b) = (nets(Path::new("/srv/a")), nets(Path::new("/srv/b")));
+        let mut names = vec![default.bridge_name("web")];
+        for n in [&a, &b] {
+            names.push(n.bridge_name(DEFAULT_NETWORK));
+            names.push(n.bridge_name("web"));
+        }
+        for name in &names {
+            assert!(
+                name.len() <= IFNAME_MAX && name.starts_with("berth-"),
+                "{name}"
+            );
+            assert!(name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(
+            a.bridge_name("web"),
+            nets(Path::new("/srv/a")).bridge_name("web")
+        );
+    }
+
+    #[test]
     fn create_checks_and_writes() {
         let d = tempfile::tempdir().unwrap();
         let n = nets(d.path());
         let def = n.get("berth").unwrap();
         let s = summary(&def);
-        assert_eq!(s.bridge.as_deref(), Some("berth0"));
+        assert_eq!(s.bridge, Some(n.bridge_name("berth")));
         assert!(s.managed && !s.internal);
         let sub: Subnet = s.subnet.unwrap().parse().unwrap();
         assert!(!subnet::routes().iter().any(|r| r.overlaps(sub)));
@@ -398,8 +460,8 @@ mod tests {
             .unwrap();
         let sa = summary(&a);
         assert_eq!(
-            (sa.bridge.as_deref(), sa.gateway.as_deref()),
-            (Some("berth1"), Some("10.200.0.1"))
+            (sa.bridge, sa.gateway.as_deref()),
+            (Some(n.bridge_name("a")), Some("10.200.0.1"))
         );
         assert!(sa.internal);
         assert!(!a.plugins.iter().any(|p| p["type"] == "portmap"));
@@ -437,8 +499,8 @@ mod tests {
             })
             .is_err());
         assert_eq!(n.list().unwrap().len(), 2);
-        // remove() deletes the bridge device too: only where no berth1 exists here.
-        if !link_exists("berth1") {
+        // remove() deletes the bridge device too (none exists: nothing was attached).
+        if !link_exists(&n.bridge_name("a")) {
             n.remove("a").unwrap();
             assert!(matches!(n.remove("a"), Err(Error::NoSuchNetwork(_))));
         }

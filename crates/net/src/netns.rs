@@ -56,6 +56,31 @@ impl NetNs {
         Ok(ns)
     }
 
+    /// A network namespace someone else made (`--network ns:PATH`): PATH must open as
+    /// a network namespace file (nsfs, `NS_GET_NSTYPE` says CLONE_NEWNET), so a plain
+    /// file or another kind of namespace is refused here, not by the runtime later.
+    pub fn existing(path: &Path) -> Result<NetNs> {
+        let not = |reason: &str| Error::Invalid {
+            what: "--network",
+            value: format!("ns:{}", path.display()),
+            reason: reason.to_string(),
+        };
+        let f = File::open(path).map_err(|e| not(&e.to_string()))?;
+        // NS_GET_NSTYPE = _IO(0xb7, 0x3) (linux/nsfs.h); libc does not export it.
+        const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+        // SAFETY: an argument-less ioctl on an fd we own; it only returns a value.
+        let kind = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+        if kind < 0 {
+            return Err(not("not a namespace file (nsfs)"));
+        }
+        if kind != libc::CLONE_NEWNET {
+            return Err(not("a namespace, but not a network one"));
+        }
+        Ok(NetNs {
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Set `lo` up inside the namespace (a new one has it down).
     pub fn loopback_up(&self) -> Result<()> {
         self.run(|| {
@@ -148,6 +173,17 @@ mod tests {
             NetNs::create(d.path(), "c1").is_err(),
             "no second one on the same path"
         );
+        assert_eq!(NetNs::existing(&ns.path).unwrap(), ns);
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        for (path, why) in [
+            (plain.as_path(), "not a namespace file"),
+            (Path::new("/proc/self/ns/uts"), "not a network one"),
+            (Path::new("/nonexistent"), "No such file"),
+        ] {
+            let e = NetNs::existing(path).unwrap_err().to_string();
+            assert!(e.starts_with("--network \"ns:") && e.contains(why), "{e}");
+        }
         ns.remove().unwrap();
         assert!(!ns.path.exists());
         ns.remove().unwrap();
