@@ -758,7 +758,7 @@ fn names_resolve_on_a_user_network_through_aardvark_dns() {
 }
 
 #[test]
-fn a_run_killed_in_the_middle_of_add_is_undone_by_rm() {
+fn a_run_killed_in_the_middle_of_add_is_undone_by_system_prune() {
     let Some(mut env) = Env::new() else { return };
     let pidfile = env.path("slow.pid");
     // Fake plugin: ADD hangs (after the real bridge plugin made the veth and took a
@@ -813,13 +813,16 @@ fn a_run_killed_in_the_middle_of_add_is_undone_by_rm() {
     );
     assert_ne!(env.veths(), "", "bridge's veth is there");
     assert!(!env.leases().is_empty());
-    let ids = env.ok(&["ps", "-aq", "--no-trunc"]);
-    let id = ids
-        .split_whitespace()
-        .next()
-        .expect("the interrupted container is listed");
-    env.ok(&["rm", "-f", id]);
+    // `system prune` reclaims the interrupted create's attachment and namespace, then
+    // the image store's prune removes the dead container.
+    let pruned = env.ok(&["system", "prune", "-f"]);
+    assert!(pruned.starts_with("Reclaimed network of: "), "{pruned}");
+    assert!(
+        pruned.contains("Deleted 1 containers whose creation was interrupted"),
+        "{pruned}"
+    );
     env.assert_clean();
+    assert_eq!(env.ok(&["ps", "-aq"]), "");
 }
 
 #[test]
@@ -1125,5 +1128,40 @@ fn publish_all_maps_the_images_exposed_ports() {
         "port maps need a bridge network",
     );
     env.ok(&["rm", "-f", "pub"]);
+    env.assert_clean();
+}
+
+#[test]
+fn the_next_command_reclaims_what_a_killed_monitor_left() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&["run", "-d", "--name", "m", IMAGE, "sleep", "1000"]);
+    let c = env.inspect("m");
+    let id = c["Id"].as_str().unwrap().to_string();
+    let init = c["State"]["Pid"].as_i64().unwrap() as i32;
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(env.path("data/containers").join(&id).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = meta["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    assert!(monitor > 0 && init > 0, "{meta}");
+    // kill -9 the monitor, then the container: nobody records the exit or detaches.
+    for pid in [monitor, init] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{init}")).exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(env.veths(), "", "the veth outlived the monitor");
+    // Any next command (here ps) finds the exited-but-attached container and detaches it.
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited"), "{ps}");
+    env.assert_clean();
+    assert_eq!(env.inspect("m")["NetworkSettings"]["IPAddress"], "");
+    env.ok(&["rm", "m"]);
     env.assert_clean();
 }

@@ -150,6 +150,100 @@ impl Engine {
             .map_err(|(_, e)| sys(format!("flock {}", p.display()))(e))
     }
 
+    /// [`Engine::lock`] unless another process holds it (`None` then).
+    fn try_lock(&self) -> Result<Option<Flock<File>>> {
+        let p = self.data_root.join("containers.lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .at(&p)?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(l)),
+            Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(sys(format!("flock {}", p.display()))(e)),
+        }
+    }
+
+    /// Undo the network state a crash left behind, and return the container IDs done:
+    /// * a container that no longer runs, whose recorder (monitor or foreground CLI) is
+    ///   dead, but whose metadata still says attached (the recorder was killed before
+    ///   it detached): CNI DEL, namespace removed, metadata saved;
+    /// * a container whose create was interrupted (listed dead): its cache entries and
+    ///   namespace ([`net::sweep`]);
+    /// * CNI cache entries and namespaces of IDs no container has (its directory is
+    ///   gone): DEL from the cache, aardvark-dns records and namespace removed.
+    ///
+    /// Creation holds the engine lock, so with it held nothing is half-made by a live
+    /// process. `wait`: block for the lock (`system prune`); else skip when it is taken
+    /// (the start of every command must not queue behind a create).
+    pub fn reclaim_network(&self, wait: bool) -> Result<Vec<String>> {
+        let _lock = if wait {
+            self.lock()?
+        } else {
+            match self.try_lock()? {
+                Some(l) => l,
+                None => return Ok(Vec::new()),
+            }
+        };
+        let all = self.list()?;
+        let mut done = Vec::new();
+        for c in &all {
+            let stale = c.network.as_ref().is_some_and(|n| n.attached)
+                && c.state.status == Status::Exited
+                && !alive(c.state.monitor_pid);
+            if stale {
+                let mut fresh = c.clone();
+                self.network_down(&mut fresh);
+                fresh.save()?;
+                done.push(c.id.clone());
+            } else if c.state.status == Status::Dead && self.has_net_leftovers(&c.id) {
+                self.sweep_logged(&c.id, &mut done);
+            }
+        }
+        for id in self.net_leftover_ids() {
+            if !all.iter().any(|c| c.id == id) {
+                self.sweep_logged(&id, &mut done);
+            }
+        }
+        Ok(done)
+    }
+
+    /// [`net::sweep`]; a failure is logged (the next command tries again).
+    fn sweep_logged(&self, id: &str, done: &mut Vec<String>) {
+        match net::sweep(&self.net, id) {
+            Ok(()) => done.push(id.to_string()),
+            Err(e) => tracing::warn!(id, error = %e, "reclaiming a crashed container's network"),
+        }
+    }
+
+    /// Whether a cache entry or a namespace of `id` exists.
+    fn has_net_leftovers(&self, id: &str) -> bool {
+        !self.net.cni.cached_for(id).is_empty() || self.net.netns_dir.join(id).exists()
+    }
+
+    /// Container IDs (64 hex digits, as [`Engine::create`] makes them; anything else
+    /// is not berth's to touch) named by a CNI cache entry or a namespace file.
+    fn net_leftover_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.net.cni.cached_ids();
+        for e in std::fs::read_dir(&self.net.netns_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(name) = e.file_name().into_string() {
+                ids.push(name);
+            }
+        }
+        ids.retain(|id| {
+            id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Every engine container, oldest first, with its live status; containers whose
     /// creation was interrupted (creator killed after the rootfs was mounted) are listed
     /// as dead, so `ps -a` shows them and `rm` removes them.

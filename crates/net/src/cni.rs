@@ -401,6 +401,24 @@ impl Cni {
             .collect()
     }
 
+    /// The container IDs with a cached result (the cache entry's `containerId`).
+    pub fn cached_ids(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.cache_dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = dir
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+            .filter_map(|e| {
+                let v: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                Some(v["containerId"].as_str()?.to_string())
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Whether a result is cached for this container on `network`.
     pub fn is_attached(&self, network: &str, container_id: &str, ifname: &str) -> bool {
         self.cache_path(network, container_id, ifname).exists()

@@ -45,8 +45,25 @@ pub struct NetFlags {
     pub cni_timeout: f64,
 }
 
-/// The engine with the network flags applied.
+/// The engine with the network flags applied, after reclaiming what a crashed berth
+/// left (attachments of dead containers, orphaned cache entries and namespaces), so no
+/// command sees them.
 pub fn open_engine(
+    data_root: &std::path::Path,
+    root: &std::path::Path,
+    net: &NetFlags,
+) -> anyhow::Result<Engine> {
+    let engine = engine_with_flags(data_root, root, net)?;
+    match engine.reclaim_network(false) {
+        Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "reclaimed network leftovers"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reclaiming network leftovers"),
+    }
+    Ok(engine)
+}
+
+/// The engine with the network flags applied.
+pub fn engine_with_flags(
     data_root: &std::path::Path,
     root: &std::path::Path,
     net: &NetFlags,
