@@ -1165,3 +1165,68 @@ fn the_next_command_reclaims_what_a_killed_monitor_left() {
     env.ok(&["rm", "m"]);
     env.assert_clean();
 }
+
+#[test]
+fn ipv6_reaches_between_containers_and_the_default_network_is_dual_stack() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.233.0.0/24",
+        "--subnet",
+        "fd00:233::/64",
+        "n6",
+    ]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "n6",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let s = env.inspect("a")["NetworkSettings"].clone();
+    let a6 = s["GlobalIPv6Address"].as_str().unwrap().to_string();
+    assert!(a6.starts_with("fd00:233::"), "{s}");
+    assert_eq!(
+        (&s["GlobalIPv6PrefixLen"], &s["IPv6Gateway"]),
+        (&64.into(), &"fd00:233::1".into())
+    );
+    assert!(
+        s["IPAddress"].as_str().unwrap().starts_with("10.233.0."),
+        "{s}"
+    );
+    // Duplicate address detection may hold a fresh address back for a moment.
+    let ping = format!("for i in 1 2 3 4 5; do ping -6 -c1 -W2 {a6} >/dev/null && echo reached && exit; sleep 1; done");
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "n6", IMAGE, "sh", "-c", &ping]),
+        "reached\n"
+    );
+    // The default network has an IPv6 range and route too.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "ip -6 -o addr show eth0 scope global; ip -6 route show default",
+    ]);
+    assert!(
+        out.contains("inet6 fd") && out.contains("default via fd"),
+        "{out}"
+    );
+    env.fails(
+        &["network", "create", "--subnet", "fd00:233:0:0:1::/80", "n7"],
+        "overlaps network n6 (fd00:233::/64)",
+    );
+    env.fails(
+        &["network", "create", "--subnet", "fd00::1/64", "n7"],
+        "host bits set",
+    );
+    env.ok(&["rm", "-f", "a"]);
+    env.assert_clean();
+}

@@ -955,15 +955,24 @@ fn network_settings(c: &Container) -> Value {
             a.push(json!({"HostIp": host_ip, "HostPort": p.host_port.to_string()}));
         }
     }
+    let (ip6, prefix6) = st
+        .address6
+        .as_deref()
+        .and_then(|a| a.split_once('/'))
+        .map_or(("", 0), |(ip, p)| (ip, p.parse::<u8>().unwrap_or(0)));
     json!({
         "IPAddress": ip,
         "IPPrefixLen": prefix,
         "Gateway": st.gateway,
+        "GlobalIPv6Address": ip6,
+        "GlobalIPv6PrefixLen": prefix6,
+        "IPv6Gateway": st.gateway6,
         "MacAddress": st.mac,
         "SandboxKey": st.netns,
         "Ports": ports,
         "Networks": {st.network.clone(): {
             "IPAddress": ip, "IPPrefixLen": prefix, "Gateway": st.gateway, "MacAddress": st.mac,
+            "GlobalIPv6Address": ip6, "GlobalIPv6PrefixLen": prefix6, "IPv6Gateway": st.gateway6,
         }},
     })
 }

@@ -66,6 +66,11 @@ pub struct NetState {
     pub ports: Vec<PortMapping>,
     /// CNI ADD done and not yet undone.
     pub attached: bool,
+    /// On a dual-stack network: CIDR, e.g. `fd5e:1::2/64`, and the IPv6 gateway.
+    #[serde(default)]
+    pub address6: Option<String>,
+    #[serde(default)]
+    pub gateway6: Option<String>,
     /// Registered with aardvark-dns, which answers on this address (the gateway).
     #[serde(default)]
     pub dns_server: Option<String>,
@@ -303,6 +308,8 @@ pub(crate) fn attach(
         ports,
         attached: true,
         dns_server: None,
+        address6: a.ipv6().map(|(ip, p)| format!("{ip}/{p}")),
+        gateway6: a.gateway6(),
     };
     if let Err(e) = register_name(s, id, name, net, &mut st) {
         let _ = detach(s, id, &mut st);

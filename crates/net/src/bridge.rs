@@ -9,7 +9,7 @@
 //! bridge. Only the default data root's default network keeps the short `berth0`.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::conf::{validate_name, Network};
 use crate::error::{sys, Error, IoContext, Result};
-use crate::subnet::{self, Subnet};
+use crate::subnet::{self, Subnet, Subnet6};
 
 /// The network `--network bridge` (and no `--network`) means.
 pub const DEFAULT_NETWORK: &str = "berth";
@@ -41,6 +41,11 @@ pub struct NetworkSpec {
     /// No gateway, no default route, no masquerade, no port maps: traffic stays on the
     /// bridge.
     pub internal: bool,
+    /// Dual stack: an IPv6 range beside the IPv4 one (the default network always).
+    pub ipv6: bool,
+    /// The IPv6 subnet (implies `ipv6`); default: a unique local /64 derived from the
+    /// data root and the name.
+    pub subnet6: Option<Subnet6>,
 }
 
 /// What `network ls/inspect` show about a network.
@@ -52,6 +57,10 @@ pub struct Summary {
     pub bridge: Option<String>,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     pub internal: bool,
     /// Written by berth (removable with `network rm`).
     pub managed: bool,
@@ -98,13 +107,23 @@ impl Networks {
         if name == DEFAULT_NETWORK && self.own_dir == Path::new(DEFAULT_OWN_DIR) {
             return DEFAULT_BRIDGE.to_string();
         }
+        let hex: String = self
+            .digest(name)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let prefix = "berth-";
+        format!("{prefix}{}", &hex[..IFNAME_MAX - prefix.len()])
+    }
+
+    /// SHA-256(networks dir, NUL, name): what tells this data root's network `name`
+    /// from every other on the host.
+    fn digest(&self, name: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.own_dir.as_os_str().as_bytes());
         h.update([0]);
         h.update(name.as_bytes());
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        let prefix = "berth-";
-        format!("{prefix}{}", &hex[..IFNAME_MAX - prefix.len()])
+        h.finalize().into()
     }
 
     /// The network called `name`; `berth` is created on first use.
@@ -115,6 +134,7 @@ impl Networks {
                 match Network::find(&self.dirs(), name) {
                     Err(Error::NoSuchNetwork(_)) => self.write(&NetworkSpec {
                         name: DEFAULT_NETWORK.into(),
+                        ipv6: true,
                         ..Default::default()
                     }),
                     other => other,
@@ -178,6 +198,12 @@ impl Networks {
                 reason: format!("not a host address of {subnet}"),
             });
         }
+        let v6 = if spec.ipv6 || spec.subnet6.is_some() {
+            let s6 = self.subnet6(spec, &existing)?;
+            Some((s6, s6.first_host()))
+        } else {
+            None
+        };
         let bridge = self.bridge_name(&spec.name);
         if let Some(other) = existing
             .iter()
@@ -192,8 +218,8 @@ impl Networks {
         let conf = conflist(
             &spec.name,
             &bridge,
-            subnet,
-            gateway,
+            (subnet, gateway),
+            v6,
             spec.internal,
             &self.ipam_dir,
         );
@@ -202,6 +228,35 @@ impl Networks {
         std::fs::write(&tmp, serde_json::to_vec_pretty(&conf).expect("json")).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)?;
         Network::load(&path)
+    }
+
+    /// The IPv6 subnet of a new network: the given one if it overlaps no network's, else
+    /// the first free unique local /64 out of this network's digest.
+    fn subnet6(&self, spec: &NetworkSpec, existing: &[Network]) -> Result<Subnet6> {
+        let taken: Vec<(String, Subnet6)> = existing
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), summary(n).subnet6?.parse().ok()?)))
+            .collect();
+        if let Some(s6) = spec.subnet6 {
+            if let Some((other, o)) = taken.iter().find(|(_, t)| t.overlaps(s6)) {
+                return Err(Error::Invalid {
+                    what: "--subnet",
+                    value: s6.to_string(),
+                    reason: format!("overlaps network {other} ({o})"),
+                });
+            }
+            return Ok(s6);
+        }
+        let d = self.digest(&spec.name);
+        d.chunks_exact(5)
+            .filter_map(|c| <[u8; 5]>::try_from(c).ok())
+            .map(|seed| Subnet6::unique_local(&seed))
+            .find(|s6| !taken.iter().any(|(_, t)| t.overlaps(*s6)))
+            .ok_or_else(|| Error::Invalid {
+                what: "--subnet",
+                value: String::new(),
+                reason: "no free IPv6 /64 found: give one".into(),
+            })
     }
 
     /// `network rm`: only networks berth wrote; the caller checks that no container uses
@@ -242,18 +297,24 @@ impl Networks {
 pub fn conflist(
     name: &str,
     bridge: &str,
-    subnet: Subnet,
-    gateway: Ipv4Addr,
+    (subnet, gateway): (Subnet, Ipv4Addr),
+    v6: Option<(Subnet6, Ipv6Addr)>,
     internal: bool,
     ipam_dir: &Path,
 ) -> Value {
+    let mut ranges = vec![json!([{"subnet": subnet.to_string(), "gateway": gateway.to_string()}])];
+    let mut routes = vec![json!({"dst": "0.0.0.0/0"})];
+    if let Some((s6, g6)) = v6 {
+        ranges.push(json!([{"subnet": s6.to_string(), "gateway": g6.to_string()}]));
+        routes.push(json!({"dst": "::/0"}));
+    }
     let mut ipam = json!({
         "type": "host-local",
-        "ranges": [[{"subnet": subnet.to_string(), "gateway": gateway.to_string()}]],
+        "ranges": ranges,
         "dataDir": ipam_dir,
     });
     if !internal {
-        ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        ipam["routes"] = json!(routes);
     }
     let mut plugins = vec![json!({
         "type": "bridge",
@@ -280,6 +341,8 @@ pub fn conflist(
 pub fn summary(n: &Network) -> Summary {
     let main = &n.plugins[0];
     let range = &main["ipam"]["ranges"][0][0];
+    // A dual-stack berth network lists its IPv6 range second.
+    let range6 = &main["ipam"]["ranges"][1][0];
     let subnet = range["subnet"]
         .as_str()
         .or_else(|| main["ipam"]["subnet"].as_str())
@@ -296,6 +359,8 @@ pub fn summary(n: &Network) -> Summary {
         bridge: main["bridge"].as_str().map(String::from),
         subnet,
         gateway: range["gateway"].as_str().map(String::from),
+        subnet6: range6["subnet"].as_str().map(String::from),
+        gateway6: range6["gateway"].as_str().map(String::from),
         internal: raw["berth"]["internal"].as_bool().unwrap_or(false)
             || (main["type"] == "bridge" && main["isGateway"] == false),
         managed: raw.get("berth").is_some(),
@@ -450,6 +515,12 @@ mod tests {
         assert!(s.managed && !s.internal);
         let sub: Subnet = s.subnet.unwrap().parse().unwrap();
         assert!(!subnet::routes().iter().any(|r| r.overlaps(sub)));
+        // Dual stack by default: a unique local /64 and its ::1.
+        let s6: Subnet6 = s.subnet6.unwrap().parse().unwrap();
+        assert_eq!(s6.addr.octets()[0], 0xfd);
+        assert_eq!(s.gateway6, Some(s6.first_host().to_string()));
+        let routes = &def.plugins[0]["ipam"]["routes"];
+        assert_eq!(routes, &json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]));
         let a = n
             .create(&NetworkSpec {
                 name: "a".into(),
@@ -464,7 +535,28 @@ mod tests {
             (Some(n.bridge_name("a")), Some("10.200.0.1"))
         );
         assert!(sa.internal);
+        assert_eq!(sa.subnet6, None, "IPv4 only unless --ipv6");
         assert!(!a.plugins.iter().any(|p| p["type"] == "portmap"));
+        let v6 = n
+            .create(&NetworkSpec {
+                name: "six".into(),
+                subnet: Some("10.210.0.0/24".parse().unwrap()),
+                subnet6: Some("fd00:210::/64".parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(summary(&v6).gateway6.as_deref(), Some("fd00:210::1"));
+        let e = n
+            .create(&NetworkSpec {
+                name: "seven".into(),
+                subnet6: Some("fd00:210::/48".parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--subnet \"fd00:210::/48\": overlaps network six (fd00:210::/64)"
+        );
         let e = n
             .create(&NetworkSpec {
                 name: "b".into(),
@@ -498,7 +590,7 @@ mod tests {
                 ..Default::default()
             })
             .is_err());
-        assert_eq!(n.list().unwrap().len(), 2);
+        assert_eq!(n.list().unwrap().len(), 3);
         // remove() deletes the bridge device too (none exists: nothing was attached).
         if !link_exists(&n.bridge_name("a")) {
             n.remove("a").unwrap();

@@ -46,4 +46,4 @@ pub use conf::{validate_name, Network};
 pub use error::{Error, Result};
 pub use netns::NetNs;
 pub use ports::{check_unique, parse_publish, PortMapping, Protocol};
-pub use subnet::Subnet;
+pub use subnet::{Subnet, Subnet6};
