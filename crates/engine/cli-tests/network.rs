@@ -1230,3 +1230,70 @@ fn ipv6_reaches_between_containers_and_the_default_network_is_dual_stack() {
     env.ok(&["rm", "-f", "a"]);
     env.assert_clean();
 }
+
+/// A namespace beyond the test's host: reachable from it over a veth (198.51.100.0/24),
+/// with no route back to any container subnet, so only masqueraded traffic gets answers.
+struct Outside(String, String);
+
+impl Outside {
+    fn new(env: &Env) -> Outside {
+        let out = Outside(format!("{}-out", env.ns), env.ns.clone());
+        ip(&["netns", "add", &out.0]);
+        ip(&[
+            "-n", &env.ns, "link", "add", "vout", "type", "veth", "peer", "name", "vin", "netns",
+            &out.0,
+        ]);
+        ip(&[
+            "-n",
+            &env.ns,
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            "vout",
+        ]);
+        ip(&["-n", &env.ns, "link", "set", "vout", "up"]);
+        ip(&["-n", &out.0, "addr", "add", "198.51.100.2/24", "dev", "vin"]);
+        ip(&["-n", &out.0, "link", "set", "vin", "up"]);
+        out
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        // Deleting the pair now: a namespace's own links go only when the kernel gets
+        // round to destroying it.
+        let _ = Command::new("ip")
+            .args(["-n", &self.1, "link", "del", "vout"])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_by_one_rule_per_network() {
+    let Some(env) = Env::new() else { return };
+    let outside = Outside::new(&env);
+    let nat = || {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &env.ns, "iptables-save", "-t", "nat"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("berth:berth") && l.contains("MASQUERADE"))
+            .count()
+    };
+    for _ in 0..2 {
+        let out = env.ok(&["run", "--rm", IMAGE, "ping", "-c1", "-W5", "198.51.100.2"]);
+        assert!(out.contains("1 packets received"), "{out}");
+    }
+    assert_eq!(nat(), 1, "one rule for the network, not one per container");
+    env.ok(&["run", "-d", "--name", "a", IMAGE, "sleep", "1000"]);
+    env.ok(&["rm", "-f", "a"]);
+    assert_eq!(nat(), 1, "the rule stays with the network");
+    assert_eq!(env.ok(&["network", "prune"]), "berth\n");
+    assert_eq!(nat(), 0, "network rm removes it");
+    drop(outside); // its veth pair goes with it
+    env.assert_clean();
+}

@@ -273,6 +273,7 @@ pub(crate) fn attach(
     for p in &mut ports {
         p.assign()?;
     }
+    berth_net::masq::ensure(net)?;
     let ns = NetNs::create(&s.netns_dir, id)?;
     let mut req = request(id, &ns.path);
     // host-local reads IP, bridge and tuning read MAC; IgnoreUnknown lets each plugin

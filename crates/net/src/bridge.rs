@@ -62,6 +62,8 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<String>,
     pub internal: bool,
+    /// berth masquerades its subnets itself ([`crate::masq`]), not the bridge plugin.
+    pub masquerade: bool,
     /// Written by berth (removable with `network rm`).
     pub managed: bool,
     pub config_file: Option<PathBuf>,
@@ -277,6 +279,7 @@ impl Networks {
                 ),
             });
         }
+        crate::masq::remove(&net)?;
         if let Some(src) = &net.source {
             std::fs::remove_file(src).at(src)?;
         }
@@ -320,7 +323,8 @@ pub fn conflist(
         "type": "bridge",
         "bridge": bridge,
         "isGateway": !internal,
-        "ipMasq": !internal,
+        // berth adds one masquerade rule per subnet instead (crate::masq).
+        "ipMasq": false,
         "hairpinMode": true,
         "ipam": ipam,
     })];
@@ -332,7 +336,7 @@ pub fn conflist(
     json!({
         "cniVersion": CNI_VERSION,
         "name": name,
-        "berth": {"internal": internal},
+        "berth": {"internal": internal, "masquerade": !internal},
         "plugins": plugins,
     })
 }
@@ -363,6 +367,7 @@ pub fn summary(n: &Network) -> Summary {
         gateway6: range6["gateway"].as_str().map(String::from),
         internal: raw["berth"]["internal"].as_bool().unwrap_or(false)
             || (main["type"] == "bridge" && main["isGateway"] == false),
+        masquerade: raw["berth"]["masquerade"].as_bool().unwrap_or(false),
         managed: raw.get("berth").is_some(),
         config_file: n.source.clone(),
     }

@@ -29,6 +29,7 @@ mod conf;
 pub mod dns;
 pub mod error;
 pub mod files;
+pub mod masq;
 mod netns;
 pub mod plugin;
 mod ports;
