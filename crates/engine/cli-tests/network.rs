@@ -1271,9 +1271,22 @@ impl Drop for Outside {
 }
 
 #[test]
-fn outbound_traffic_is_masqueraded_by_one_rule_per_network() {
+fn outbound_traffic_is_forwarded_and_masqueraded_by_rules_per_network() {
     let Some(env) = Env::new() else { return };
     let outside = Outside::new(&env);
+    // As Docker leaves a host: forwarding dropped unless a rule accepts it.
+    ip(&[
+        "netns", "exec", &env.ns, "iptables", "-P", "FORWARD", "DROP",
+    ]);
+    ip(&[
+        "netns",
+        "exec",
+        &env.ns,
+        "ip6tables",
+        "-P",
+        "FORWARD",
+        "DROP",
+    ]);
     let nat = || {
         let o = Command::new("ip")
             .args(["netns", "exec", &env.ns, "iptables-save", "-t", "nat"])
@@ -1284,16 +1297,27 @@ fn outbound_traffic_is_masqueraded_by_one_rule_per_network() {
             .filter(|l| l.contains("berth:berth") && l.contains("MASQUERADE"))
             .count()
     };
+    let forward = || {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &env.ns, "iptables-save", "-t", "filter"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("berth:berth") && l.starts_with("-A FORWARD"))
+            .count()
+    };
     for _ in 0..2 {
         let out = env.ok(&["run", "--rm", IMAGE, "ping", "-c1", "-W5", "198.51.100.2"]);
         assert!(out.contains("1 packets received"), "{out}");
     }
     assert_eq!(nat(), 1, "one rule for the network, not one per container");
+    assert_eq!(forward(), 2, "accept from the subnet, and replies to it");
     env.ok(&["run", "-d", "--name", "a", IMAGE, "sleep", "1000"]);
     env.ok(&["rm", "-f", "a"]);
     assert_eq!(nat(), 1, "the rule stays with the network");
     assert_eq!(env.ok(&["network", "prune"]), "berth\n");
-    assert_eq!(nat(), 0, "network rm removes it");
+    assert_eq!((nat(), forward()), (0, 0), "network rm removes them");
     drop(outside); // its veth pair goes with it
     env.assert_clean();
 }

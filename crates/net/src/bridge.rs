@@ -1,4 +1,4 @@
-//! berth's own networks: bridge + host-local IPAM + portmap + firewall + tuning
+//! berth's own networks: bridge + host-local IPAM + portmap + tuning
 //! configuration lists written to berth's config directory. The default network
 //! `berth` is written on first use with a subnet that overlaps no other network and no
 //! route of the caller's namespace.
@@ -62,8 +62,9 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<String>,
     pub internal: bool,
-    /// berth masquerades its subnets itself ([`crate::masq`]), not the bridge plugin.
-    pub masquerade: bool,
+    /// berth makes the network's forward and masquerade rules itself ([`crate::masq`]),
+    /// not the bridge (ipMasq) and firewall plugins.
+    pub own_rules: bool,
     /// Written by berth (removable with `network rm`).
     pub managed: bool,
     pub config_file: Option<PathBuf>,
@@ -331,12 +332,12 @@ pub fn conflist(
     if !internal {
         plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
     }
-    plugins.push(json!({"type": "firewall", "backend": "iptables"}));
+    // No firewall plugin: crate::masq accepts the network's forwarded traffic per subnet.
     plugins.push(json!({"type": "tuning"}));
     json!({
         "cniVersion": CNI_VERSION,
         "name": name,
-        "berth": {"internal": internal, "masquerade": !internal},
+        "berth": {"internal": internal, "rules": true},
         "plugins": plugins,
     })
 }
@@ -367,7 +368,7 @@ pub fn summary(n: &Network) -> Summary {
         gateway6: range6["gateway"].as_str().map(String::from),
         internal: raw["berth"]["internal"].as_bool().unwrap_or(false)
             || (main["type"] == "bridge" && main["isGateway"] == false),
-        masquerade: raw["berth"]["masquerade"].as_bool().unwrap_or(false),
+        own_rules: raw["berth"]["rules"].as_bool().unwrap_or(false),
         managed: raw.get("berth").is_some(),
         config_file: n.source.clone(),
     }

@@ -1,8 +1,14 @@
-//! Masquerade per network, as netavark does it: one `POSTROUTING` rule per subnet of a
-//! berth network (`-s SUBNET ! -d SUBNET -j MASQUERADE`, commented `berth:NAME`), made
-//! on the network's first attach and removed with the network. The bridge plugin's
-//! `ipMasq` instead builds a chain per container and family on every ADD and tears it
-//! down on every DEL: about twenty iptables runs, most of an attach's time.
+//! A berth network's own iptables rules, made once per network as netavark does, not per
+//! container: for each subnet (IPv4 with iptables, IPv6 with ip6tables)
+//! * `filter FORWARD -d SUBNET -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` and
+//!   `filter FORWARD -s SUBNET -j ACCEPT` (what the firewall plugin adds per container
+//!   address, so a host whose FORWARD policy is DROP, as Docker sets it, still forwards);
+//! * for networks with a way out, `nat POSTROUTING -s SUBNET ! -d SUBNET -j MASQUERADE`
+//!   (what the bridge plugin's `ipMasq` builds as a chain per container and family).
+//!
+//! Each rule is commented `berth:NAME`, made on the network's first attach when missing
+//! (one `-C` each when present) and removed with the network. The plugins' per-container
+//! chains cost about thirty iptables runs per ADD+DEL: most of an attach's time.
 
 use std::process::Command;
 
@@ -10,50 +16,88 @@ use crate::bridge::summary;
 use crate::conf::Network;
 use crate::error::{Error, Result};
 
-/// The rules `net` needs: (program, rule spec after the chain), none for a network that
-/// does not ask berth to masquerade (internal ones, CNI-dir ones, older berth ones whose
-/// bridge plugin still does it).
-fn rules(net: &Network) -> Vec<(&'static str, Vec<String>)> {
+/// One rule: program, table, chain, spec.
+struct Rule {
+    prog: &'static str,
+    table: &'static str,
+    chain: &'static str,
+    spec: Vec<String>,
+}
+
+/// The rules `net` needs; none for a network that does not ask berth for them (CNI-dir
+/// ones, and older berth ones whose plugins still do it).
+fn rules(net: &Network) -> Vec<Rule> {
     let s = summary(net);
-    if !s.masquerade {
+    if !s.own_rules {
         return Vec::new();
     }
     let comment = format!("berth:{}", net.name);
-    [("iptables", s.subnet), ("ip6tables", s.subnet6)]
-        .into_iter()
-        .filter_map(|(prog, subnet)| {
-            let subnet = subnet?;
-            let spec = [
-                "-s",
-                &subnet,
-                "!",
+    let mut out = Vec::new();
+    for (prog, subnet) in [("iptables", s.subnet), ("ip6tables", s.subnet6)] {
+        let Some(subnet) = subnet else { continue };
+        let rule = |table, chain, spec: &[&str]| Rule {
+            prog,
+            table,
+            chain,
+            spec: spec
+                .iter()
+                .copied()
+                .chain(["-m", "comment", "--comment", &comment])
+                .map(String::from)
+                .collect(),
+        };
+        out.push(rule(
+            "filter",
+            "FORWARD",
+            &[
                 "-d",
                 &subnet,
                 "-m",
-                "comment",
-                "--comment",
-                &comment,
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
                 "-j",
-                "MASQUERADE",
-            ];
-            Some((prog, spec.iter().map(|a| a.to_string()).collect()))
-        })
-        .collect()
+                "ACCEPT",
+            ],
+        ));
+        out.push(rule("filter", "FORWARD", &["-s", &subnet, "-j", "ACCEPT"]));
+        if !s.internal {
+            out.push(rule(
+                "nat",
+                "POSTROUTING",
+                &["-s", &subnet, "!", "-d", &subnet, "-j", "MASQUERADE"],
+            ));
+        }
+    }
+    out
 }
 
-/// Run `prog -w -t nat OP POSTROUTING SPEC`; `Ok(false)` when it exits 1 (for `-C`: the
+/// Run `prog -w -t TABLE OP CHAIN [1] SPEC`; `Ok(false)` when it exits 1 (for `-C`: the
 /// rule is absent; for `-D`: nothing left to delete).
-fn nat(prog: &str, op: &str, spec: &[String]) -> Result<bool> {
-    let mut cmd = Command::new(prog);
-    cmd.args(["-w", "-t", "nat", op, "POSTROUTING"]).args(spec);
-    let shown = || format!("{prog} -t nat {op} POSTROUTING {}", spec.join(" "));
+fn run(r: &Rule, op: &str) -> Result<bool> {
+    let mut cmd = Command::new(r.prog);
+    cmd.args(["-w", "-t", r.table, op, r.chain]);
+    if op == "-I" {
+        // Ahead of whatever DROP or jump the host has in FORWARD.
+        cmd.arg("1");
+    }
+    cmd.args(&r.spec);
+    let shown = || {
+        format!(
+            "{} -t {} {op} {} {}",
+            r.prog,
+            r.table,
+            r.chain,
+            r.spec.join(" ")
+        )
+    };
     let out = cmd.output().map_err(|e| Error::Firewall {
         command: shown(),
         message: format!("{e} (install iptables)"),
     })?;
     match out.status.code() {
         Some(0) => Ok(true),
-        Some(1) if op != "-A" => Ok(false),
+        Some(1) if op == "-C" || op == "-D" => Ok(false),
         _ => Err(Error::Firewall {
             command: shown(),
             message: String::from_utf8_lossy(&out.stderr)
@@ -63,20 +107,20 @@ fn nat(prog: &str, op: &str, spec: &[String]) -> Result<bool> {
     }
 }
 
-/// Make `net`'s masquerade rules if they are missing (one `-C` each when present).
+/// Make `net`'s rules where missing.
 pub fn ensure(net: &Network) -> Result<()> {
-    for (prog, spec) in rules(net) {
-        if !nat(prog, "-C", &spec)? {
-            nat(prog, "-A", &spec)?;
+    for r in rules(net) {
+        if !run(&r, "-C")? {
+            run(&r, if r.table == "filter" { "-I" } else { "-A" })?;
         }
     }
     Ok(())
 }
 
-/// Remove `net`'s masquerade rules (every copy; none is fine).
+/// Remove `net`'s rules (every copy; none is fine).
 pub fn remove(net: &Network) -> Result<()> {
-    for (prog, spec) in rules(net) {
-        while nat(prog, "-D", &spec)? {}
+    for r in rules(net) {
+        while run(&r, "-D")? {}
     }
     Ok(())
 }
