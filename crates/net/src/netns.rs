@@ -35,6 +35,11 @@ impl NetNs {
             // makes the namespace and bind-mounts its own ns file; the caller stays put.
             std::thread::spawn(move || -> Result<()> {
                 unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare(CLONE_NEWNET)"))?;
+                // Interfaces made here later (eth0) skip IPv6 duplicate address detection:
+                // IPAM hands out unique addresses, and the bridge plugin's ADD would wait
+                // for DAD to finish. /proc/sys/net is this thread's namespace's. Without
+                // IPv6 the file is absent: nothing to do.
+                let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0");
                 let me = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
                 mount(
                     Some(me.as_str()),
@@ -169,6 +174,17 @@ mod tests {
             .run(|| Ok(std::net::TcpListener::bind("127.0.0.1:0").is_ok()))
             .unwrap();
         assert!(bound);
+        if Path::new("/proc/sys/net/ipv6").exists() {
+            let dad = ns
+                .run(|| {
+                    Ok(
+                        std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/accept_dad")
+                            .unwrap(),
+                    )
+                })
+                .unwrap();
+            assert_eq!(dad.trim(), "0", "no DAD for the container's interfaces");
+        }
         assert!(
             NetNs::create(d.path(), "c1").is_err(),
             "no second one on the same path"
