@@ -172,8 +172,8 @@ impl Engine {
     ///   it detached): CNI DEL, namespace removed, metadata saved;
     /// * a container whose create was interrupted (listed dead): its cache entries and
     ///   namespace ([`net::sweep`]);
-    /// * CNI cache entries and namespaces of IDs no container has (its directory is
-    ///   gone): DEL from the cache, aardvark-dns records and namespace removed.
+    /// * CNI cache entries (this data root's) of IDs no container has (its directory
+    ///   is gone): DEL from the cache, aardvark-dns records and namespace removed.
     ///
     /// Creation holds the engine lock, so with it held nothing is half-made by a live
     /// process. `wait`: block for the lock (`system prune`); else skip when it is taken
@@ -224,23 +224,14 @@ impl Engine {
     }
 
     /// Container IDs (64 hex digits, as [`Engine::create`] makes them; anything else
-    /// is not berth's to touch) named by a CNI cache entry or a namespace file.
+    /// is not berth's to touch) with a CNI cache entry. The cache is this data root's;
+    /// the namespace directory is not scanned, since the runtime root may be shared with
+    /// another data root whose containers this one does not know.
     fn net_leftover_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.net.cni.cached_ids();
-        for e in std::fs::read_dir(&self.net.netns_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(name) = e.file_name().into_string() {
-                ids.push(name);
-            }
-        }
         ids.retain(|id| {
             id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         });
-        ids.sort();
-        ids.dedup();
         ids
     }
 
