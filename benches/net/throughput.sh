@@ -9,7 +9,8 @@
 # iperf3 runs in each container's network namespace (nsenter --net=SandboxKey): the busybox
 # test image has no iperf3, and the path measured is the namespace's, not the binary's.
 #
-#   benches/net/throughput.sh [SECONDS]   (root; default 5 s per measurement)
+#   benches/net/throughput.sh [SECONDS]   (root; default 5 s per measurement, ROUNDS=3
+#                                          rounds, medians printed)
 set -eu
 
 secs=${1:-5}
@@ -56,13 +57,6 @@ measure() {
 }
 serve() { nsenter --net="$1" iperf3 -s -D -1 -p "$2"; sleep 0.3; }
 
-serve "$srv_ns" 5201
-bridge=$(measure "$cli_ns" "$srv_ip" 5201)
-serve "$srv_ns" 5201
-portmap=$(measure "/run/netns/$ns" "$gw" 15201)
-serve "$srv_ns" 5201
-direct=$(measure "/run/netns/$ns" "$srv_ip" 5201)
-
 # The floor: two namespaces joined by one veth pair, no bridge.
 ip netns add "$ns-a"
 ip netns add "$ns-b"
@@ -71,8 +65,26 @@ ip -n "$ns-a" addr add 192.0.2.1/30 dev vbench-a
 ip -n "$ns-b" addr add 192.0.2.2/30 dev vbench-b
 ip -n "$ns-a" link set vbench-a up
 ip -n "$ns-b" link set vbench-b up
-serve "/run/netns/$ns-b" 5201
-veth=$(measure "/run/netns/$ns-a" 192.0.2.2 5201)
+
+# ROUNDS rounds, the four paths interleaved in each (a busy machine drifts); medians.
+rounds=${ROUNDS:-3}
+r=0
+while [ "$r" -lt "$rounds" ]; do
+    serve "$srv_ns" 5201
+    measure "$cli_ns" "$srv_ip" 5201 >>"$work/bridge"
+    serve "/run/netns/$ns-b" 5201
+    measure "/run/netns/$ns-a" 192.0.2.2 5201 >>"$work/veth"
+    serve "$srv_ns" 5201
+    measure "/run/netns/$ns" "$gw" 15201 >>"$work/portmap"
+    serve "$srv_ns" 5201
+    measure "/run/netns/$ns" "$srv_ip" 5201 >>"$work/direct"
+    r=$((r + 1))
+done
+median() { sort -n "$work/$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+bridge=$(median bridge)
+veth=$(median veth)
+portmap=$(median portmap)
+direct=$(median direct)
 
 echo "container->container over the bridge: $bridge Gbit/s"
 echo "namespace->namespace over one veth:   $veth Gbit/s"
