@@ -6,7 +6,7 @@ PACKAGES="busybox-static file jq cpio xz-utils zstd binutils gcc libc6-dev
   runc crun skopeo umoci uidmap iproute2 hyperfine time strace curl tmux
   qemu-system-x86 linux-image-amd64 protobuf-compiler
   podman containerd docker.io containernetworking-plugins docker-registry
-  iptables netavark aardvark-dns util-linux
+  iptables netavark aardvark-dns util-linux iperf3
   systemd dbus apparmor apparmor-utils"
 missing=""
 for p in $PACKAGES; do

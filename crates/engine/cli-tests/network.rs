@@ -26,6 +26,8 @@ const IMAGE: &str = "berth-test:latest";
 
 static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
 static SEQ: AtomicUsize = AtomicUsize::new(0);
+/// A second data + runtime root in a test's dir (another berth sharing its host).
+const SECOND_ROOT: &str = "second";
 
 extern "C" fn remove_layout() {
     if let Some(dir) = LAYOUT.get() {
@@ -111,12 +113,17 @@ impl Env {
     }
 
     fn berth(&self, args: &[&str]) -> Run {
+        self.berth_at("", args)
+    }
+
+    /// berth with the data and runtime roots under `root` (the test's own dir for "").
+    fn berth_at(&self, root: &str, args: &[&str]) -> Run {
         let o = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.ns))
             .arg(env!("CARGO_BIN_EXE_berth"))
             .args(args)
-            .env("BERTH_DATA_ROOT", self.path("data"))
-            .env("BERTH_ROOT", self.path("run"))
+            .env("BERTH_DATA_ROOT", self.path(root).join("data"))
+            .env("BERTH_ROOT", self.path(root).join("run"))
             .env("BERTH_CNI_CONFIG_DIR", self.path("cni"))
             .env("BERTH_CNI_PATH", &self.cni_path)
             .env_remove("BERTH_NETWORK")
@@ -152,6 +159,12 @@ impl Env {
     fn inspect(&self, c: &str) -> Value {
         let v: Value = serde_json::from_str(&self.ok(&["inspect", c])).unwrap();
         v[0].clone()
+    }
+
+    /// The bridge device of network `net`.
+    fn bridge(&self, net: &str) -> String {
+        let v: Value = serde_json::from_str(&self.ok(&["network", "inspect", net])).unwrap();
+        v[0]["Summary"]["bridge"].as_str().unwrap().to_string()
     }
 
     fn address(&self, c: &str) -> String {
@@ -254,12 +267,17 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        for id in self
-            .berth(&["ps", "-aq", "--no-trunc"])
-            .stdout
-            .split_whitespace()
-        {
-            let _ = self.berth(&["rm", "-f", id]);
+        for root in ["", SECOND_ROOT] {
+            if !self.path(root).join("data").exists() {
+                continue;
+            }
+            for id in self
+                .berth_at(root, &["ps", "-aq", "--no-trunc"])
+                .stdout
+                .split_whitespace()
+            {
+                let _ = self.berth_at(root, &["rm", "-f", id]);
+            }
         }
         // aardvark-dns exits by itself once no container is registered; a failed test
         // may have left it.
@@ -343,7 +361,7 @@ fn two_containers_reach_each_other_and_leave_nothing() {
     // The default network: made on first use, with a route out through its gateway.
     let route = env.ok(&["run", "--rm", IMAGE, "ip", "route"]);
     assert!(route.starts_with("default via 10."), "{route}");
-    assert!(env.links().contains("berth0"));
+    assert!(env.links().contains(&format!(" {}:", env.bridge("berth"))));
     let resolv = env.ok(&["run", "--rm", IMAGE, "cat", "/etc/resolv.conf"]);
     assert!(
         !resolv.contains("nameserver 127."),
@@ -387,10 +405,11 @@ fn two_containers_reach_each_other_and_leave_nothing() {
         "berth\nbusy\n",
         "berth comes back on first use"
     );
+    let busy = env.bridge("busy");
     env.ok(&["rm", "-f", "holder"]);
     assert_eq!(env.ok(&["network", "prune"]), "berth\nbusy\n");
     assert!(
-        !env.links().contains("berth1"),
+        !env.links().contains(&format!(" {busy}:")),
         "bridge removed: {}",
         env.links()
     );
@@ -739,7 +758,7 @@ fn names_resolve_on_a_user_network_through_aardvark_dns() {
 }
 
 #[test]
-fn a_run_killed_in_the_middle_of_add_is_undone_by_rm() {
+fn a_run_killed_in_the_middle_of_add_is_undone_by_system_prune() {
     let Some(mut env) = Env::new() else { return };
     let pidfile = env.path("slow.pid");
     // Fake plugin: ADD hangs (after the real bridge plugin made the veth and took a
@@ -794,13 +813,16 @@ fn a_run_killed_in_the_middle_of_add_is_undone_by_rm() {
     );
     assert_ne!(env.veths(), "", "bridge's veth is there");
     assert!(!env.leases().is_empty());
-    let ids = env.ok(&["ps", "-aq", "--no-trunc"]);
-    let id = ids
-        .split_whitespace()
-        .next()
-        .expect("the interrupted container is listed");
-    env.ok(&["rm", "-f", id]);
+    // `system prune` reclaims the interrupted create's attachment and namespace, then
+    // the image store's prune removes the dead container.
+    let pruned = env.ok(&["system", "prune", "-f"]);
+    assert!(pruned.starts_with("Reclaimed network of: "), "{pruned}");
+    assert!(
+        pruned.contains("Deleted 1 containers whose creation was interrupted"),
+        "{pruned}"
+    );
     env.assert_clean();
+    assert_eq!(env.ok(&["ps", "-aq"]), "");
 }
 
 #[test]
@@ -833,4 +855,469 @@ fn the_default_subnet_avoids_routes_in_use() {
     assert!(route.starts_with("default via 10.89.0.1"), "{route}");
     // The guard counts veths as leftovers: this one is the test's own.
     ip(&["-n", &env.ns, "link", "del", "used0"]);
+}
+
+#[test]
+fn two_data_roots_on_one_host_keep_their_own_bridges() {
+    let Some(env) = Env::new() else { return };
+    let other = |args: &[&str]| {
+        let r = env.berth_at(SECOND_ROOT, args);
+        assert_eq!(r.code, 0, "second root: berth {args:?}: {}", r.stderr);
+        r.stdout
+    };
+    other(&["import", layout().to_str().unwrap(), IMAGE]);
+    env.ok(&["run", "-d", "--name", "a", IMAGE, "sleep", "1000"]);
+    other(&["run", "-d", "--name", "b", IMAGE, "sleep", "1000"]);
+    let mine = env.bridge("berth");
+    let v: Value = serde_json::from_str(&other(&["network", "inspect", "berth"])).unwrap();
+    let theirs = v[0]["Summary"]["bridge"].as_str().unwrap().to_string();
+    assert_ne!(mine, theirs, "one bridge for two data roots");
+    let links = env.links();
+    assert!(links.contains(&format!(" {mine}:")) && links.contains(&format!(" {theirs}:")));
+    // The first root's prune deletes its own bridge only: b keeps its gateway.
+    env.ok(&["rm", "-f", "a"]);
+    assert_eq!(env.ok(&["network", "prune"]), "berth\n");
+    assert!(
+        !env.links().contains(&format!(" {mine}:")),
+        "{}",
+        env.links()
+    );
+    let v: Value = serde_json::from_str(&other(&["inspect", "b"])).unwrap();
+    let gw = v[0]["NetworkSettings"]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    other(&["container", "exec", "b", "ping", "-c1", "-W5", &gw]);
+    other(&["rm", "-f", "b"]);
+    assert_eq!(other(&["network", "prune"]), "berth\n");
+    assert!(
+        !env.links().contains(&format!(" {theirs}:")),
+        "{}",
+        env.links()
+    );
+}
+
+/// GET `path` from `addr` in the test's host namespace, retrying while the server starts.
+fn host_get(env: &Env, addr: std::net::SocketAddr) -> String {
+    env.in_host(move || {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match tcp_get(addr) {
+                Ok(body) => return body,
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("GET {addr}: {e}"),
+            }
+        }
+    })
+}
+
+#[test]
+fn shared_namespaces_fixed_addresses_and_port_ranges() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&["network", "create", "--subnet", "10.232.0.0/24", "n2"]);
+    let serve = "echo served > /tmp/index.html; httpd -p 80 -h /tmp && httpd -p 81 -h /tmp && exec sleep 1000";
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n2",
+        "--ip",
+        "10.232.0.50",
+        "--mac-address",
+        "02:42:0A:E8:00:32",
+        "-p",
+        "18090-18091:80-81",
+        IMAGE,
+        "sh",
+        "-c",
+        serve,
+    ]);
+    let s = env.inspect("web")["NetworkSettings"].clone();
+    assert_eq!(
+        (&s["IPAddress"], &s["MacAddress"]),
+        (&"10.232.0.50".into(), &"02:42:0a:e8:00:32".into())
+    );
+    let link = env.ok(&[
+        "container",
+        "exec",
+        "web",
+        "ip",
+        "-o",
+        "link",
+        "show",
+        "eth0",
+    ]);
+    assert!(link.contains("link/ether 02:42:0a:e8:00:32"), "{link}");
+    let ps = env.ok(&["ps"]);
+    assert!(
+        ps.contains("0.0.0.0:18090->80/tcp, 0.0.0.0:18091->81/tcp"),
+        "{ps}"
+    );
+    let gw: std::net::Ipv4Addr = "10.232.0.1".parse().unwrap();
+    for port in [18090, 18091] {
+        assert!(host_get(&env, (gw, port).into()).contains("served"));
+    }
+    // container:NAME shares web's stack: its address, its loopback, its files.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:web",
+        IMAGE,
+        "sh",
+        "-c",
+        "wget -qO- http://127.0.0.1:81/index.html; ip -o -4 addr show eth0; cat /etc/hostname",
+    ]);
+    let web_id = env.inspect("web")["Id"].as_str().unwrap().to_string();
+    assert!(
+        out.starts_with("served\n") && out.contains("10.232.0.50/24"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!("{}\n", &web_id[..12])),
+        "web's hostname: {out}"
+    );
+    // ns:PATH joins a namespace by its file: here web's.
+    let sandbox = s["SandboxKey"].as_str().unwrap().to_string();
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &format!("ns:{sandbox}"),
+        IMAGE,
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+    ]);
+    assert!(out.contains("10.232.0.50/24"), "{out}");
+    // Bad input: one line each, nothing made.
+    let n = env.container_dirs();
+    for (args, want) in [
+        (
+            vec!["--network", "container:web", "--hostname", "x"],
+            "--hostname \"x\": the joined container's namespace decides this",
+        ),
+        (vec!["--network", "container:nosuch"], "nosuch"),
+        (
+            vec!["--network", "ns:/etc/hostname"],
+            "not a namespace file",
+        ),
+        (
+            vec!["--network", "ns:/proc/self/ns/uts"],
+            "not a network one",
+        ),
+        (
+            vec!["--network", "none", "--ip", "10.232.0.9"],
+            "--ip \"10.232.0.9\": needs a bridge network, not --network none",
+        ),
+        (
+            vec!["--network", "n2", "--ip", "10.99.0.9"],
+            "not a host address of network n2 (10.232.0.0/24)",
+        ),
+        (
+            vec!["--network", "n2", "--ip", "10.232.0.1"],
+            "is network n2's gateway",
+        ),
+        (
+            vec!["--network", "n2", "--ip", "10.232.0.50"],
+            "10.232.0.50",
+        ),
+        (vec!["--mac-address", "01:00:5e:00:00:01"], "multicast"),
+        (vec!["-p", "18092-18093:80"], "give ranges of one length"),
+        (
+            vec!["-p", "18090:80"],
+            "host port 18090/tcp is mapped by container web already",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        if !args.contains(&"--network") {
+            a.extend(["--network", "n2"]);
+        }
+        a.extend(args);
+        a.extend([IMAGE, "true"]);
+        env.fails(&a, want);
+    }
+    assert_eq!(env.container_dirs(), n, "a failed run left a container");
+    env.ok(&["rm", "-f", "web"]);
+    env.assert_clean();
+    env.fails(
+        &["run", "--rm", "--network", "container:web", IMAGE, "true"],
+        "web",
+    );
+}
+
+#[test]
+fn publish_all_maps_the_images_exposed_ports() {
+    let Some(env) = Env::new() else { return };
+    let exposed = env.path("exposed");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(layout())
+        .arg(&exposed)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let umoci = Command::new("umoci")
+        .args([
+            "config",
+            "--image",
+            &format!("{}:latest", exposed.display()),
+        ])
+        .args([
+            "--config.exposedports",
+            "80/tcp",
+            "--config.exposedports",
+            "53/udp",
+        ])
+        .args(["--config.exposedports", "7000-7001/tcp"])
+        .output()
+        .unwrap();
+    assert!(
+        umoci.status.success(),
+        "{}",
+        String::from_utf8_lossy(&umoci.stderr)
+    );
+    env.ok(&["import", exposed.to_str().unwrap(), "exposed:latest"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "-P",
+        "-p",
+        "18094:80",
+        "exposed:latest",
+        "sh",
+        "-c",
+        "echo exposed > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ]);
+    let s = env.inspect("pub")["NetworkSettings"]["Ports"].clone();
+    let ports = s.as_object().unwrap();
+    let mut keys: Vec<&String> = ports.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["53/udp", "7000/tcp", "7001/tcp", "80/tcp"], "{s}");
+    assert_eq!(
+        s["80/tcp"].as_array().unwrap().len(),
+        1,
+        "-p 18094:80 is not mapped twice"
+    );
+    assert_eq!(s["80/tcp"][0]["HostPort"], "18094");
+    for k in ["53/udp", "7000/tcp", "7001/tcp"] {
+        let hp: u16 = s[k][0]["HostPort"].as_str().unwrap().parse().unwrap();
+        assert!(hp > 1024, "{k}: {hp}");
+    }
+    let gw: std::net::Ipv4Addr = env.inspect("pub")["NetworkSettings"]["Gateway"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(host_get(&env, (gw, 18094).into()).contains("exposed"));
+    env.fails(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-P",
+            "exposed:latest",
+            "true",
+        ],
+        "port maps need a bridge network",
+    );
+    env.ok(&["rm", "-f", "pub"]);
+    env.assert_clean();
+}
+
+#[test]
+fn the_next_command_reclaims_what_a_killed_monitor_left() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&["run", "-d", "--name", "m", IMAGE, "sleep", "1000"]);
+    let c = env.inspect("m");
+    let id = c["Id"].as_str().unwrap().to_string();
+    let init = c["State"]["Pid"].as_i64().unwrap() as i32;
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(env.path("data/containers").join(&id).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = meta["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    assert!(monitor > 0 && init > 0, "{meta}");
+    // kill -9 the monitor, then the container: nobody records the exit or detaches.
+    for pid in [monitor, init] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{init}")).exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(env.veths(), "", "the veth outlived the monitor");
+    // Any next command (here ps) finds the exited-but-attached container and detaches it.
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited"), "{ps}");
+    env.assert_clean();
+    assert_eq!(env.inspect("m")["NetworkSettings"]["IPAddress"], "");
+    env.ok(&["rm", "m"]);
+    env.assert_clean();
+}
+
+#[test]
+fn ipv6_reaches_between_containers_and_the_default_network_is_dual_stack() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.233.0.0/24",
+        "--subnet",
+        "fd00:233::/64",
+        "n6",
+    ]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "n6",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let s = env.inspect("a")["NetworkSettings"].clone();
+    let a6 = s["GlobalIPv6Address"].as_str().unwrap().to_string();
+    assert!(a6.starts_with("fd00:233::"), "{s}");
+    assert_eq!(
+        (&s["GlobalIPv6PrefixLen"], &s["IPv6Gateway"]),
+        (&64.into(), &"fd00:233::1".into())
+    );
+    assert!(
+        s["IPAddress"].as_str().unwrap().starts_with("10.233.0."),
+        "{s}"
+    );
+    // Duplicate address detection may hold a fresh address back for a moment.
+    let ping = format!("for i in 1 2 3 4 5; do ping -6 -c1 -W2 {a6} >/dev/null && echo reached && exit; sleep 1; done");
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "n6", IMAGE, "sh", "-c", &ping]),
+        "reached\n"
+    );
+    // The default network has an IPv6 range and route too.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "ip -6 -o addr show eth0 scope global; ip -6 route show default",
+    ]);
+    assert!(
+        out.contains("inet6 fd") && out.contains("default via fd"),
+        "{out}"
+    );
+    env.fails(
+        &["network", "create", "--subnet", "fd00:233:0:0:1::/80", "n7"],
+        "overlaps network n6 (fd00:233::/64)",
+    );
+    env.fails(
+        &["network", "create", "--subnet", "fd00::1/64", "n7"],
+        "host bits set",
+    );
+    env.ok(&["rm", "-f", "a"]);
+    env.assert_clean();
+}
+
+/// A namespace beyond the test's host: reachable from it over a veth (198.51.100.0/24),
+/// with no route back to any container subnet, so only masqueraded traffic gets answers.
+struct Outside(String, String);
+
+impl Outside {
+    fn new(env: &Env) -> Outside {
+        let out = Outside(format!("{}-out", env.ns), env.ns.clone());
+        ip(&["netns", "add", &out.0]);
+        ip(&[
+            "-n", &env.ns, "link", "add", "vout", "type", "veth", "peer", "name", "vin", "netns",
+            &out.0,
+        ]);
+        ip(&[
+            "-n",
+            &env.ns,
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            "vout",
+        ]);
+        ip(&["-n", &env.ns, "link", "set", "vout", "up"]);
+        ip(&["-n", &out.0, "addr", "add", "198.51.100.2/24", "dev", "vin"]);
+        ip(&["-n", &out.0, "link", "set", "vin", "up"]);
+        out
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        // Deleting the pair now: a namespace's own links go only when the kernel gets
+        // round to destroying it.
+        let _ = Command::new("ip")
+            .args(["-n", &self.1, "link", "del", "vout"])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn outbound_traffic_is_forwarded_and_masqueraded_by_rules_per_network() {
+    let Some(env) = Env::new() else { return };
+    let outside = Outside::new(&env);
+    // As Docker leaves a host: forwarding dropped unless a rule accepts it.
+    ip(&[
+        "netns", "exec", &env.ns, "iptables", "-P", "FORWARD", "DROP",
+    ]);
+    ip(&[
+        "netns",
+        "exec",
+        &env.ns,
+        "ip6tables",
+        "-P",
+        "FORWARD",
+        "DROP",
+    ]);
+    let nat = || {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &env.ns, "iptables-save", "-t", "nat"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("berth:berth") && l.contains("MASQUERADE"))
+            .count()
+    };
+    let forward = || {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &env.ns, "iptables-save", "-t", "filter"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("berth:berth") && l.starts_with("-A FORWARD"))
+            .count()
+    };
+    for _ in 0..2 {
+        let out = env.ok(&["run", "--rm", IMAGE, "ping", "-c1", "-W5", "198.51.100.2"]);
+        assert!(out.contains("1 packets received"), "{out}");
+    }
+    assert_eq!(nat(), 1, "one rule for the network, not one per container");
+    assert_eq!(forward(), 2, "accept from the subnet, and replies to it");
+    env.ok(&["run", "-d", "--name", "a", IMAGE, "sleep", "1000"]);
+    env.ok(&["rm", "-f", "a"]);
+    assert_eq!(nat(), 1, "the rule stays with the network");
+    assert_eq!(env.ok(&["network", "prune"]), "berth\n");
+    assert_eq!((nat(), forward()), (0, 0), "network rm removes them");
+    drop(outside); // its veth pair goes with it
+    env.assert_clean();
 }

@@ -150,6 +150,91 @@ impl Engine {
             .map_err(|(_, e)| sys(format!("flock {}", p.display()))(e))
     }
 
+    /// [`Engine::lock`] unless another process holds it (`None` then).
+    fn try_lock(&self) -> Result<Option<Flock<File>>> {
+        let p = self.data_root.join("containers.lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .at(&p)?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(l)),
+            Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(sys(format!("flock {}", p.display()))(e)),
+        }
+    }
+
+    /// Undo the network state a crash left behind, and return the container IDs done:
+    /// * a container that no longer runs, whose recorder (monitor or foreground CLI) is
+    ///   dead, but whose metadata still says attached (the recorder was killed before
+    ///   it detached): CNI DEL, namespace removed, metadata saved;
+    /// * a container whose create was interrupted (listed dead): its cache entries and
+    ///   namespace ([`net::sweep`]);
+    /// * CNI cache entries (this data root's) of IDs no container has (its directory
+    ///   is gone): DEL from the cache, aardvark-dns records and namespace removed.
+    ///
+    /// Creation holds the engine lock, so with it held nothing is half-made by a live
+    /// process. `wait`: block for the lock (`system prune`); else skip when it is taken
+    /// (the start of every command must not queue behind a create).
+    pub fn reclaim_network(&self, wait: bool) -> Result<Vec<String>> {
+        let _lock = if wait {
+            self.lock()?
+        } else {
+            match self.try_lock()? {
+                Some(l) => l,
+                None => return Ok(Vec::new()),
+            }
+        };
+        let all = self.list()?;
+        let mut done = Vec::new();
+        for c in &all {
+            let stale = c.network.as_ref().is_some_and(|n| n.attached)
+                && c.state.status == Status::Exited
+                && !alive(c.state.monitor_pid);
+            if stale {
+                let mut fresh = c.clone();
+                self.network_down(&mut fresh);
+                fresh.save()?;
+                done.push(c.id.clone());
+            } else if c.state.status == Status::Dead && self.has_net_leftovers(&c.id) {
+                self.sweep_logged(&c.id, &mut done);
+            }
+        }
+        for id in self.net_leftover_ids() {
+            if !all.iter().any(|c| c.id == id) {
+                self.sweep_logged(&id, &mut done);
+            }
+        }
+        Ok(done)
+    }
+
+    /// [`net::sweep`]; a failure is logged (the next command tries again).
+    fn sweep_logged(&self, id: &str, done: &mut Vec<String>) {
+        match net::sweep(&self.net, id) {
+            Ok(()) => done.push(id.to_string()),
+            Err(e) => tracing::warn!(id, error = %e, "reclaiming a crashed container's network"),
+        }
+    }
+
+    /// Whether a cache entry or a namespace of `id` exists.
+    fn has_net_leftovers(&self, id: &str) -> bool {
+        !self.net.cni.cached_for(id).is_empty() || self.net.netns_dir.join(id).exists()
+    }
+
+    /// Container IDs (64 hex digits, as [`Engine::create`] makes them; anything else
+    /// is not berth's to touch) with a CNI cache entry. The cache is this data root's;
+    /// the namespace directory is not scanned, since the runtime root may be shared with
+    /// another data root whose containers this one does not know.
+    fn net_leftover_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.net.cni.cached_ids();
+        ids.retain(|id| {
+            id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        ids
+    }
+
     /// Every engine container, oldest first, with its live status; containers whose
     /// creation was interrupted (creator killed after the rootfs was mounted) are listed
     /// as dead, so `ps -a` shows them and `rm` removes them.
@@ -213,21 +298,7 @@ impl Engine {
 
     /// Find a container by full ID, name, or unique ID prefix.
     pub fn get(&self, reference: &str) -> Result<Container> {
-        let all = self.list()?;
-        if let Some(c) = all
-            .iter()
-            .find(|c| c.id == reference || (!c.name.is_empty() && c.name == reference))
-        {
-            return Ok(c.clone());
-        }
-        let mut hits = all
-            .into_iter()
-            .filter(|c| !reference.is_empty() && c.id.starts_with(reference));
-        match (hits.next(), hits.next()) {
-            (Some(c), None) => Ok(c),
-            (Some(_), Some(_)) => Err(Error::Ambiguous(reference.into())),
-            _ => Err(Error::NotFound(reference.into())),
-        }
+        find(&self.list()?, reference).cloned()
     }
 
     /// Pull the image if needed, make the bundle (overlay rootfs + config.json with the
@@ -256,11 +327,53 @@ impl Engine {
         // An unknown network or a -p it cannot take fails before anything is made.
         let cni_net = net::resolve(&self.net, &opts.network)?;
         net::check_flags(opts, cni_net.as_ref())?;
+        let mut opts = opts.clone();
+        // The namespace to join (container:, ns:) and whose /etc files to share.
+        let (joined, shared) = match &opts.network {
+            Network::Container(r) => {
+                let target = find(&existing, r)?;
+                if target.state.status != Status::Running {
+                    return Err(Error::BadState {
+                        id: target.id.clone(),
+                        why: format!(
+                            "is {}: --network container: needs it running",
+                            target.state.status
+                        ),
+                    });
+                }
+                let path = match target.network.as_ref().filter(|n| n.attached) {
+                    Some(st) => st.netns.clone(),
+                    None => PathBuf::from(format!("/proc/{}/ns/net", target.state.pid)),
+                };
+                opts.network = Network::Container(target.id.clone());
+                (Some(path), Some(target.dir().to_path_buf()))
+            }
+            Network::Path(p) => (Some(berth_net::NetNs::existing(p)?.path), None),
+            _ => (None, None),
+        };
         let id = hex(&random_bytes(32)?);
         let image = self
             .bundles
             .store()
             .find_or_pull(&opts.image, &PullOptions::default())?;
+        if opts.publish_all {
+            let exposed = image
+                .config
+                .config
+                .exposed_ports
+                .clone()
+                .unwrap_or_default();
+            let more = net::exposed_ports(exposed.into_keys(), &opts.ports);
+            opts.ports.extend(more);
+            net::check_flags(&opts, cni_net.as_ref())?;
+        }
+        net::check_ports_taken(
+            &opts.ports,
+            existing
+                .iter()
+                .filter_map(|c| Some((c.name.as_str(), c.network.as_ref()?))),
+        )?;
+        let opts = &opts;
         let dir = self.containers_dir().join(&id);
         let mut bundle =
             self.bundles
@@ -273,7 +386,10 @@ impl Engine {
                 let st = attached.insert(net::attach(&self.net, &id, &name, n, opts)?);
                 net::join_netns(&mut v, &st.netns);
             }
-            net::etc_files(&mut v, &dir, opts, attached.as_ref())?;
+            if let Some(path) = &joined {
+                net::join_netns(&mut v, path);
+            }
+            net::etc_files(&mut v, &dir, opts, attached.as_ref(), shared.as_deref())?;
             let spec: oci_spec::runtime::Spec =
                 serde_json::from_value(v).map_err(|e| Error::BadFlag {
                     flag: "--network",
@@ -382,8 +498,13 @@ impl Engine {
         let created = self.runtime.create(&c.id, &opts)?;
         let started = match c.options.network {
             Network::None => net::loopback_up(created.pid),
-            // The namespace made at create has lo up; host is the host's.
-            Network::Host | Network::Bridge | Network::Named(_) => Ok(()),
+            // The namespace made at create has lo up; host is the host's; a joined
+            // one is as its owner set it up.
+            Network::Host
+            | Network::Bridge
+            | Network::Named(_)
+            | Network::Container(_)
+            | Network::Path(_) => Ok(()),
         }
         .and_then(|()| Ok(self.runtime.start(&c.id)?));
         if let Err(e) = started {
@@ -784,6 +905,24 @@ impl Engine {
     }
 }
 
+/// A container by full ID, name, or unique ID prefix.
+fn find<'a>(all: &'a [Container], reference: &str) -> Result<&'a Container> {
+    if let Some(c) = all
+        .iter()
+        .find(|c| c.id == reference || (!c.name.is_empty() && c.name == reference))
+    {
+        return Ok(c);
+    }
+    let mut hits = all
+        .iter()
+        .filter(|c| !reference.is_empty() && c.id.starts_with(reference));
+    match (hits.next(), hits.next()) {
+        (Some(c), None) => Ok(c),
+        (Some(_), Some(_)) => Err(Error::Ambiguous(reference.into())),
+        _ => Err(Error::NotFound(reference.into())),
+    }
+}
+
 /// docker inspect's NetworkSettings: the address while attached, the port maps.
 fn network_settings(c: &Container) -> Value {
     let Some(st) = c.network.as_ref().filter(|s| s.attached) else {
@@ -803,15 +942,24 @@ fn network_settings(c: &Container) -> Value {
             a.push(json!({"HostIp": host_ip, "HostPort": p.host_port.to_string()}));
         }
     }
+    let (ip6, prefix6) = st
+        .address6
+        .as_deref()
+        .and_then(|a| a.split_once('/'))
+        .map_or(("", 0), |(ip, p)| (ip, p.parse::<u8>().unwrap_or(0)));
     json!({
         "IPAddress": ip,
         "IPPrefixLen": prefix,
         "Gateway": st.gateway,
+        "GlobalIPv6Address": ip6,
+        "GlobalIPv6PrefixLen": prefix6,
+        "IPv6Gateway": st.gateway6,
         "MacAddress": st.mac,
         "SandboxKey": st.netns,
         "Ports": ports,
         "Networks": {st.network.clone(): {
             "IPAddress": ip, "IPPrefixLen": prefix, "Gateway": st.gateway, "MacAddress": st.mac,
+            "GlobalIPv6Address": ip6, "GlobalIPv6PrefixLen": prefix6, "IPv6Gateway": st.gateway6,
         }},
     })
 }

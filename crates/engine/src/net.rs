@@ -66,6 +66,11 @@ pub struct NetState {
     pub ports: Vec<PortMapping>,
     /// CNI ADD done and not yet undone.
     pub attached: bool,
+    /// On a dual-stack network: CIDR, e.g. `fd5e:1::2/64`, and the IPv6 gateway.
+    #[serde(default)]
+    pub address6: Option<String>,
+    #[serde(default)]
+    pub gateway6: Option<String>,
     /// Registered with aardvark-dns, which answers on this address (the gateway).
     #[serde(default)]
     pub dns_server: Option<String>,
@@ -97,7 +102,9 @@ fn request(id: &str, netns: &Path) -> Request {
 /// The CNI network `--network` names (`bridge` is berth's default network).
 pub(crate) fn resolve(s: &NetSettings, mode: &Network) -> Result<Option<CniNetwork>> {
     let name = match mode {
-        Network::None | Network::Host => return Ok(None),
+        Network::None | Network::Host | Network::Container(_) | Network::Path(_) => {
+            return Ok(None)
+        }
         Network::Bridge => berth_net::DEFAULT_NETWORK,
         Network::Named(n) => n.as_str(),
     };
@@ -106,35 +113,152 @@ pub(crate) fn resolve(s: &NetSettings, mode: &Network) -> Result<Option<CniNetwo
 
 /// Check the flags against the mode before anything is made.
 pub(crate) fn check_flags(opts: &RunOptions, net: Option<&CniNetwork>) -> Result<()> {
-    if opts.ports.is_empty() {
-        return Ok(());
+    let conflict = |flag: &'static str, value: String, needs: &str| Error::BadFlag {
+        flag,
+        value,
+        reason: format!("{needs}, not --network {}", opts.network),
+    };
+    if let Network::Container(_) = opts.network {
+        // The namespace and its hosts/hostname/resolv.conf are the other container's.
+        let shared = "the joined container's namespace decides this";
+        if let Some(h) = &opts.hostname {
+            return Err(conflict("--hostname", h.clone(), shared));
+        }
+        if let Some(d) = opts.dns.first() {
+            return Err(conflict("--dns", d.to_string(), shared));
+        }
+        if let Some((n, a)) = opts.add_hosts.first() {
+            return Err(conflict("--add-host", format!("{n}:{a}"), shared));
+        }
     }
+    let Some(n) = net else {
+        let bridge = "needs a bridge network";
+        if let Some(ip) = opts.ip {
+            return Err(conflict("--ip", ip.to_string(), bridge));
+        }
+        if let Some(mac) = &opts.mac {
+            return Err(conflict("--mac-address", mac.clone(), bridge));
+        }
+        if let Some(p) = opts.ports.first() {
+            return Err(conflict(
+                "-p",
+                p.to_string(),
+                "port maps need a bridge network",
+            ));
+        }
+        return Ok(());
+    };
+    if let Some(ip) = opts.ip {
+        check_ip(ip, n)?;
+    }
+    if let Some(p) = opts.ports.first() {
+        if !n
+            .plugins
+            .iter()
+            .any(|p| p["capabilities"]["portMappings"] == true)
+        {
+            return Err(Error::BadFlag {
+                flag: "-p",
+                value: p.to_string(),
+                reason: format!(
+                    "network {} has no portmap plugin (an --internal network has no way in)",
+                    n.name
+                ),
+            });
+        }
+    }
+    Ok(berth_net::check_unique(&opts.ports)?)
+}
+
+/// `--ip` must be a host address of the network's subnet other than its gateway (for
+/// networks whose subnet berth can read; host-local judges the others).
+fn check_ip(ip: IpAddr, net: &CniNetwork) -> Result<()> {
+    let summary = berth_net::summary(net);
+    let Some(subnet) = summary
+        .subnet
+        .as_deref()
+        .and_then(|s| s.parse::<berth_net::Subnet>().ok())
+    else {
+        return Ok(());
+    };
     let bad = |reason: String| Error::BadFlag {
-        flag: "-p",
-        value: format!(
-            "{}/{}",
-            opts.ports[0].container_port, opts.ports[0].protocol
-        ),
+        flag: "--ip",
+        value: ip.to_string(),
         reason,
     };
-    match net {
-        None => Err(bad(format!(
-            "port maps need a bridge network, not --network {}",
-            opts.network
-        ))),
-        Some(n)
-            if !n
-                .plugins
-                .iter()
-                .any(|p| p["capabilities"]["portMappings"] == true) =>
-        {
-            Err(bad(format!(
-                "network {} has no portmap plugin (an --internal network has no way in)",
-                n.name
-            )))
-        }
-        Some(_) => Ok(berth_net::check_unique(&opts.ports)?),
+    let IpAddr::V4(v4) = ip else {
+        return Err(bad(format!("network {} has no IPv6 subnet", net.name)));
+    };
+    let broadcast = u32::from(subnet.addr) | (u32::MAX >> subnet.prefix);
+    if !subnet.contains(v4) || v4 == subnet.addr || u32::from(v4) == broadcast {
+        return Err(bad(format!(
+            "not a host address of network {} ({subnet})",
+            net.name
+        )));
     }
+    if summary.gateway.as_deref() == Some(v4.to_string().as_str()) {
+        return Err(bad(format!("is network {}'s gateway", net.name)));
+    }
+    Ok(())
+}
+
+/// Refuse a host port that another container of this data root maps already (portmap
+/// only writes DNAT rules, so nothing else would notice; the later rule would be shadowed).
+pub(crate) fn check_ports_taken<'a>(
+    ports: &[PortMapping],
+    others: impl IntoIterator<Item = (&'a str, &'a NetState)>,
+) -> Result<()> {
+    for (name, st) in others {
+        if !st.attached {
+            continue;
+        }
+        if let Some(p) = ports.iter().find(|p| {
+            st.ports.iter().any(|o| {
+                p.host_port != 0
+                    && o.host_port == p.host_port
+                    && o.protocol == p.protocol
+                    && (o.host_ip.is_none() || p.host_ip.is_none() || o.host_ip == p.host_ip)
+            })
+        }) {
+            return Err(Error::BadFlag {
+                flag: "-p",
+                value: p.to_string(),
+                reason: format!(
+                    "host port {}/{} is mapped by container {name} already",
+                    p.host_port, p.protocol
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `-P`: the image's ExposedPorts (`80/tcp`, `53/udp`, `8000-8001/tcp`) on free host
+/// ports, except those `-p` maps already. Keys that do not parse are skipped: the image
+/// is not the user's input.
+pub(crate) fn exposed_ports(
+    exposed: impl IntoIterator<Item = String>,
+    mapped: &[PortMapping],
+) -> Vec<PortMapping> {
+    let mut keys: Vec<String> = exposed.into_iter().collect();
+    keys.sort();
+    let mut out: Vec<PortMapping> = Vec::new();
+    for key in keys {
+        match berth_net::parse_publish(&key) {
+            Ok(ports) => {
+                for p in ports {
+                    let taken = |m: &PortMapping| {
+                        m.container_port == p.container_port && m.protocol == p.protocol
+                    };
+                    if !mapped.iter().chain(out.iter()).any(taken) {
+                        out.push(p);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(port = key, error = %e, "skipping an ExposedPorts entry"),
+        }
+    }
+    out
 }
 
 /// Make the namespace and ADD it to `net`. Nothing is left when this fails.
@@ -149,8 +273,20 @@ pub(crate) fn attach(
     for p in &mut ports {
         p.assign()?;
     }
+    berth_net::masq::ensure(net)?;
     let ns = NetNs::create(&s.netns_dir, id)?;
     let mut req = request(id, &ns.path);
+    // host-local reads IP, bridge and tuning read MAC; IgnoreUnknown lets each plugin
+    // skip the keys it does not know (CNI spec, CNI_ARGS).
+    if opts.ip.is_some() || opts.mac.is_some() {
+        req.args.push(("IgnoreUnknown".into(), "1".into()));
+    }
+    if let Some(ip) = opts.ip {
+        req.args.push(("IP".into(), ip.to_string()));
+    }
+    if let Some(mac) = &opts.mac {
+        req.args.push(("MAC".into(), mac.clone()));
+    }
     if !ports.is_empty() {
         req.capabilities.insert(
             "portMappings".into(),
@@ -173,6 +309,8 @@ pub(crate) fn attach(
         ports,
         attached: true,
         dns_server: None,
+        address6: a.ipv6().map(|(ip, p)| format!("{ip}/{p}")),
+        gateway6: a.gateway6(),
     };
     if let Err(e) = register_name(s, id, name, net, &mut st) {
         let _ = detach(s, id, &mut st);
@@ -268,14 +406,25 @@ pub(crate) fn sweep(s: &NetSettings, id: &str) -> Result<()> {
 }
 
 /// Write hosts, hostname and resolv.conf into `dir` and bind them over the image's.
+/// With `--network container:ID`, `shared` is that container's directory: its files
+/// (and hostname) are copied, as Docker shares them.
 pub(crate) fn etc_files(
     spec: &mut Value,
     dir: &Path,
     opts: &RunOptions,
     st: Option<&NetState>,
+    shared: Option<&Path>,
 ) -> Result<()> {
-    let hostname = spec["hostname"].as_str().unwrap_or("localhost").to_string();
-    let (hosts, resolv) = if opts.network == Network::Host {
+    let mut hostname = spec["hostname"].as_str().unwrap_or("localhost").to_string();
+    let (hosts, resolv) = if let Some(from) = shared {
+        let read = |f: &str| {
+            let p = from.join(f);
+            std::fs::read_to_string(&p).at(&p)
+        };
+        hostname = read("hostname")?.trim().to_string();
+        spec["hostname"] = json!(hostname);
+        (read("hosts")?, read("resolv.conf")?)
+    } else if opts.network == Network::Host {
         let host = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let mut hosts = host("/etc/hosts");
         for (n, a) in &opts.add_hosts {

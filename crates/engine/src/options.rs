@@ -23,6 +23,10 @@ pub enum Network {
     Host,
     /// A CNI network by name (`berth network create`, or a file in the CNI config dir).
     Named(String),
+    /// `container:NAME|ID`: the network namespace of that running container.
+    Container(String),
+    /// `ns:PATH`: the network namespace bound at PATH (as podman's).
+    Path(PathBuf),
 }
 
 impl FromStr for Network {
@@ -32,12 +36,30 @@ impl FromStr for Network {
             "bridge" | "default" => Ok(Network::Bridge),
             "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
+            _ if s.starts_with("container:") => {
+                let c = &s["container:".len()..];
+                if c.is_empty() {
+                    return Err(bad(
+                        "--network",
+                        s,
+                        "expected container:NAME or container:ID",
+                    ));
+                }
+                Ok(Network::Container(c.to_string()))
+            }
+            _ if s.starts_with("ns:") => {
+                let p = Path::new(&s["ns:".len()..]);
+                if !p.is_absolute() {
+                    return Err(bad("--network", s, "expected ns:/ABSOLUTE/PATH"));
+                }
+                Ok(Network::Path(p.to_path_buf()))
+            }
             _ => {
                 berth_net::validate_name(s).map_err(|_| {
                     bad(
                         "--network",
                         s,
-                        "expected bridge, none, host or a network name",
+                        "expected bridge, none, host, container:ID, ns:PATH or a network name",
                     )
                 })?;
                 Ok(Network::Named(s.to_string()))
@@ -48,12 +70,14 @@ impl FromStr for Network {
 
 impl std::fmt::Display for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Network::Bridge => "bridge",
-            Network::None => "none",
-            Network::Host => "host",
-            Network::Named(n) => n,
-        })
+        match self {
+            Network::Bridge => f.write_str("bridge"),
+            Network::None => f.write_str("none"),
+            Network::Host => f.write_str("host"),
+            Network::Named(n) => f.write_str(n),
+            Network::Container(c) => write!(f, "container:{c}"),
+            Network::Path(p) => write!(f, "ns:{}", p.display()),
+        }
     }
 }
 
@@ -181,6 +205,43 @@ pub struct RunOptions {
     /// `--add-host NAME:IP` lines for /etc/hosts.
     #[serde(default)]
     pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--ip`: the address host-local gives the container (within the network's range).
+    #[serde(default)]
+    pub ip: Option<std::net::IpAddr>,
+    /// `--mac-address`: eth0's MAC (lowercase `aa:bb:cc:dd:ee:ff`).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// `-P`: every port the image exposes, on free host ports.
+    #[serde(default)]
+    pub publish_all: bool,
+}
+
+/// `--mac-address`: six hex octets of a unicast address, normalised to lowercase.
+pub fn parse_mac(s: &str) -> Result<String> {
+    let octets: Vec<&str> = s.split(':').collect();
+    let valid = octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !valid {
+        return Err(bad(
+            "--mac-address",
+            s,
+            "expected six hex octets like 02:42:ac:11:00:02",
+        ));
+    }
+    let first = u8::from_str_radix(octets[0], 16).unwrap_or(1);
+    if first & 1 == 1 {
+        return Err(bad(
+            "--mac-address",
+            s,
+            "a multicast address (first octet odd)",
+        ));
+    }
+    if octets.iter().all(|o| *o == "00") {
+        return Err(bad("--mac-address", s, "the zero address"));
+    }
+    Ok(s.to_ascii_lowercase())
 }
 
 fn bad(flag: &'static str, value: &str, reason: &str) -> Error {
@@ -526,6 +587,27 @@ mod tests {
             Network::Named("net1".into())
         );
         assert!("a/b".parse::<Network>().is_err());
+        for (text, mode) in [
+            ("container:web", Network::Container("web".into())),
+            ("ns:/run/netns/x", Network::Path("/run/netns/x".into())),
+        ] {
+            let parsed: Network = text.parse().unwrap();
+            assert_eq!((&parsed, parsed.to_string()), (&mode, text.to_string()));
+        }
+        for bad in ["container:", "ns:", "ns:rel/path"] {
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+        assert_eq!(parse_mac("02:42:AC:11:00:02").unwrap(), "02:42:ac:11:00:02");
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "02:42:ac:11:00:0g",
+            "2:42:ac:11:00:02",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
         // Metadata written before named networks existed still reads.
         let n: Network = serde_json::from_str("\"none\"").unwrap();
         assert_eq!(

@@ -1,23 +1,35 @@
-//! berth's own networks: bridge + host-local IPAM + portmap + firewall + tuning
+//! berth's own networks: bridge + host-local IPAM + portmap + tuning
 //! configuration lists written to berth's config directory. The default network
-//! `berth` (bridge `berth0`) is written on first use with a subnet that overlaps no
-//! other network and no route of the caller's namespace.
+//! `berth` is written on first use with a subnet that overlaps no other network and no
+//! route of the caller's namespace.
+//!
+//! Bridge devices live in the host's namespace, which every data root on the host
+//! shares, so a bridge's name is derived from the data root and the network name
+//! ([`Networks::bridge_name`]): two data roots never drive (or delete) each other's
+//! bridge. Only the default data root's default network keeps the short `berth0`.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::conf::{validate_name, Network};
 use crate::error::{sys, Error, IoContext, Result};
-use crate::subnet::{self, Subnet};
+use crate::subnet::{self, Subnet, Subnet6};
 
 /// The network `--network bridge` (and no `--network`) means.
 pub const DEFAULT_NETWORK: &str = "berth";
 pub const DEFAULT_BRIDGE: &str = "berth0";
+/// The networks directory of berth's default data root (`/var/lib/berth`): its
+/// default network's bridge is [`DEFAULT_BRIDGE`].
+pub const DEFAULT_OWN_DIR: &str = "/var/lib/berth/networks";
+/// Linux interface names hold at most this many bytes (IFNAMSIZ 16, with the NUL).
+const IFNAME_MAX: usize = 15;
 pub const CNI_VERSION: &str = "1.0.0";
 
 /// `berth network create` flags.
@@ -29,6 +41,11 @@ pub struct NetworkSpec {
     /// No gateway, no default route, no masquerade, no port maps: traffic stays on the
     /// bridge.
     pub internal: bool,
+    /// Dual stack: an IPv6 range beside the IPv4 one (the default network always).
+    pub ipv6: bool,
+    /// The IPv6 subnet (implies `ipv6`); default: a unique local /64 derived from the
+    /// data root and the name.
+    pub subnet6: Option<Subnet6>,
 }
 
 /// What `network ls/inspect` show about a network.
@@ -40,7 +57,14 @@ pub struct Summary {
     pub bridge: Option<String>,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     pub internal: bool,
+    /// berth makes the network's forward and masquerade rules itself ([`crate::masq`]),
+    /// not the bridge (ipMasq) and firewall plugins.
+    pub own_rules: bool,
     /// Written by berth (removable with `network rm`).
     pub managed: bool,
     pub config_file: Option<PathBuf>,
@@ -78,6 +102,33 @@ impl Networks {
         Network::list(&self.dirs())
     }
 
+    /// The bridge device network `name` of this data root gets: `berth0` for the
+    /// default network of the default data root, else `berth-` and 9 hex digits of
+    /// SHA-256(networks dir, NUL, name), which fits IFNAMSIZ and differs between data
+    /// roots (and between networks of one data root).
+    pub fn bridge_name(&self, name: &str) -> String {
+        if name == DEFAULT_NETWORK && self.own_dir == Path::new(DEFAULT_OWN_DIR) {
+            return DEFAULT_BRIDGE.to_string();
+        }
+        let hex: String = self
+            .digest(name)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let prefix = "berth-";
+        format!("{prefix}{}", &hex[..IFNAME_MAX - prefix.len()])
+    }
+
+    /// SHA-256(networks dir, NUL, name): what tells this data root's network `name`
+    /// from every other on the host.
+    fn digest(&self, name: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.own_dir.as_os_str().as_bytes());
+        h.update([0]);
+        h.update(name.as_bytes());
+        h.finalize().into()
+    }
+
     /// The network called `name`; `berth` is created on first use.
     pub fn get(&self, name: &str) -> Result<Network> {
         match Network::find(&self.dirs(), name) {
@@ -86,6 +137,7 @@ impl Networks {
                 match Network::find(&self.dirs(), name) {
                     Err(Error::NoSuchNetwork(_)) => self.write(&NetworkSpec {
                         name: DEFAULT_NETWORK.into(),
+                        ipv6: true,
                         ..Default::default()
                     }),
                     other => other,
@@ -149,20 +201,28 @@ impl Networks {
                 reason: format!("not a host address of {subnet}"),
             });
         }
-        let bridge = if spec.name == DEFAULT_NETWORK {
-            DEFAULT_BRIDGE.to_string()
+        let v6 = if spec.ipv6 || spec.subnet6.is_some() {
+            let s6 = self.subnet6(spec, &existing)?;
+            Some((s6, s6.first_host()))
         } else {
-            let used: Vec<String> = existing.iter().filter_map(|n| summary(n).bridge).collect();
-            (1..)
-                .map(|i| format!("berth{i}"))
-                .find(|b| !used.contains(b) && !link_exists(b))
-                .expect("an unused bridge name")
+            None
         };
+        let bridge = self.bridge_name(&spec.name);
+        if let Some(other) = existing
+            .iter()
+            .find(|n| summary(n).bridge.as_deref() == Some(bridge.as_str()))
+        {
+            return Err(Error::Invalid {
+                what: "network",
+                value: spec.name.clone(),
+                reason: format!("its bridge {bridge} is network {}'s already", other.name),
+            });
+        }
         let conf = conflist(
             &spec.name,
             &bridge,
-            subnet,
-            gateway,
+            (subnet, gateway),
+            v6,
             spec.internal,
             &self.ipam_dir,
         );
@@ -171,6 +231,35 @@ impl Networks {
         std::fs::write(&tmp, serde_json::to_vec_pretty(&conf).expect("json")).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)?;
         Network::load(&path)
+    }
+
+    /// The IPv6 subnet of a new network: the given one if it overlaps no network's, else
+    /// the first free unique local /64 out of this network's digest.
+    fn subnet6(&self, spec: &NetworkSpec, existing: &[Network]) -> Result<Subnet6> {
+        let taken: Vec<(String, Subnet6)> = existing
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), summary(n).subnet6?.parse().ok()?)))
+            .collect();
+        if let Some(s6) = spec.subnet6 {
+            if let Some((other, o)) = taken.iter().find(|(_, t)| t.overlaps(s6)) {
+                return Err(Error::Invalid {
+                    what: "--subnet",
+                    value: s6.to_string(),
+                    reason: format!("overlaps network {other} ({o})"),
+                });
+            }
+            return Ok(s6);
+        }
+        let d = self.digest(&spec.name);
+        d.chunks_exact(5)
+            .filter_map(|c| <[u8; 5]>::try_from(c).ok())
+            .map(|seed| Subnet6::unique_local(&seed))
+            .find(|s6| !taken.iter().any(|(_, t)| t.overlaps(*s6)))
+            .ok_or_else(|| Error::Invalid {
+                what: "--subnet",
+                value: String::new(),
+                reason: "no free IPv6 /64 found: give one".into(),
+            })
     }
 
     /// `network rm`: only networks berth wrote; the caller checks that no container uses
@@ -191,6 +280,7 @@ impl Networks {
                 ),
             });
         }
+        crate::masq::remove(&net)?;
         if let Some(src) = &net.source {
             std::fs::remove_file(src).at(src)?;
         }
@@ -211,36 +301,43 @@ impl Networks {
 pub fn conflist(
     name: &str,
     bridge: &str,
-    subnet: Subnet,
-    gateway: Ipv4Addr,
+    (subnet, gateway): (Subnet, Ipv4Addr),
+    v6: Option<(Subnet6, Ipv6Addr)>,
     internal: bool,
     ipam_dir: &Path,
 ) -> Value {
+    let mut ranges = vec![json!([{"subnet": subnet.to_string(), "gateway": gateway.to_string()}])];
+    let mut routes = vec![json!({"dst": "0.0.0.0/0"})];
+    if let Some((s6, g6)) = v6 {
+        ranges.push(json!([{"subnet": s6.to_string(), "gateway": g6.to_string()}]));
+        routes.push(json!({"dst": "::/0"}));
+    }
     let mut ipam = json!({
         "type": "host-local",
-        "ranges": [[{"subnet": subnet.to_string(), "gateway": gateway.to_string()}]],
+        "ranges": ranges,
         "dataDir": ipam_dir,
     });
     if !internal {
-        ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        ipam["routes"] = json!(routes);
     }
     let mut plugins = vec![json!({
         "type": "bridge",
         "bridge": bridge,
         "isGateway": !internal,
-        "ipMasq": !internal,
+        // berth adds one masquerade rule per subnet instead (crate::masq).
+        "ipMasq": false,
         "hairpinMode": true,
         "ipam": ipam,
     })];
     if !internal {
         plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
     }
-    plugins.push(json!({"type": "firewall", "backend": "iptables"}));
+    // No firewall plugin: crate::masq accepts the network's forwarded traffic per subnet.
     plugins.push(json!({"type": "tuning"}));
     json!({
         "cniVersion": CNI_VERSION,
         "name": name,
-        "berth": {"internal": internal},
+        "berth": {"internal": internal, "rules": true},
         "plugins": plugins,
     })
 }
@@ -249,6 +346,8 @@ pub fn conflist(
 pub fn summary(n: &Network) -> Summary {
     let main = &n.plugins[0];
     let range = &main["ipam"]["ranges"][0][0];
+    // A dual-stack berth network lists its IPv6 range second.
+    let range6 = &main["ipam"]["ranges"][1][0];
     let subnet = range["subnet"]
         .as_str()
         .or_else(|| main["ipam"]["subnet"].as_str())
@@ -265,8 +364,11 @@ pub fn summary(n: &Network) -> Summary {
         bridge: main["bridge"].as_str().map(String::from),
         subnet,
         gateway: range["gateway"].as_str().map(String::from),
+        subnet6: range6["subnet"].as_str().map(String::from),
+        gateway6: range6["gateway"].as_str().map(String::from),
         internal: raw["berth"]["internal"].as_bool().unwrap_or(false)
             || (main["type"] == "bridge" && main["isGateway"] == false),
+        own_rules: raw["berth"]["rules"].as_bool().unwrap_or(false),
         managed: raw.get("berth").is_some(),
         config_file: n.source.clone(),
     }
@@ -379,15 +481,52 @@ mod tests {
     }
 
     #[test]
+    fn bridge_names_differ_per_data_root_and_fit_ifnamsiz() {
+        let default = Networks {
+            own_dir: DEFAULT_OWN_DIR.into(),
+            cni_config_dir: "/etc/cni/net.d".into(),
+            ipam_dir: "/var/lib/berth/cni/networks".into(),
+        };
+        assert_eq!(default.bridge_name(DEFAULT_NETWORK), "berth0");
+        let (a, b) = (nets(Path::new("/srv/a")), nets(Path::new("/srv/b")));
+        let mut names = vec![default.bridge_name("web")];
+        for n in [&a, &b] {
+            names.push(n.bridge_name(DEFAULT_NETWORK));
+            names.push(n.bridge_name("web"));
+        }
+        for name in &names {
+            assert!(
+                name.len() <= IFNAME_MAX && name.starts_with("berth-"),
+                "{name}"
+            );
+            assert!(name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(
+            a.bridge_name("web"),
+            nets(Path::new("/srv/a")).bridge_name("web")
+        );
+    }
+
+    #[test]
     fn create_checks_and_writes() {
         let d = tempfile::tempdir().unwrap();
         let n = nets(d.path());
         let def = n.get("berth").unwrap();
         let s = summary(&def);
-        assert_eq!(s.bridge.as_deref(), Some("berth0"));
+        assert_eq!(s.bridge, Some(n.bridge_name("berth")));
         assert!(s.managed && !s.internal);
         let sub: Subnet = s.subnet.unwrap().parse().unwrap();
         assert!(!subnet::routes().iter().any(|r| r.overlaps(sub)));
+        // Dual stack by default: a unique local /64 and its ::1.
+        let s6: Subnet6 = s.subnet6.unwrap().parse().unwrap();
+        assert_eq!(s6.addr.octets()[0], 0xfd);
+        assert_eq!(s.gateway6, Some(s6.first_host().to_string()));
+        let routes = &def.plugins[0]["ipam"]["routes"];
+        assert_eq!(routes, &json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]));
         let a = n
             .create(&NetworkSpec {
                 name: "a".into(),
@@ -398,11 +537,32 @@ mod tests {
             .unwrap();
         let sa = summary(&a);
         assert_eq!(
-            (sa.bridge.as_deref(), sa.gateway.as_deref()),
-            (Some("berth1"), Some("10.200.0.1"))
+            (sa.bridge, sa.gateway.as_deref()),
+            (Some(n.bridge_name("a")), Some("10.200.0.1"))
         );
         assert!(sa.internal);
+        assert_eq!(sa.subnet6, None, "IPv4 only unless --ipv6");
         assert!(!a.plugins.iter().any(|p| p["type"] == "portmap"));
+        let v6 = n
+            .create(&NetworkSpec {
+                name: "six".into(),
+                subnet: Some("10.210.0.0/24".parse().unwrap()),
+                subnet6: Some("fd00:210::/64".parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(summary(&v6).gateway6.as_deref(), Some("fd00:210::1"));
+        let e = n
+            .create(&NetworkSpec {
+                name: "seven".into(),
+                subnet6: Some("fd00:210::/48".parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--subnet \"fd00:210::/48\": overlaps network six (fd00:210::/64)"
+        );
         let e = n
             .create(&NetworkSpec {
                 name: "b".into(),
@@ -436,9 +596,9 @@ mod tests {
                 ..Default::default()
             })
             .is_err());
-        assert_eq!(n.list().unwrap().len(), 2);
-        // remove() deletes the bridge device too: only where no berth1 exists here.
-        if !link_exists("berth1") {
+        assert_eq!(n.list().unwrap().len(), 3);
+        // remove() deletes the bridge device too (none exists: nothing was attached).
+        if !link_exists(&n.bridge_name("a")) {
             n.remove("a").unwrap();
             assert!(matches!(n.remove("a"), Err(Error::NoSuchNetwork(_))));
         }

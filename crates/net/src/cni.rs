@@ -97,8 +97,30 @@ impl Attachment {
             })
     }
 
+    /// The container interface's first IPv6 address and prefix length.
+    pub fn ipv6(&self) -> Option<(std::net::Ipv6Addr, u8)> {
+        self.result.ips.iter().find_map(|ip| {
+            let (a, p) = ip.address.split_once('/')?;
+            Some((a.parse().ok()?, p.parse().ok()?))
+        })
+    }
+
+    /// The IPv4 gateway.
     pub fn gateway(&self) -> Option<String> {
-        self.result.ips.iter().find_map(|ip| ip.gateway.clone())
+        self.gateway_of(|g| g.is_ipv4())
+    }
+
+    pub fn gateway6(&self) -> Option<String> {
+        self.gateway_of(|g| g.is_ipv6())
+    }
+
+    fn gateway_of(&self, family: impl Fn(&std::net::IpAddr) -> bool) -> Option<String> {
+        self.result
+            .ips
+            .iter()
+            .filter_map(|ip| ip.gateway.as_deref()?.parse::<std::net::IpAddr>().ok())
+            .find(family)
+            .map(|g| g.to_string())
     }
 
     /// The MAC address of the container's interface.
@@ -399,6 +421,24 @@ impl Cni {
                     .then(|| (name[..at].to_string(), ifname.to_string()))
             })
             .collect()
+    }
+
+    /// The container IDs with a cached result (the cache entry's `containerId`).
+    pub fn cached_ids(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.cache_dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = dir
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+            .filter_map(|e| {
+                let v: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                Some(v["containerId"].as_str()?.to_string())
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Whether a result is cached for this container on `network`.

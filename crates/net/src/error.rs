@@ -55,6 +55,9 @@ pub enum Error {
     },
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
+    /// An iptables/ip6tables command berth runs itself failed.
+    #[error("{command}: {message}")]
+    Firewall { command: String, message: String },
 }
 
 berth_fsutil::io_context!(Error);

@@ -29,6 +29,7 @@ mod conf;
 pub mod dns;
 pub mod error;
 pub mod files;
+pub mod masq;
 mod netns;
 pub mod plugin;
 mod ports;
@@ -36,7 +37,7 @@ pub mod subnet;
 
 pub use bridge::{
     conflist, delete_bridge, link_exists, summary, NetworkSpec, Networks, Summary, DEFAULT_BRIDGE,
-    DEFAULT_NETWORK,
+    DEFAULT_NETWORK, DEFAULT_OWN_DIR,
 };
 pub use cni::{
     plugin_dirs_from, Attachment, Cni, CniResult, Interface, IpConfig, Request, DEFAULT_CONFIG_DIR,
@@ -45,5 +46,5 @@ pub use cni::{
 pub use conf::{validate_name, Network};
 pub use error::{Error, Result};
 pub use netns::NetNs;
-pub use ports::{check_unique, PortMapping, Protocol};
-pub use subnet::Subnet;
+pub use ports::{check_unique, parse_publish, PortMapping, Protocol};
+pub use subnet::{Subnet, Subnet6};

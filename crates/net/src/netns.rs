@@ -35,6 +35,11 @@ impl NetNs {
             // makes the namespace and bind-mounts its own ns file; the caller stays put.
             std::thread::spawn(move || -> Result<()> {
                 unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare(CLONE_NEWNET)"))?;
+                // Interfaces made here later (eth0) skip IPv6 duplicate address detection:
+                // IPAM hands out unique addresses, and the bridge plugin's ADD would wait
+                // for DAD to finish. /proc/sys/net is this thread's namespace's. Without
+                // IPv6 the file is absent: nothing to do.
+                let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0");
                 let me = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
                 mount(
                     Some(me.as_str()),
@@ -54,6 +59,31 @@ impl NetNs {
             return Err(e);
         }
         Ok(ns)
+    }
+
+    /// A network namespace someone else made (`--network ns:PATH`): PATH must open as
+    /// a network namespace file (nsfs, `NS_GET_NSTYPE` says CLONE_NEWNET), so a plain
+    /// file or another kind of namespace is refused here, not by the runtime later.
+    pub fn existing(path: &Path) -> Result<NetNs> {
+        let not = |reason: &str| Error::Invalid {
+            what: "--network",
+            value: format!("ns:{}", path.display()),
+            reason: reason.to_string(),
+        };
+        let f = File::open(path).map_err(|e| not(&e.to_string()))?;
+        // NS_GET_NSTYPE = _IO(0xb7, 0x3) (linux/nsfs.h); libc does not export it.
+        const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+        // SAFETY: an argument-less ioctl on an fd we own; it only returns a value.
+        let kind = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+        if kind < 0 {
+            return Err(not("not a namespace file (nsfs)"));
+        }
+        if kind != libc::CLONE_NEWNET {
+            return Err(not("a namespace, but not a network one"));
+        }
+        Ok(NetNs {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Set `lo` up inside the namespace (a new one has it down).
@@ -144,10 +174,32 @@ mod tests {
             .run(|| Ok(std::net::TcpListener::bind("127.0.0.1:0").is_ok()))
             .unwrap();
         assert!(bound);
+        if Path::new("/proc/sys/net/ipv6").exists() {
+            let dad = ns
+                .run(|| {
+                    Ok(
+                        std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/accept_dad")
+                            .unwrap(),
+                    )
+                })
+                .unwrap();
+            assert_eq!(dad.trim(), "0", "no DAD for the container's interfaces");
+        }
         assert!(
             NetNs::create(d.path(), "c1").is_err(),
             "no second one on the same path"
         );
+        assert_eq!(NetNs::existing(&ns.path).unwrap(), ns);
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        for (path, why) in [
+            (plain.as_path(), "not a namespace file"),
+            (Path::new("/proc/self/ns/uts"), "not a network one"),
+            (Path::new("/nonexistent"), "No such file"),
+        ] {
+            let e = NetNs::existing(path).unwrap_err().to_string();
+            assert!(e.starts_with("--network \"ns:") && e.contains(why), "{e}");
+        }
         ns.remove().unwrap();
         assert!(!ns.path.exists());
         ns.remove().unwrap();

@@ -37,48 +37,94 @@ pub struct PortMapping {
 
 impl FromStr for PortMapping {
     type Err = Error;
+    /// One mapping; a range (`8000-8001:80-81`) is refused here, see [`parse_publish`].
     fn from_str(s: &str) -> Result<PortMapping> {
-        let bad = |reason: &str| Error::Invalid {
-            what: "-p",
-            value: s.to_string(),
-            reason: reason.to_string(),
-        };
-        let (spec, proto) = match s.rsplit_once('/') {
-            Some((a, "tcp")) => (a, Protocol::Tcp),
-            Some((a, "udp")) => (a, Protocol::Udp),
-            Some(_) => return Err(bad("protocol must be tcp or udp")),
-            None => (s, Protocol::Tcp),
-        };
-        let port = |p: &str, what: &str| -> Result<u16> {
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| bad(&format!("{what} must be a port number 1-65535")))
-        };
-        let parts: Vec<&str> = spec.split(':').collect();
-        let (ip, host, ctr) = match parts.as_slice() {
-            [c] => (None, None, *c),
-            [h, c] => (None, Some(*h), *c),
-            [ip, h, c] => (Some(*ip), Some(*h), *c),
-            _ => return Err(bad("expected [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]")),
-        };
-        let host_ip = match ip {
-            None | Some("") => None,
-            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| bad("not an IP address"))?),
-        };
-        if matches!(host_ip, Some(IpAddr::V6(_))) {
-            return Err(bad("IPv6 host addresses are not supported yet"));
+        let mut all = parse_publish(s)?;
+        if all.len() != 1 {
+            return Err(Error::Invalid {
+                what: "-p",
+                value: s.to_string(),
+                reason: "expected one port, not a range".into(),
+            });
         }
-        Ok(PortMapping {
+        Ok(all.remove(0))
+    }
+}
+
+/// Most ports one `-p` range may publish (each is a portmap rule pair).
+const MAX_RANGE: u32 = 1024;
+
+/// `-p [IP:][HOSTPORT[-END]:]CTRPORT[-END][/tcp|udp]`: one mapping per container port.
+/// A host range must be as long as the container range; without host ports each
+/// container port gets a free one later ([`PortMapping::assign`]).
+pub fn parse_publish(s: &str) -> Result<Vec<PortMapping>> {
+    let bad = |reason: &str| Error::Invalid {
+        what: "-p",
+        value: s.to_string(),
+        reason: reason.to_string(),
+    };
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((a, "tcp")) => (a, Protocol::Tcp),
+        Some((a, "udp")) => (a, Protocol::Udp),
+        Some(_) => return Err(bad("protocol must be tcp or udp")),
+        None => (s, Protocol::Tcp),
+    };
+    let port = |p: &str, what: &str| -> Result<u16> {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad(&format!("{what} must be a port number 1-65535")))
+    };
+    // `A` or `A-B` with A <= B: (first, count).
+    let range = |r: &str, what: &str| -> Result<(u16, u16)> {
+        let (a, b) = match r.split_once('-') {
+            Some((a, b)) => (port(a, what)?, port(b, what)?),
+            None => (port(r, what)?, port(r, what)?),
+        };
+        if a > b {
+            return Err(bad(&format!("{what} range {a}-{b} runs backwards")));
+        }
+        let count = u32::from(b - a) + 1;
+        if count > MAX_RANGE {
+            return Err(bad(&format!("at most {MAX_RANGE} ports per range")));
+        }
+        Ok((a, count as u16))
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ip, host, ctr) = match parts.as_slice() {
+        [c] => (None, None, *c),
+        [h, c] => (None, Some(*h), *c),
+        [ip, h, c] => (Some(*ip), Some(*h), *c),
+        _ => return Err(bad("expected [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]")),
+    };
+    let host_ip = match ip {
+        None | Some("") => None,
+        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| bad("not an IP address"))?),
+    };
+    if matches!(host_ip, Some(IpAddr::V6(_))) {
+        return Err(bad("IPv6 host addresses are not supported yet"));
+    }
+    let (ctr_first, count) = range(ctr, "container port")?;
+    let host_first = match host {
+        None | Some("") => None,
+        Some(h) => {
+            let (first, n) = range(h, "host port")?;
+            if n != count {
+                return Err(bad(&format!(
+                    "{n} host ports for {count} container ports: give ranges of one length"
+                )));
+            }
+            Some(first)
+        }
+    };
+    Ok((0..count)
+        .map(|i| PortMapping {
             host_ip,
-            host_port: match host {
-                None | Some("") => 0,
-                Some(h) => port(h, "host port")?,
-            },
-            container_port: port(ctr, "container port")?,
+            host_port: host_first.map_or(0, |h| h + i),
+            container_port: ctr_first + i,
             protocol: proto,
         })
-    }
+        .collect())
 }
 
 impl std::fmt::Display for PortMapping {
@@ -94,21 +140,25 @@ impl std::fmt::Display for PortMapping {
 }
 
 impl PortMapping {
-    /// A mapping without a host port gets a free ephemeral one from the kernel.
+    /// A mapping without a host port gets a free ephemeral one from the kernel; a given
+    /// one must be free (a host process listening there would never see its traffic, the
+    /// DNAT rule takes it): both are found by binding it, as Docker's proxy would.
     pub fn assign(&mut self) -> Result<()> {
-        if self.host_port != 0 {
-            return Ok(());
-        }
         let ip = self.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let port = match self.protocol {
-            Protocol::Tcp => TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()),
-            Protocol::Udp => UdpSocket::bind((ip, 0)).and_then(|l| l.local_addr()),
+            Protocol::Tcp => TcpListener::bind((ip, self.host_port)).and_then(|l| l.local_addr()),
+            Protocol::Udp => UdpSocket::bind((ip, self.host_port)).and_then(|l| l.local_addr()),
+        };
+        let reason = if self.host_port == 0 {
+            "no free host port"
+        } else {
+            "host port in use"
         };
         self.host_port = port
             .map_err(|e| Error::Invalid {
                 what: "-p",
                 value: self.to_string(),
-                reason: format!("no free host port: {e}"),
+                reason: format!("{reason}: {e}"),
             })?
             .port();
         Ok(())
@@ -184,9 +234,48 @@ mod tests {
             let e = bad.parse::<PortMapping>().unwrap_err().to_string();
             assert!(e.starts_with("-p "), "{bad}: {e}");
         }
+        let r = parse_publish("127.0.0.1:8000-8002:80-82/udp").unwrap();
+        assert_eq!(
+            r.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "127.0.0.1:8000->80/udp",
+                "127.0.0.1:8001->81/udp",
+                "127.0.0.1:8002->82/udp"
+            ]
+        );
+        let r = parse_publish("80-81").unwrap();
+        assert_eq!(
+            r.iter()
+                .map(|p| (p.host_port, p.container_port))
+                .collect::<Vec<_>>(),
+            [(0, 80), (0, 81)]
+        );
+        assert!("80-81".parse::<PortMapping>().is_err());
+        for bad in [
+            "8000-8001:80",
+            "8000:80-81",
+            "81-80",
+            "1-2000",
+            "8000-:80",
+            "-80",
+            "8000-8001:80-81-82",
+            "65535-65536:1-2",
+        ] {
+            let e = parse_publish(bad).unwrap_err().to_string();
+            assert!(e.starts_with("-p "), "{bad}: {e}");
+        }
         let two = ["8080:80".parse().unwrap(), "8080:81".parse().unwrap()];
         assert!(check_unique(&two).is_err());
         let ok = ["8080:80".parse().unwrap(), "8080:80/udp".parse().unwrap()];
         assert!(check_unique(&ok).is_ok());
+        // A host port some process listens on is refused.
+        let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let mut p: PortMapping = format!("127.0.0.1:{port}:80").parse().unwrap();
+        let e = p.assign().unwrap_err().to_string();
+        assert!(e.contains("host port in use"), "{e}");
+        drop(busy);
+        p.assign().unwrap();
+        assert_eq!(p.host_port, port);
     }
 }

@@ -51,7 +51,14 @@ impl Host {
     /// A berth bridge network written to `<tmp>/<name>.conflist`.
     fn network(&self, name: &str, subnet: &str, extra: &[Value]) -> Network {
         let s: berth_net::Subnet = subnet.parse().unwrap();
-        let mut v = conflist(name, "tbr0", s, s.first_host(), false, &self.path("ipam"));
+        let mut v = conflist(
+            name,
+            "tbr0",
+            (s, s.first_host()),
+            None,
+            false,
+            &self.path("ipam"),
+        );
         v["plugins"]
             .as_array_mut()
             .unwrap()

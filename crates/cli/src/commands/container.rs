@@ -45,8 +45,25 @@ pub struct NetFlags {
     pub cni_timeout: f64,
 }
 
-/// The engine with the network flags applied.
+/// The engine with the network flags applied, after reclaiming what a crashed berth
+/// left (attachments of dead containers, orphaned cache entries and namespaces), so no
+/// command sees them.
 pub fn open_engine(
+    data_root: &std::path::Path,
+    root: &std::path::Path,
+    net: &NetFlags,
+) -> anyhow::Result<Engine> {
+    let engine = engine_with_flags(data_root, root, net)?;
+    match engine.reclaim_network(false) {
+        Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "reclaimed network leftovers"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reclaiming network leftovers"),
+    }
+    Ok(engine)
+}
+
+/// The engine with the network flags applied.
+pub fn engine_with_flags(
     data_root: &std::path::Path,
     root: &std::path::Path,
     net: &NetFlags,
@@ -139,13 +156,22 @@ pub struct RunArgs {
     /// seccomp=unconfined or seccomp=PROFILE.json.
     #[arg(long)]
     pub security_opt: Vec<String>,
-    /// bridge (berth's default network `berth`), none (loopback only), host, or a
-    /// network's name.
+    /// bridge (berth's default network `berth`), none (loopback only), host,
+    /// container:NAME|ID (share its namespace), ns:PATH, or a network's name.
     #[arg(long, alias = "net", default_value = "bridge", env = "BERTH_NETWORK")]
     pub network: String,
     /// Publish a container port: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp].
     #[arg(long = "publish", short = 'p')]
     pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(long = "publish-all", short = 'P')]
+    pub publish_all: bool,
+    /// The container's IPv4 address on its network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// The MAC address of the container's eth0.
+    #[arg(long)]
+    pub mac_address: Option<String>,
     /// Nameserver for the container's resolv.conf (replaces the host's).
     #[arg(long)]
     pub dns: Vec<String>,
@@ -272,6 +298,8 @@ const WITH_VALUE: &[&str] = &[
     "--publish",
     "--dns",
     "--add-host",
+    "--ip",
+    "--mac-address",
     "--cni-config-dir",
     "--cni-path",
     "--cni-timeout",
@@ -446,8 +474,23 @@ fn run_options(r: &RunArgs) -> anyhow::Result<RunOptions> {
         ports: r
             .publish
             .iter()
-            .map(|p| p.parse())
-            .collect::<Result<_, _>>()?,
+            .map(|p| berth_engine::cni::parse_publish(p))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat(),
+        publish_all: r.publish_all,
+        ip: r
+            .ip
+            .as_deref()
+            .map(|ip| {
+                ip.parse()
+                    .map_err(|_| anyhow::anyhow!("--ip {ip:?}: not an IP address"))
+            })
+            .transpose()?,
+        mac: r
+            .mac_address
+            .as_deref()
+            .map(options::parse_mac)
+            .transpose()?,
         dns: r
             .dns
             .iter()

@@ -466,6 +466,18 @@ pub struct PruneArgs {
     pub force: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub net: super::container::NetFlags,
+}
+
+/// `system prune`: first the network state crashed containers left (`image prune`
+/// passes no runtime root and skips it), then images, blobs and snapshots.
+pub fn prune_all(root: &std::path::Path, a: &PruneArgs) -> anyhow::Result<u8> {
+    let engine = super::container::engine_with_flags(&a.store.data_root, root, &a.net)?;
+    for id in engine.reclaim_network(true)? {
+        out!("Reclaimed network of: {id}");
+    }
+    prune(a)
 }
 
 pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
@@ -486,9 +498,9 @@ pub fn prune(a: &PruneArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-pub fn system(a: &SystemArgs) -> anyhow::Result<u8> {
+pub fn system(root: &std::path::Path, a: &SystemArgs) -> anyhow::Result<u8> {
     match &a.command {
-        SystemCommand::Prune(p) => prune(p),
+        SystemCommand::Prune(p) => prune_all(root, p),
     }
 }
 

@@ -76,7 +76,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Save(a) => image::save(a),
         Command::Import(a) => image::import(a),
         Command::Image(a) => image::image(a),
-        Command::System(a) => image::system(a),
+        Command::System(a) => image::system(&cli.state_root()?, a),
         Command::Container(a) => container::run(&cli.state_root()?, a),
         Command::Check(a) => check::run(&cli.state_root()?, a),
         Command::Verify(a) => verify::run(&cli.state_root()?, a),

@@ -41,9 +41,13 @@ pub enum Cmd {
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
-    /// IPv4 subnet in CIDR form (default: a free 10.x.0.0/16).
+    /// Subnet in CIDR form, IPv4 (default: a free 10.x.0.0/16) or IPv6 (implies
+    /// --ipv6); give it twice for both.
     #[arg(long)]
-    pub subnet: Option<String>,
+    pub subnet: Vec<String>,
+    /// Dual stack: also an IPv6 subnet (default: a unique local /64).
+    #[arg(long)]
+    pub ipv6: bool,
     /// Gateway address (default: the subnet's first address).
     #[arg(long)]
     pub gateway: Option<String>,
@@ -76,9 +80,16 @@ pub fn run(root: &std::path::Path, a: &Args) -> anyhow::Result<u8> {
             if c.driver != "bridge" {
                 anyhow::bail!("--driver {:?}: only bridge is supported", c.driver);
             }
+            let (v6, v4): (Vec<&String>, Vec<&String>) =
+                c.subnet.iter().partition(|s| s.contains(':'));
+            if v4.len() > 1 || v6.len() > 1 {
+                anyhow::bail!("--subnet: at most one IPv4 and one IPv6 subnet");
+            }
             let spec = NetworkSpec {
                 name: c.name.clone(),
-                subnet: c.subnet.as_deref().map(str::parse).transpose()?,
+                subnet: v4.first().map(|s| s.parse()).transpose()?,
+                subnet6: v6.first().map(|s| s.parse()).transpose()?,
+                ipv6: c.ipv6,
                 gateway: c
                     .gateway
                     .as_deref()
