@@ -12,6 +12,7 @@ use oci_spec::runtime::{LinuxIdMapping, Spec};
 use crate::error::{Error, Result};
 use crate::fs::ProcFs;
 use crate::namespaces::{self, Plan};
+use crate::sealed_exe::{SealedExe, SEAL_MOUNT_FD_ENV};
 use crate::sync::{self, Channel, ChildMsg, ParentMsg};
 
 /// Environment variable that tells a re-executed berth it is a container init, and on
@@ -56,10 +57,14 @@ struct InitArgs {
 }
 
 impl InitArgs {
-    fn new(ch: &Channel) -> InitArgs {
+    fn new(ch: &Channel, exe: &SealedExe) -> InitArgs {
         let fd = ch.fd().as_raw_fd();
         let mut strings = vec![c"berth".to_owned(), c"init".to_owned()];
         strings.push(CString::new(format!("{INIT_FD_ENV}={fd}")).expect("no NUL in a number"));
+        if let Some(mount) = &exe.mount {
+            let env = format!("{SEAL_MOUNT_FD_ENV}={}", mount.as_raw_fd());
+            strings.push(CString::new(env).expect("no NUL in a number"));
+        }
         if let Ok(level) = std::env::var("_BERTH_LOG_LEVEL") {
             strings.push(CString::new(format!("_BERTH_LOG_LEVEL={level}")).unwrap_or_default());
         }
@@ -120,21 +125,13 @@ extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
 /// every page we write afterwards; on this machine a page fault costs 10-20 us, and a
 /// plain fork of the runtime cost milliseconds. The child only restores the signal mask
 /// and execs.
-fn spawn_sealed(memfd: &OwnedFd, ch: &Channel, flags: libc::c_int) -> Result<Pid> {
-    let args = InitArgs::new(ch);
-    // The channel must survive exec; everything else of ours is close-on-exec. The caller
-    // closes its copy of this end right after.
-    // SAFETY: fcntl on an fd we own.
-    Errno::result(unsafe { libc::fcntl(ch.fd().as_raw_fd(), libc::F_SETFD, 0) }).map_err(|e| {
-        Error::Sys {
-            op: "fcntl".into(),
-            source: e,
-        }
-    })?;
+fn spawn_sealed(exe: &SealedExe, ch: &Channel, flags: libc::c_int) -> Result<Pid> {
+    let args = InitArgs::new(ch, exe);
+    inherit(ch, exe)?;
     // SAFETY: sigset_t is plain data, for which all zeroes is a valid (empty) value.
     let (mut all, saved): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
     let mut req = ExecRequest {
-        exe: memfd.as_raw_fd(),
+        exe: exe.file.as_raw_fd(),
         argv: args.argv.as_ptr(),
         envp: args.envp.as_ptr(),
         mask: saved,
@@ -184,21 +181,30 @@ fn spawn_sealed(memfd: &OwnedFd, ch: &Channel, flags: libc::c_int) -> Result<Pid
 
 /// In a forked child (clone3 into a cgroup): replace this process with the sealed berth
 /// copy running `berth init`.
-fn exec_init(memfd: &OwnedFd, ch: &Channel) -> Result<std::convert::Infallible> {
-    let args = InitArgs::new(ch);
-    // SAFETY: fcntl on an fd we own: the channel must survive exec.
-    Errno::result(unsafe { libc::fcntl(ch.fd().as_raw_fd(), libc::F_SETFD, 0) }).map_err(|e| {
-        Error::Sys {
-            op: "fcntl".into(),
-            source: e,
-        }
-    })?;
+fn exec_init(exe: &SealedExe, ch: &Channel) -> Result<std::convert::Infallible> {
+    let args = InitArgs::new(ch, exe);
+    inherit(ch, exe)?;
     // SAFETY: argv/envp are NULL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::fexecve(memfd.as_raw_fd(), args.argv.as_ptr(), args.envp.as_ptr()) };
+    unsafe { libc::fexecve(exe.file.as_raw_fd(), args.argv.as_ptr(), args.envp.as_ptr()) };
     Err(Error::Sys {
         op: "execute the sealed berth copy".into(),
         source: Errno::last(),
     })
+}
+
+/// Let the channel and the overlay mount fd survive the exec into berth init; everything
+/// else of ours is close-on-exec. The caller closes its copies right after.
+fn inherit(ch: &Channel, exe: &SealedExe) -> Result<()> {
+    for fd in [Some(ch.fd()), exe.mount.as_ref()].into_iter().flatten() {
+        // SAFETY: fcntl on an fd we own.
+        Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }).map_err(|e| {
+            Error::Sys {
+                op: "fcntl".into(),
+                source: e,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// The running init process and the parent's end of its channel.
@@ -215,7 +221,7 @@ pub struct Spawned {
 pub fn spawn_init(
     spec: &Spec,
     plan: &Plan,
-    memfd: &OwnedFd,
+    exe: &SealedExe,
     cgroup: Option<&OwnedFd>,
 ) -> Result<Spawned> {
     let (parent, child) = sync::pair()?;
@@ -235,11 +241,11 @@ pub fn spawn_init(
                         })?;
                     if pid == 0 {
                         drop(parent);
-                        child_main(&child, || exec_init(memfd, &child));
+                        child_main(&child, || exec_init(exe, &child));
                     }
                     Pid::from_raw(pid)
                 }
-                None => spawn_sealed(memfd, &child, plan.create)?,
+                None => spawn_sealed(exe, &child, plan.create)?,
             };
         return Ok(Spawned {
             pid,
@@ -281,7 +287,7 @@ pub fn spawn_init(
             if plan.create != 0 {
                 namespaces::unshare(plan.create_flags(), "container")?;
             }
-            let init = spawn_sealed(memfd, &child, 0)?;
+            let init = spawn_sealed(exe, &child, 0)?;
             child.send(&ChildMsg::InitPid { pid: init.as_raw() })?;
             // SAFETY: _exit skips the parent's atexit handlers in this forked copy.
             unsafe { libc::_exit(0) }
@@ -371,9 +377,9 @@ fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
 /// Start the sealed berth copy for `exec`. It joins the container's namespaces itself,
 /// after exec: once in the container's mount namespace, the host's dynamic loader and
 /// paths are out of reach, so the exec of berth must happen first.
-pub fn spawn_exec(memfd: &OwnedFd) -> Result<Spawned> {
+pub fn spawn_exec(exe: &SealedExe) -> Result<Spawned> {
     let (parent, child) = sync::pair()?;
-    let pid = spawn_sealed(memfd, &child, 0)?;
+    let pid = spawn_sealed(exe, &child, 0)?;
     Ok(Spawned {
         pid,
         channel: parent,

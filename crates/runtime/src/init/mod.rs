@@ -48,6 +48,9 @@ pub fn main(channel_fd: i32) -> ! {
     // channel to the host and sit in its pid namespace (CVE-2016-9962).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Dissolving the detached mount berth was executed from waits for an RCU grace
+    // period: here it overlaps the parent's work instead of delaying it.
+    crate::sealed_exe::close_inherited_mount();
     // SAFETY: the parent passed this fd number for us to own.
     let ch = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(channel_fd) });
     let err = match run(&ch) {
