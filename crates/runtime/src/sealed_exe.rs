@@ -61,17 +61,15 @@ pub fn sealed_self() -> Result<SealedExe> {
     }
 }
 
-/// In a re-executed berth: close the overlay mount fd the parent handed over (see
-/// [`SealedExe::mount`]). Runs before anything else, so the fd never meets a container.
-pub fn close_inherited_mount() {
-    if let Some(fd) = std::env::var(SEAL_MOUNT_FD_ENV)
+/// In a re-executed berth: the overlay mount fd the parent handed over (see
+/// [`SealedExe::mount`]), to close before anything of a container is joined.
+pub fn inherited_mount() -> Option<OwnedFd> {
+    std::env::var(SEAL_MOUNT_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
         .filter(|fd| *fd > 2)
-    {
-        // SAFETY: the parent passed this fd for us to close; nothing else uses it.
-        unsafe { libc::close(fd) };
-    }
+        // SAFETY: the parent passed this fd for us to own; nothing else uses it.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn new_fd(r: libc::c_long) -> nix::Result<OwnedFd> {
