@@ -71,7 +71,10 @@ def runtime_commands(args, state):
         "crun": ["crun", "--root", os.path.join(state, "crun")],
         "runc": ["runc", "--root", os.path.join(state, "runc")],
     }
-    return {name: runtimes[name] for name in ["berth"] + args.peers}
+    chosen = {name: runtimes[name] for name in ["berth"] + args.peers}
+    if args.baseline:
+        chosen["baseline"] = [args.baseline, "--root", os.path.join(state, "baseline")]
+    return chosen
 
 
 def common_arguments(p):
@@ -81,6 +84,8 @@ def common_arguments(p):
                    help="berth binary (default: build/bin/berth from `make build`, else target/release/berth)")
     p.add_argument("--peers", default="crun,runc",
                    help="comma-separated peers to run beside berth (crun, runc)")
+    p.add_argument("--baseline", help="another berth binary (e.g. a build of the previous "
+                   "commit) to run beside, as \"baseline\"")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
 
 
