@@ -89,21 +89,20 @@ struct ExecRequest {
     exe: libc::c_int,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
-    /// The parent's signal mask, restored in the child just before execve.
-    mask: libc::sigset_t,
     /// Set by the child when execve failed.
     errno: libc::c_int,
 }
 
 /// Body of the vfork-style child: only system calls, no allocation, no lock (it runs on
-/// its own small stack in the parent's memory, while the parent waits in clone).
+/// its own small stack in the parent's memory, while the parent waits in clone). Every
+/// signal stays blocked until berth init, past the exec that reset all handlers, unblocks
+/// them: no handler of the parent's can run in the parent's memory.
 extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
     let req = arg.cast::<ExecRequest>();
     // SAFETY: `arg` is the ExecRequest the parent passed to clone; the parent is suspended
     // (CLONE_VFORK) until we exec or exit, so nothing else touches it. execveat reads
     // NUL-terminated arrays of C strings the parent keeps alive.
     unsafe {
-        libc::sigprocmask(libc::SIG_SETMASK, &(*req).mask, std::ptr::null_mut());
         libc::syscall(
             libc::SYS_execveat,
             (*req).exe,
@@ -123,26 +122,24 @@ extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
 /// vfork-style (CLONE_VM | CLONE_VFORK): the child shares our memory until its execve, so
 /// the kernel neither copies our page tables nor makes us take a copy-on-write fault on
 /// every page we write afterwards; on this machine a page fault costs 10-20 us, and a
-/// plain fork of the runtime cost milliseconds. The child only restores the signal mask
-/// and execs.
+/// plain fork of the runtime cost milliseconds. The child only execs.
 fn spawn_sealed(exe: &SealedExe, ch: &Channel, flags: libc::c_int) -> Result<Pid> {
     let args = InitArgs::new(ch, exe);
     inherit(ch, exe)?;
     // SAFETY: sigset_t is plain data, for which all zeroes is a valid (empty) value.
-    let (mut all, saved): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
+    let (mut all, mut saved): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
     let mut req = ExecRequest {
         exe: exe.file.as_raw_fd(),
         argv: args.argv.as_ptr(),
         envp: args.envp.as_ptr(),
-        mask: saved,
         errno: 0,
     };
     // No signal handler of ours may run in the child while it shares our memory: block
-    // everything around clone (the child restores the mask before execve).
+    // everything around clone (the child inherits that mask; berth init unblocks).
     // SAFETY: valid sigset pointers.
     unsafe {
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut req.mask);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
     }
     let mut stack = vec![0u8; 64 << 10];
     // The stack grows down from the 16-byte aligned end of the buffer.
@@ -160,7 +157,7 @@ fn spawn_sealed(exe: &SealedExe, ch: &Channel, flags: libc::c_int) -> Result<Pid
     };
     let clone_errno = Errno::last();
     // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &req.mask, std::ptr::null_mut()) };
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
     if pid < 0 {
         return Err(Error::Sys {
             op: "clone the container init".into(),

@@ -48,6 +48,13 @@ pub fn main(channel_fd: i32) -> ! {
     // channel to the host and sit in its pid namespace (CVE-2016-9962).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // The vfork-style spawn left every signal blocked (see spawn.rs); exec has reset all
+    // handlers to their defaults, so take signals again, as a forked init did.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     // The detached mount berth was executed from: dissolving it waits for an RCU grace
     // period, so it is closed here, beside the parent's work instead of before it.
     let mount = crate::sealed_exe::inherited_mount();
