@@ -32,14 +32,15 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_bundle(root, resources):
+def make_bundle(root, resources=False, args=("/bin/true",)):
+    """A busybox bundle from `runc spec` running `args`; shared by the runtime benches."""
     bundle = os.path.join(root, "bundle")
     subprocess.run(["sh", os.path.join(REPO, "scripts/busybox-rootfs.sh"), os.path.join(bundle, "rootfs")], check=True)
     subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
     with open(os.path.join(bundle, "config.json")) as f:
         spec = json.load(f)
     spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["/bin/true"]
+    spec["process"]["args"] = list(args)
     if resources:
         spec["linux"]["resources"].update({
             "memory": {"limit": 256 << 20},
@@ -63,17 +64,56 @@ def one_run(cmd, bundle, cid):
     return elapsed, int(proc.stderr.strip().splitlines()[-1])
 
 
+def runtime_commands(args, state):
+    """Command prefix of berth and each peer, each with its own state root under `state`."""
+    runtimes = {
+        "berth": [args.berth, "--root", os.path.join(state, "berth")],
+        "crun": ["crun", "--root", os.path.join(state, "crun")],
+        "runc": ["runc", "--root", os.path.join(state, "runc")],
+    }
+    chosen = {name: runtimes[name] for name in ["berth"] + args.peers}
+    if args.baseline:
+        chosen["baseline"] = [args.baseline, "--root", os.path.join(state, "baseline")]
+    return chosen
+
+
+def common_arguments(p):
+    """--berth and --peers, as every runtime bench takes them."""
+    built = [os.path.join(REPO, b) for b in ("build/bin/berth", "target/release/berth")]
+    p.add_argument("--berth", default=next((b for b in built if os.path.exists(b)), built[0]),
+                   help="berth binary (default: build/bin/berth from `make build`, else target/release/berth)")
+    p.add_argument("--peers", default="crun,runc",
+                   help="comma-separated peers to run beside berth (crun, runc)")
+    p.add_argument("--baseline", help="another berth binary (e.g. a build of the previous "
+                   "commit) to run beside, as \"baseline\"")
+    p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+
+
+def parse_peers(p, args):
+    args.peers = [x for x in args.peers.split(",") if x]
+    if any(x not in ("crun", "runc") for x in args.peers):
+        p.error("--peers: only crun and runc are known")
+
+
+def enter_private_cgroup_view(script_path):
+    """Re-execute `script_path` (with this process's arguments and --inside) in a private
+    mount namespace whose /sys/fs/cgroup/unified is an empty tmpfs (crun 1.8 refuses the
+    hybrid layout otherwise); all runtimes then see the same v1 hierarchies."""
+    script = ("umount -l /sys/fs/cgroup/unified && mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec \"$0\" \"$@\" --inside")
+    os.execvp("unshare", ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                          sys.executable, os.path.abspath(script_path)] + sys.argv[1:])
+
+
+def percentile_90(sorted_values):
+    return sorted_values[max(0, int(len(sorted_values) * 0.9) - 1)]
+
+
 def bench(args):
     # State roots on /run (tmpfs), where all three keep state by default.
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp, \
             tempfile.TemporaryDirectory(prefix="berth-bench-", dir="/run") as state:
         bundle = make_bundle(tmp, args.resources)
-        runtimes = {
-            "berth": [args.berth, "--root", os.path.join(state, "berth")],
-            "crun": ["crun", "--root", os.path.join(state, "crun")],
-            "runc": ["runc", "--root", os.path.join(state, "runc")],
-        }
-        runtimes = {name: runtimes[name] for name in ["berth"] + args.peers}
+        runtimes = runtime_commands(args, state)
         times = {name: [] for name in runtimes}
         rss = {name: 0 for name in runtimes}
         orders = list(itertools.permutations(runtimes))
@@ -92,7 +132,7 @@ def bench(args):
         for name, t in times.items():
             t = sorted(t)
             med = statistics.median(t)
-            p90 = t[max(0, int(len(t) * 0.9) - 1)]
+            p90 = percentile_90(t)
             print(f"{name:8} {med * 1e3:10.2f} {p90 * 1e3:8.2f} {rss[name] / 1024:12.1f} {med / base:13.2f}x")
 
 
@@ -100,23 +140,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--resources", action="store_true")
-    built = [os.path.join(REPO, p) for p in ("build/bin/berth", "target/release/berth")]
-    p.add_argument("--berth", default=next((b for b in built if os.path.exists(b)), built[0]),
-                   help="berth binary (default: build/bin/berth from `make build`, else target/release/berth)")
     p.add_argument("--gap-ms", type=float, default=0,
                    help="pause before each run (e.g. 50: containers started apart, not back to back)")
-    p.add_argument("--peers", default="crun,runc",
-                   help="comma-separated peers to run beside berth (crun, runc)")
-    p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    common_arguments(p)
     args = p.parse_args()
-    args.peers = [x for x in args.peers.split(",") if x]
-    if any(x not in ("crun", "runc") for x in args.peers):
-        p.error("--peers: only crun and runc are known")
+    parse_peers(p, args)
     if args.inside:
         return bench(args)
-    script = ("umount -l /sys/fs/cgroup/unified && mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec \"$0\" \"$@\" --inside")
-    os.execvp("unshare", ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
-                          sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
+    enter_private_cgroup_view(__file__)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,26 @@ impl Runtime {
         let sent = ch.send(&ParentMsg::Exec(Box::new(cfg)));
         drop(console);
         let joined = sent.and_then(|_| ch.recv::<ChildMsg>());
+        // The joiner exits once it has forked into the container, dissolving the overlay
+        // mount it was executed from (an RCU grace period) meanwhile: reap it last.
+        let placed = self.place_joined(joined, &rec, p, ch);
         let _ = nix::sys::wait::waitpid(joiner, None);
+        let pid = placed?;
+        if let Some(f) = &opts.pid_file {
+            crate::container::write_pid_file(f, pid.as_raw())?;
+        }
+        Ok(pid)
+    }
+
+    /// Put the process that joined the container in its cgroup, set its oom score, let it
+    /// exec; returns its pid once it has.
+    fn place_joined(
+        &self,
+        joined: Result<Option<ChildMsg>>,
+        rec: &crate::state::Record,
+        p: &Process,
+        ch: &crate::sync::Channel,
+    ) -> Result<Pid> {
         let pid = match joined? {
             Some(ChildMsg::InitPid { pid }) => Pid::from_raw(pid),
             Some(ChildMsg::Failed(msg)) => return Err(Error::Reported(msg)),
@@ -194,7 +213,7 @@ impl Runtime {
             let _ = kill(pid, Signal::SIGKILL);
             e
         };
-        if let Some(m) = crate::cgroup::manager_of(&rec) {
+        if let Some(m) = crate::cgroup::manager_of(rec) {
             m.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
         }
         if let Some(adj) = p.oom_score_adj() {
@@ -206,15 +225,11 @@ impl Runtime {
             state: serde_json::Value::Null,
         })
         .map_err(fail)?;
-        match spawned.channel.recv::<ChildMsg>().map_err(fail)? {
-            None => {}
-            Some(ChildMsg::Failed(msg)) => return Err(fail(Error::Reported(msg))),
-            Some(other) => return Err(fail(Error::Init(format!("unexpected message {other:?}")))),
+        match ch.recv::<ChildMsg>().map_err(fail)? {
+            None => Ok(pid),
+            Some(ChildMsg::Failed(msg)) => Err(fail(Error::Reported(msg))),
+            Some(other) => Err(fail(Error::Init(format!("unexpected message {other:?}")))),
         }
-        if let Some(f) = &opts.pid_file {
-            crate::container::write_pid_file(f, pid.as_raw())?;
-        }
-        Ok(pid)
     }
 }
 

@@ -4,8 +4,8 @@
 //! - Nothing is created before the whole config is validated; a failed `create` removes
 //!   what it made (init process, cgroup, state directory). Mounts live in the container's
 //!   own mount namespace and vanish with it.
-//! - The container's init runs from a sealed memfd copy of berth, never from the host
-//!   binary (CVE-2019-5736).
+//! - The container's init runs from a read-only view of berth (a detached overlay, or a
+//!   sealed memfd copy), never from the host binary (CVE-2019-5736).
 //! - Paths from the bundle are resolved inside the rootfs with openat2(RESOLVE_IN_ROOT)
 //!   and acted on through the resolved fd.
 //! - Writes to /proc go through a handle checked to be procfs.

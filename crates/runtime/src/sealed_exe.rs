@@ -30,15 +30,46 @@ const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 4;
 
+/// The berth binary opened so that it cannot be written, for fexecve.
+pub struct SealedExe {
+    pub file: OwnedFd,
+    /// The detached overlay mount the file was opened through. Closing its last fd
+    /// dissolves the mount, and that waits for an RCU grace period (1-8 ms measured here):
+    /// it is handed to the process started from `file`, which closes it while the parent
+    /// works on (see [`SEAL_MOUNT_FD_ENV`]).
+    pub mount: Option<OwnedFd>,
+}
+
+/// Environment variable naming the inherited fd of [`SealedExe::mount`] that a
+/// re-executed berth closes first thing.
+pub const SEAL_MOUNT_FD_ENV: &str = "_BERTH_SEAL_MOUNT_FD";
+
 /// An fd of the berth binary that cannot be written, for fexecve.
-pub fn sealed_self() -> Result<OwnedFd> {
+pub fn sealed_self() -> Result<SealedExe> {
     match overlay_self() {
-        Ok(fd) => Ok(fd),
+        Ok((file, mount)) => Ok(SealedExe {
+            file,
+            mount: Some(mount),
+        }),
         Err(e) => {
             tracing::debug!("read-only overlay of the berth binary unavailable ({e}); using a sealed memfd copy");
-            memfd_self()
+            Ok(SealedExe {
+                file: memfd_self()?,
+                mount: None,
+            })
         }
     }
+}
+
+/// In a re-executed berth: the overlay mount fd the parent handed over (see
+/// [`SealedExe::mount`]), to close before anything of a container is joined.
+pub fn inherited_mount() -> Option<OwnedFd> {
+    std::env::var(SEAL_MOUNT_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+        // SAFETY: the parent passed this fd for us to own; nothing else uses it.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn new_fd(r: libc::c_long) -> nix::Result<OwnedFd> {
@@ -85,7 +116,7 @@ fn detached_mount(fstype: &str, options: &[(&str, String)]) -> nix::Result<Owned
     new_fd(unsafe { libc::syscall(libc::SYS_fsmount, ctx.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
 
-fn overlay_self() -> std::result::Result<OwnedFd, String> {
+fn overlay_self() -> std::result::Result<(OwnedFd, OwnedFd), String> {
     let exe = std::fs::read_link("/proc/self/exe").map_err(|e| e.to_string())?;
     let (dir, name) = match (exe.parent(), exe.file_name()) {
         (Some(d), Some(n)) if exe.is_absolute() => (d.to_path_buf(), n.to_os_string()),
@@ -123,7 +154,7 @@ fn overlay_self() -> std::result::Result<OwnedFd, String> {
     if meta.ino() != ours.ino() || meta.size() != ours.size() || meta.mtime() != ours.mtime() {
         return Err("the berth binary changed since this process started".into());
     }
-    Ok(OwnedFd::from(theirs))
+    Ok((OwnedFd::from(theirs), ovl))
 }
 
 fn memfd_create(name: &str, flags: libc::c_uint) -> nix::Result<OwnedFd> {
@@ -180,7 +211,7 @@ mod tests {
     #[test]
     fn overlay_copy_is_read_only() {
         // Needs CAP_SYS_ADMIN (tests run as root here).
-        let fd = overlay_self().expect("overlay of the test binary");
+        let (fd, _mount) = overlay_self().expect("overlay of the test binary");
         assert_unwritable(fd);
     }
 

@@ -48,9 +48,19 @@ pub fn main(channel_fd: i32) -> ! {
     // channel to the host and sit in its pid namespace (CVE-2016-9962).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // The vfork-style spawn left every signal blocked (see spawn.rs); exec has reset all
+    // handlers to their defaults, so take signals again, as a forked init did.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    // The detached mount berth was executed from: dissolving it waits for an RCU grace
+    // period, so it is closed here, beside the parent's work instead of before it.
+    let mount = crate::sealed_exe::inherited_mount();
     // SAFETY: the parent passed this fd number for us to own.
     let ch = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(channel_fd) });
-    let err = match run(&ch) {
+    let err = match run(&ch, mount) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -71,10 +81,13 @@ pub struct ExecConfig {
     pub state: serde_json::Value,
 }
 
-fn run(ch: &Channel) -> Result<std::convert::Infallible> {
+fn run(ch: &Channel, mount: Option<OwnedFd>) -> Result<std::convert::Infallible> {
     let cfg = match ch.recv::<ParentMsg>()? {
-        Some(ParentMsg::Config(cfg)) => *cfg,
-        Some(ParentMsg::Exec(cfg)) => return join_container(ch, *cfg),
+        Some(ParentMsg::Config(cfg)) => {
+            drop(mount);
+            *cfg
+        }
+        Some(ParentMsg::Exec(cfg)) => return join_container(ch, *cfg, mount),
         _ => return Err(Error::Init("no configuration from the parent".into())),
     };
     let keep: Vec<i32> = [ch.fd().as_raw_fd(), cfg.start_listener]
@@ -143,12 +156,17 @@ fn run(ch: &Channel) -> Result<std::convert::Infallible> {
 /// `berth exec`: join every namespace of the container's init (user first, so the others
 /// can be joined with its privileges), then fork so the child is in its pid namespace. The
 /// child waits until the parent has put it in the container's cgroup.
-fn join_container(ch: &Channel, cfg: ExecConfig) -> Result<std::convert::Infallible> {
-    // Nothing of the host's but stdio, the preserved fds, the channel and the console
-    // socket may enter the container with us.
+fn join_container(
+    ch: &Channel,
+    cfg: ExecConfig,
+    mount: Option<OwnedFd>,
+) -> Result<std::convert::Infallible> {
+    // Nothing of the host's but stdio, the preserved fds, the channel, the console socket
+    // and (until the fork below) the overlay mount fd may enter the container with us.
     let keep: Vec<i32> = [ch.fd().as_raw_fd()]
         .into_iter()
         .chain(cfg.console_socket)
+        .chain(mount.as_ref().map(|m| m.as_raw_fd()))
         .collect();
     process::close_stray_fds(cfg.preserve_fds, &keep)?;
     // The AppArmor request, through the host's procfs before anything of the container's
@@ -194,9 +212,17 @@ fn join_container(ch: &Channel, cfg: ExecConfig) -> Result<std::convert::Infalli
             ch.send(&ChildMsg::InitPid {
                 pid: child.as_raw(),
             })?;
+            // Our end of the channel first: the parent learns that the process has
+            // exec'd when every copy of it is closed, which must not wait for the mount.
+            // SAFETY: closes the channel's fd, which nothing uses any more (we exit below
+            // without running destructors).
+            unsafe { libc::close(ch.fd().as_raw_fd()) };
+            // The last copy of the mount fd dissolves the mount: while the parent places
+            // the process in its cgroup.
+            drop(mount);
             std::process::exit(0)
         }
-        nix::unistd::ForkResult::Child => {}
+        nix::unistd::ForkResult::Child => drop(mount),
     }
     match ch.recv::<ParentMsg>()? {
         Some(ParentMsg::Continue { .. }) => run_exec(cfg),
