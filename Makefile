@@ -1,10 +1,7 @@
 # The README's two commands: `make demo` and `make test`.
 SHELL := /bin/bash
 # The binary users run: statically linked (half the CPU per container of a dynamically
-# linked PIE: no loader, no symbol relocation at each of its two execs per container), and
-# not position-independent: a static PIE relocates itself at every exec, writing to every
-# page of .data.rel.ro and .got (hundreds of pages, each a copy-on-write fault of 10-20 us
-# on this machine, and resident memory; docs/performance.md).
+# linked PIE: no loader, no symbol relocation at each of its two execs per container).
 BERTH := build/bin/berth
 DEMO := build/demo
 
@@ -14,7 +11,7 @@ setup:
 	sh scripts/setup.sh
 
 build: setup
-	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --release -p berth --target x86_64-unknown-linux-gnu
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p berth --target x86_64-unknown-linux-gnu
 	install -D target/x86_64-unknown-linux-gnu/release/berth $(BERTH)
 	install -D target/x86_64-unknown-linux-gnu/release/berth-vmm $(dir $(BERTH))berth-vmm
 
