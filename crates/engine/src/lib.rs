@@ -31,6 +31,7 @@ pub mod error;
 pub mod net;
 pub mod options;
 pub mod tty;
+pub mod vm;
 
 pub use berth_net as cni;
 pub use container::{Container, State, Status};
@@ -38,3 +39,4 @@ pub use engine::{Engine, ExecRequest};
 pub use error::{Error, Result};
 pub use net::{NetSettings, NetState};
 pub use options::{Bind, Network, RunOptions, Seccomp};
+pub use vm::{Isolation, VmSettings};

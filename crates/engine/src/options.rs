@@ -181,6 +181,9 @@ pub struct RunOptions {
     /// `--add-host NAME:IP` lines for /etc/hosts.
     #[serde(default)]
     pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--isolation vm`: run inside a berth microVM.
+    #[serde(default)]
+    pub isolation: crate::vm::Isolation,
 }
 
 fn bad(flag: &'static str, value: &str, reason: &str) -> Error {
