@@ -283,8 +283,11 @@ const ID: &str = "ctr";
 
 /// Talk to the agent: create, stream the output here, start, wait, shut down.
 async fn converse(vm: &VmSettings, uds: &Path, spec: Value) -> Result<i32> {
+    // A nested guest under emulation is slow everywhere: creating a container there gets
+    // the boot's allowance too.
     let timeouts = Timeouts {
         connect: vm.boot_timeout,
+        create: vm.boot_timeout,
         ..Timeouts::default()
     };
     let agent = AgentClient::connect_vsock(uds, berth_agent::VSOCK_PORT, timeouts).await?;
