@@ -125,10 +125,18 @@ pub fn load_modules() -> Result<usize, GuestError> {
 /// Bring up the loopback interface (containers with a network namespace of their own do
 /// this themselves; the agent's namespace is the VM's).
 pub fn loopback_up() {
-    let up = std::process::Command::new("/bin/ip")
+    // busybox's applet, wherever the initramfs linked it (PID 1 has no PATH).
+    let Some(ip) = ["/sbin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        tracing::warn!("no ip command in the initramfs: lo stays down");
+        return;
+    };
+    let up = std::process::Command::new(ip)
         .args(["link", "set", "lo", "up"])
         .status();
-    if !up.is_ok_and(|s| s.success()) && Path::new("/bin/ip").exists() {
+    if !up.is_ok_and(|s| s.success()) {
         tracing::warn!("could not bring lo up");
     }
 }

@@ -48,12 +48,18 @@ impl Proc {
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: between fork and exec only dup2 runs (async-signal-safe); it gives the
-        // child the report socket as fd 3 without the close-on-exec flag, while the
-        // parent's copy keeps it (so no other child spawned meanwhile inherits it).
+        // SAFETY: between fork and exec only dup2/fcntl run (async-signal-safe); they give
+        // the child the report socket as fd 3 without the close-on-exec flag, while the
+        // parent's copy keeps it (so no other child spawned meanwhile inherits it). dup2
+        // onto itself leaves the flag, so then it is cleared by hand.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(theirs_fd, REPORT_FD) < 0 {
+                let r = if theirs_fd == REPORT_FD {
+                    libc::fcntl(REPORT_FD, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(theirs_fd, REPORT_FD)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
