@@ -21,7 +21,7 @@ while (($#)); do
     *) die $prog "unknown argument $1" ;;
     esac
 done
-file -L "$agent" | grep -q 'statically linked' || die $prog "$agent: not a static executable"
+file -L "$agent" | grep -Eq 'static(-pie)? linked|statically linked' || die $prog "$agent: not a static executable"
 # The agent looks for /berth/modules, the list mkinitramfs.sh writes.
 exec "$VM_SCRIPTS/mkinitramfs.sh" "$out" --pid1 "$agent" --kver "$kver" \
     --modules virtio_mmio,virtio_blk,vmw_vsock_virtio_transport,ext4,overlay
