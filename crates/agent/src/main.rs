@@ -52,16 +52,27 @@ async fn serve(opts: Options) -> Result<(), String> {
     std::fs::create_dir_all(&opts.state_dir)
         .map_err(|e| format!("{}: {e}", opts.state_dir.display()))?;
     let service = AgentService::new(exe, opts.state_dir);
-    let done = service.shutdown_signal();
-    let stopped = async move { done.notified().await };
+    let mut done = service.shutdown_signal();
+    let mut hard = service.shutdown_signal();
+    let stopped = async move {
+        let _ = done.wait_for(|d| *d).await;
+    };
+    // Graceful shutdown waits for clients to hang up; after Shutdown they get 2 s.
+    let deadline = async move {
+        let _ = hard.wait_for(|d| *d).await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    };
     let router = tonic::transport::Server::builder().add_service(AgentServer::new(service));
     match opts.listen {
         Listen::Unix(path) => {
             let listener = tokio::net::UnixListener::bind(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            let served = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped)
-                .await;
+            let serving =
+                router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped);
+            let served = tokio::select! {
+                r = serving => r,
+                () = deadline => Ok(()),
+            };
             let _ = std::fs::remove_file(&path);
             served.map_err(|e| e.to_string())
         }
@@ -69,10 +80,11 @@ async fn serve(opts: Options) -> Result<(), String> {
             let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
             let listener = tokio_vsock::VsockListener::bind(addr)
                 .map_err(|e| format!("vsock port {port}: {e}"))?;
-            router
-                .serve_with_incoming_shutdown(listener.incoming(), stopped)
-                .await
-                .map_err(|e| e.to_string())
+            let serving = router.serve_with_incoming_shutdown(listener.incoming(), stopped);
+            tokio::select! {
+                r = serving => r.map_err(|e| e.to_string()),
+                () = deadline => Ok(()),
+            }
         }
     }
 }

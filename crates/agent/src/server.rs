@@ -2,7 +2,7 @@
 //! shim per process, [`crate::shim`]) under `<state>/runtime`, with bundles under
 //! `<state>/bundles/<id>` and block rootfs mounted at `<state>/bundles/<id>/rootfs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use berth_runtime::Runtime;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::Signal;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{watch, Mutex};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
@@ -38,7 +38,23 @@ pub struct AgentService {
     runtime_root: PathBuf,
     versioned: AtomicBool,
     containers: Mutex<HashMap<String, Container>>,
-    shutdown: Arc<Notify>,
+    /// Ids being created: reserved without holding `containers` across the create.
+    creating: std::sync::Mutex<HashSet<String>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// An id reserved in `creating`, released on drop.
+struct Reserved<'a> {
+    set: &'a std::sync::Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.id);
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -95,13 +111,14 @@ impl AgentService {
             state_dir,
             versioned: AtomicBool::new(false),
             containers: Mutex::new(HashMap::new()),
-            shutdown: Arc::new(Notify::new()),
+            creating: std::sync::Mutex::new(HashSet::new()),
+            shutdown: watch::Sender::new(false),
         }
     }
 
-    /// Notified once Shutdown has removed every container.
-    pub fn shutdown_signal(&self) -> Arc<Notify> {
-        self.shutdown.clone()
+    /// Turns true once Shutdown has removed every container.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     fn check_version(&self) -> Result<(), Status> {
@@ -271,13 +288,20 @@ impl agent_server::Agent for AgentService {
         self.check_version()?;
         let req = req.into_inner();
         berth_runtime::config::validate_id(&req.id).map_err(runtime_status)?;
-        let mut containers = self.containers.lock().await;
-        if containers.contains_key(&req.id) {
-            return Err(Status::already_exists(format!(
-                "container {:?} already exists",
-                req.id
-            )));
-        }
+        let _reserved = {
+            let containers = self.containers.lock().await;
+            let mut creating = self.creating.lock().map_err(internal)?;
+            if containers.contains_key(&req.id) || !creating.insert(req.id.clone()) {
+                return Err(Status::already_exists(format!(
+                    "container {:?} already exists",
+                    req.id
+                )));
+            }
+            Reserved {
+                set: &self.creating,
+                id: req.id.clone(),
+            }
+        };
         let bundle = self.state_dir.join("bundles").join(&req.id);
         let mounted = Self::make_bundle(&bundle, &req.spec_json, req.rootfs).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&bundle);
@@ -287,7 +311,7 @@ impl agent_server::Agent for AgentService {
         };
         match Proc::spawn(&self.exe, &self.runtime_root, &req.id, &task, req.stdin).await {
             Ok(init) => {
-                containers.insert(
+                self.containers.lock().await.insert(
                     req.id,
                     Container {
                         bundle,
@@ -501,7 +525,7 @@ impl agent_server::Agent for AgentService {
                 tracing::warn!(id, "shutdown: {}", e.message());
             }
         }
-        self.shutdown.notify_one();
+        self.shutdown.send_replace(true);
         Ok(Response::new(proto::Empty {}))
     }
 }

@@ -233,6 +233,18 @@ async fn bad_requests_are_refused_in_one_line_and_leave_nothing() {
         .expect("the id is free after a failed create");
     c.remove("nocmd").await.expect("remove");
 
+    // The same id twice at once: exactly one create wins, the other is told why.
+    let (a, b) = tokio::join!(
+        c.create(agent.request("dup", &["sleep", "10"], false)),
+        c.create(agent.request("dup", &["sleep", "10"], false))
+    );
+    let lost = match (a, b) {
+        (Ok(()), Err(e)) | (Err(e), Ok(())) => e.to_string(),
+        other => panic!("expected one create to win: {other:?}"),
+    };
+    assert!(lost.contains("already exists"), "{lost}");
+    c.remove("dup").await.expect("remove");
+
     // A rootfs that is not a directory, a bad id, a bad spec: refused, nothing made.
     let mut r = agent.request("badroot", &["true"], false);
     r.rootfs = Some(proto::Rootfs {
@@ -313,9 +325,21 @@ async fn version_first_and_a_mismatch_is_refused() {
     // Shutdown ends the agent (not PID 1 here: it stops serving and exits 0).
     let c = agent.client().await;
     c.shutdown().await.expect("shutdown");
+    // It exits although clients still hold connections (they get a short grace).
     let mut agent = agent;
-    let status = agent.child.wait().expect("agent exit");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = agent.child.try_wait().expect("agent exit") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the agent did not exit after Shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(status.success(), "{status:?}");
+    drop((raw, c));
     assert!(!agent.socket().exists(), "socket left");
 }
 
