@@ -175,6 +175,12 @@ impl AgentService {
                 (p, None)
             }
             proto::rootfs::Source::Block(b) => {
+                // virtio devices are probed asynchronously after the module loads: the
+                // disk's node may appear after the agent is already serving.
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                while !Path::new(&b.device).exists() && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 let target = bundle.join("rootfs");
                 std::fs::create_dir_all(&target).map_err(internal)?;
                 let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
