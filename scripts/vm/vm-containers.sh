@@ -74,7 +74,7 @@ out=$(/bin/berth run --rm --isolation vm busybox:vm cat /proc/cmdline 2>&1)
 case $out in *pci=off*) echo "ok: guest kernel command line" ;; *) echo "FAIL: cmdline [$out]"; fail=1 ;; esac
 
 check "no container left" "" "$(ls /tmp/data/containers)"
-check "no VMM left" "" "$(pgrep berth-vmm)"
+check "no VMM left" 0 "$(ps | grep -c '[b]erth-vmm')"
 exit $fail
 OUTER
 
