@@ -4,7 +4,7 @@
 set -eu
 PACKAGES="busybox-static file jq cpio xz-utils zstd binutils gcc libc6-dev
   runc crun skopeo umoci uidmap iproute2 hyperfine time strace curl tmux
-  qemu-system-x86 linux-image-amd64 protobuf-compiler
+  qemu-system-x86 linux-image-amd64 protobuf-compiler e2fsprogs
   podman containerd docker.io containernetworking-plugins docker-registry
   iptables netavark aardvark-dns util-linux iperf3
   systemd dbus apparmor apparmor-utils"

@@ -882,3 +882,60 @@ fn check_and_verify_find_engine_containers_by_name() {
     assert!(diffs.is_empty(), "{diffs:?}");
     env.ok(&["rm", "-f", "checked"]);
 }
+
+/// `--isolation vm` on this host: what it cannot do yet is refused in one line before
+/// anything is made, and a VM that cannot boot (here a corrupt kernel, so the real VMM
+/// fails) is one line too, with no container, disk image, socket or VMM left. Running a
+/// container in a VM needs nested KVM: scripts/vm/vm-containers.sh.
+#[test]
+fn vm_isolation_refusals_and_a_failed_boot_leave_nothing() {
+    let env = Env::new();
+    let fake_kernel = env.dir.path().join("vmlinux");
+    std::fs::write(&fake_kernel, b"not a kernel").unwrap();
+    let kernel = fake_kernel.to_str().unwrap();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["-v", "/tmp:/x"], kernel, "no virtio-fs daemon"),
+        (&["--network", "host"], kernel, "have no network yet"),
+        (&["-t"], kernel, "not supported for VM containers yet"),
+        (
+            &[],
+            "/no/such/vmlinux",
+            "kernel (BERTH_VM_KERNEL) /no/such/vmlinux: not found",
+        ),
+        (&[], kernel, "the VM stopped before the container exited"),
+        (
+            &["--isolation", "jail"],
+            kernel,
+            "--isolation \"jail\": expected process or vm",
+        ),
+    ];
+    for (flags, k, want) in cases {
+        let mut args = vec!["run", "--rm"];
+        if !flags.contains(&"--isolation") {
+            args.extend_from_slice(&["--isolation", "vm"]);
+        }
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[IMAGE, "true"]);
+        let r: Run = env
+            .command(&args)
+            .env("BERTH_VM_KERNEL", k)
+            .env("BERTH_VM_INITRD", kernel)
+            .output()
+            .expect("spawn berth")
+            .into();
+        assert_ne!(r.code, 0, "{args:?}");
+        assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert!(
+        env.container_dirs().is_empty(),
+        "{:?}",
+        env.container_dirs()
+    );
+    assert!(mounts_under(env.dir.path()).is_empty());
+}

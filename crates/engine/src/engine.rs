@@ -46,6 +46,7 @@ pub struct Engine {
     bundles: Bundles,
     runtime: Runtime,
     net: NetSettings,
+    vm: crate::vm::VmSettings,
 }
 
 fn now() -> String {
@@ -117,7 +118,13 @@ impl Engine {
             bundles,
             runtime: Runtime::new(runtime_root),
             net: NetSettings::new(data_root, runtime_root),
+            vm: crate::vm::VmSettings::from_env(),
         })
+    }
+
+    /// What VM containers boot (defaults from [`crate::vm::VmSettings::from_env`]).
+    pub fn vm_settings_mut(&mut self) -> &mut crate::vm::VmSettings {
+        &mut self.vm
     }
 
     /// Where networks, plugins and the CNI cache are (defaults from [`Engine::open`]).
@@ -324,6 +331,9 @@ impl Engine {
                 }
             },
         };
+        if opts.isolation == crate::vm::Isolation::Vm {
+            crate::vm::check(opts, &self.vm)?;
+        }
         // An unknown network or a -p it cannot take fails before anything is made.
         let cni_net = net::resolve(&self.net, &opts.network)?;
         net::check_flags(opts, cni_net.as_ref())?;
@@ -440,6 +450,9 @@ impl Engine {
     /// Run `c` attached to this process's stdio (stdin only with `-i`) and wait for it.
     /// Changes process-wide state (fd 0, signal mask, subreaper): meant for the CLI.
     pub fn run_attached(&self, c: &mut Container) -> Result<i32> {
+        if c.options.isolation == crate::vm::Isolation::Vm {
+            return self.run_vm(c);
+        }
         let mask = attach_process(c.options.interactive)?;
         // This process records the exit: `stop`/`rm -f` wait for it as for a monitor.
         c.state.monitor_pid = std::process::id() as i32;
@@ -454,6 +467,25 @@ impl Engine {
         let code = foreground::wait_attached(pid, master, c.options.interactive, &mask)?;
         self.finish(c, code);
         Ok(code.unwrap_or(255))
+    }
+
+    /// A VM container in the foreground: the VM lives as long as the container.
+    fn run_vm(&self, c: &mut Container) -> Result<i32> {
+        c.state.monitor_pid = std::process::id() as i32;
+        c.state.status = Status::Running;
+        c.state.started_at = Some(now());
+        c.save()?;
+        let vm_dir = c.dir().join("vm");
+        match crate::vm::run(&self.vm, &c.options, &c.bundle, &vm_dir) {
+            Ok(code) => {
+                self.finish(c, Some(code));
+                Ok(code)
+            }
+            Err(e) => {
+                self.discard(c);
+                Err(e)
+            }
+        }
     }
 
     /// `exec`: run `r` in the container attached to this process's stdio and return its

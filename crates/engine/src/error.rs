@@ -57,6 +57,11 @@ pub enum Error {
     Seccomp(#[from] berth_seccomp::Error),
     #[error(transparent)]
     Net(#[from] berth_net::Error),
+    /// `--isolation vm`: what a VM container cannot do, or its VM failed.
+    #[error("--isolation vm: {0}")]
+    Vm(String),
+    #[error("--isolation vm: {0}")]
+    Agent(#[from] berth_agent::Error),
     /// `network rm` of a network containers are attached to.
     #[error("network {network} is in use by container {container}: remove it first")]
     NetworkInUse { network: String, container: String },

@@ -34,6 +34,7 @@ pub mod net;
 pub mod options;
 pub mod spec;
 pub mod tty;
+pub mod vm;
 
 pub use berth_net as cni;
 pub use bundle::{AbandonedBundle, Bundle, Bundles};
@@ -43,3 +44,4 @@ pub use error::{Error, Result};
 pub use net::{NetSettings, NetState};
 pub use options::{Bind, Network, RunOptions, Seccomp};
 pub use spec::RunOverrides;
+pub use vm::{Isolation, VmSettings};

@@ -214,6 +214,9 @@ pub struct RunOptions {
     /// `-P`: every port the image exposes, on free host ports.
     #[serde(default)]
     pub publish_all: bool,
+    /// `--isolation vm`: run inside a berth microVM.
+    #[serde(default)]
+    pub isolation: crate::vm::Isolation,
 }
 
 /// `--mac-address`: six hex octets of a unicast address, normalised to lowercase.

@@ -160,6 +160,9 @@ pub struct RunArgs {
     /// container:NAME|ID (share its namespace), ns:PATH, or a network's name.
     #[arg(long, alias = "net", default_value = "bridge", env = "BERTH_NETWORK")]
     pub network: String,
+    /// process (namespaces, the default) or vm (inside a berth microVM; see docs/vmm.md).
+    #[arg(long, default_value = "process", env = "BERTH_ISOLATION")]
+    pub isolation: String,
     /// Publish a container port: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp].
     #[arg(long = "publish", short = 'p')]
     pub publish: Vec<String>,
@@ -442,6 +445,7 @@ fn run_options(r: &RunArgs) -> anyhow::Result<RunOptions> {
     for s in &r.security_opt {
         seccomp = Seccomp::from_security_opt(s)?;
     }
+    let isolation: berth_engine::Isolation = r.isolation.parse()?;
     Ok(RunOptions {
         image: image.clone(),
         cmd: cmd.to_vec(),
@@ -470,7 +474,12 @@ fn run_options(r: &RunArgs) -> anyhow::Result<RunOptions> {
         cap_add: r.cap_add.clone(),
         cap_drop: r.cap_drop.clone(),
         seccomp,
-        network: r.network.parse()?,
+        // A VM container has no network yet: the default bridge means none there.
+        network: match isolation {
+            berth_engine::Isolation::Vm if r.network == "bridge" => berth_engine::Network::None,
+            _ => r.network.parse()?,
+        },
+        isolation,
         ports: r
             .publish
             .iter()
