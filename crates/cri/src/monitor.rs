@@ -404,12 +404,15 @@ pub struct ExecResult {
 
 /// How the exec helper connects the process: ExecSync gives it no stdin; the
 /// streaming server passes its stdin pipe and may ask for a terminal, whose size then
-/// arrives as lines `WIDTH HEIGHT` on `resize_fd`.
+/// arrives as lines `WIDTH HEIGHT` on `resize_fd`; the client's first size, when it came
+/// before the start, is the terminal's size from the beginning (`process.consoleSize`).
 #[derive(Clone, Debug, Default)]
 pub struct ExecMode {
     pub stdin: bool,
     pub tty: bool,
     pub resize_fd: Option<i32>,
+    /// (width, height).
+    pub console_size: Option<(u16, u16)>,
 }
 
 impl ExecMode {
@@ -424,6 +427,9 @@ impl ExecMode {
         }
         if let Some(fd) = self.resize_fd {
             a.extend(["--resize-fd".to_string(), fd.to_string()]);
+        }
+        if let Some((w, h)) = self.console_size {
+            a.extend(["--console-size".to_string(), format!("{w}x{h}")]);
         }
         a
     }
@@ -478,6 +484,9 @@ pub fn exec(
         let mut v = serde_json::to_value(&base).expect("process serializes");
         v["args"] = serde_json::json!(cmd);
         v["terminal"] = serde_json::json!(mode.tty);
+        if let (true, Some((w, h))) = (mode.tty, mode.console_size) {
+            v["consoleSize"] = serde_json::json!({"width": w, "height": h});
+        }
         let process =
             serde_json::from_value(v).map_err(|e| crate::error::invalid("cmd", e.to_string()))?;
         let console = match mode.tty {

@@ -53,10 +53,21 @@ pub enum Cmd {
         /// Terminal sizes ("WIDTH HEIGHT" lines) arrive on this fd.
         #[arg(long)]
         resize_fd: Option<i32>,
+        /// The terminal's size at the start, `WIDTHxHEIGHT`.
+        #[arg(long, value_parser = parse_size)]
+        console_size: Option<(u16, u16)>,
         id: String,
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+}
+
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT")?;
+    Ok((
+        w.parse().map_err(|e| format!("width: {e}"))?,
+        h.parse().map_err(|e| format!("height: {e}"))?,
+    ))
 }
 
 /// The log level `cri serve` logs at: `--debug`, else the config file's, else info.
@@ -92,6 +103,7 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             stdin,
             tty,
             resize_fd,
+            console_size,
             id,
             cmd,
         } => {
@@ -99,6 +111,7 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
                 stdin: *stdin,
                 tty: *tty,
                 resize_fd: *resize_fd,
+                console_size: *console_size,
             };
             Ok(
                 berth_cri::monitor::exec(runtime_root, id, cmd, *timeout, result, &mode)

@@ -108,6 +108,20 @@ async fn pump(mut from: impl AsyncRead + Unpin, out: Out, ch: u8) {
     out.close(ch).await;
 }
 
+/// How long a terminal exec waits for the client's first size before it starts anyway.
+const FIRST_SIZE_WAIT: Duration = Duration::from_secs(1);
+
+/// What arrived while waiting for the first size, then the client's input.
+async fn next_input(
+    early: &mut std::collections::VecDeque<Input>,
+    inputs: &mut tokio::sync::mpsc::Receiver<Input>,
+) -> Option<Input> {
+    match early.pop_front() {
+        Some(ev) => Some(ev),
+        None => inputs.recv().await,
+    }
+}
+
 /// A terminal size on the resize channel.
 #[derive(Deserialize)]
 struct Size {
@@ -291,10 +305,36 @@ async fn run(
     if r.attach {
         return attach(cri, r, out, inputs).await;
     }
+    // client-go sends the terminal's size right after the streams are up; wait briefly
+    // for it, so the process starts with its size (a `stty size` first thing would
+    // otherwise see 0x0). What else arrives meanwhile is replayed below.
+    let mut early = Vec::new();
+    let mut console_size = None;
+    if r.tty {
+        let until = tokio::time::Instant::now() + FIRST_SIZE_WAIT;
+        let mut buf = Vec::new();
+        while console_size.is_none() {
+            match tokio::time::timeout_at(until, inputs.recv()).await {
+                Ok(Some(Input::Data(RESIZE, data))) => {
+                    buf.extend_from_slice(&data);
+                    console_size = sizes(&mut buf).pop();
+                }
+                Ok(Some(ev)) => {
+                    let gone = matches!(ev, Input::Gone);
+                    early.push(ev);
+                    if gone {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
     let mode = ExecMode {
         stdin: r.stdin,
         tty: r.tty,
         resize_fd: r.tty.then_some(3),
+        console_size,
     };
     let (exe, argv, result) = {
         let (cri, r, mode) = (cri.clone(), r.clone(), mode.clone());
@@ -365,10 +405,11 @@ async fn run(
     let mut stdin = child.stdin.take();
     let mut resize_buf = Vec::new();
     let mut connected = true;
+    let mut early = std::collections::VecDeque::from(early);
     let status = loop {
         tokio::select! {
             st = child.wait() => break st,
-            ev = inputs.recv(), if connected => match ev {
+            ev = next_input(&mut early, inputs), if connected => match ev {
                 Some(Input::Data(STDIN, data)) => {
                     if let Some(w) = stdin.as_mut() {
                         if w.write_all(&data).await.is_err() {
