@@ -20,3 +20,9 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+# The Kubernetes API schema validator the policy crate's NetworkPolicy test runs
+# (crates/policy/tests/blp.rs), from PyPI.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+    echo "setup: installing kubernetes-validate (pip)" >&2
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore kubernetes-validate==1.37.0
+fi

@@ -53,6 +53,43 @@ fn check_exit_status_tells_ok_violation_and_bad_input_apart() {
     one_line_error(&b.berth(&["check", "no-such-container"]));
 }
 
+/// `berth policy blp`: YAML on stdout or in a file; a bad lattice is one line, status 2.
+#[test]
+fn policy_blp_writes_network_policies_and_refuses_bad_input() {
+    let b = Bundle::new();
+    let levels = b.path().join("levels.toml");
+    std::fs::write(
+        &levels,
+        "levels = [\"low\", \"high\"]\n\
+         [[workload]]\nname = \"a\"\nlevel = \"low\"\nselector = { app = \"a\" }\n\
+         [[workload]]\nname = \"b\"\nlevel = \"high\"\nselector = { app = \"b\" }\n",
+    )
+    .unwrap();
+    let l = levels.to_str().unwrap();
+    let out = b.berth(&["policy", "blp", l]).ok();
+    assert_eq!(
+        out.stdout.matches("\"kind\": \"NetworkPolicy\"").count(),
+        2,
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("\"name\": \"blp-b\""), "{out:?}");
+    let file = b.path().join("blp.yaml");
+    b.berth(&["policy", "blp", l, "-o", file.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim_end(),
+        out.stdout.trim_end()
+    );
+
+    std::fs::write(&levels, "levels = [\"low\"]\n[[workload]]\nname = \"a\"\nlevel = \"top\"\nselector = { app = \"a\" }\n").unwrap();
+    let out = b.berth(&["policy", "blp", l]);
+    one_line_error(&out);
+    assert!(out.stderr.contains("unknown level \"top\""), "{out:?}");
+    std::fs::write(&levels, "levels = [\"low\"]\nsurprise = true\n").unwrap();
+    one_line_error(&b.berth(&["policy", "blp", l]));
+    one_line_error(&b.berth(&["policy", "blp", "/nonexistent/levels.toml"]));
+}
+
 #[test]
 fn check_reads_a_containers_config_copy() {
     let b = Bundle::new();

@@ -112,6 +112,8 @@ pub enum Command {
     Check(commands::check::Args),
     /// Compare a live container's kernel state with its spec.
     Verify(commands::verify::Args),
+    /// Generate policies from the isolation models (`policy blp LEVELS.toml`).
+    Policy(commands::policy::Args),
     /// Kubernetes CRI server (`berth cri serve`) for kubelet and crictl.
     Cri(commands::cri::Args),
     /// Docker-style containers from images (run, ps, logs, stop, kill, rm, exec, inspect).

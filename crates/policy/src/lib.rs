@@ -16,6 +16,7 @@
 //! - Rule ids and the JSON schemas (`berth.check/v1`, `berth.verify/v1`) are stable:
 //!   docs/policy.md documents them.
 
+pub mod blp;
 pub mod caps;
 pub mod check;
 pub mod error;

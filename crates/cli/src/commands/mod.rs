@@ -27,6 +27,7 @@ pub mod kill;
 pub mod list;
 pub mod network;
 pub mod pause;
+pub mod policy;
 pub mod ps;
 pub mod run;
 pub mod spec;
@@ -80,6 +81,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Container(a) => container::run(&cli.state_root()?, a),
         Command::Check(a) => check::run(&cli.state_root()?, a),
         Command::Verify(a) => verify::run(&cli.state_root()?, a),
+        Command::Policy(a) => policy::run(a),
         Command::Network(a) => network::run(&cli.state_root()?, a),
         Command::Cri(a) => cri::run(cli, a),
     }
